@@ -1,0 +1,3 @@
+from mkrec.cli import main
+
+raise SystemExit(main())

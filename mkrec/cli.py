@@ -1,0 +1,161 @@
+"""The command line. Parses, builds the Context once, dispatches, and turns errors into one line."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from mkrec import __version__
+from mkrec.config import Config, Mode, describe_config, load_config
+from mkrec.context import Context
+from mkrec.errors import MkrecError
+from mkrec.log import setup_logging
+
+log = logging.getLogger("mkrec")
+
+Handler = Callable[[Context, argparse.Namespace], int]
+
+
+def default_config_path() -> Path | None:
+    for candidate in (Path("Config.toml"), Path("/etc/mkrec/Config.toml")):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+# ---- handlers: thin; the work lives in the stage modules ----
+
+
+def cmd_preflight(ctx: Context, args: argparse.Namespace) -> int:
+    from mkrec.preflight import preflight
+
+    return preflight(ctx, args.config_error, as_json=args.json)
+
+
+def cmd_build(ctx: Context, args: argparse.Namespace) -> int:
+    from mkrec.build import build
+
+    if args.mode is None and args.menu and sys.stdin.isatty():
+        from mkrec.menu import choose_mode
+
+        chosen = choose_mode(ctx.config.build.mode)
+        if chosen is None:
+            log.info("Nothing built.")
+            return 0
+        ctx = Context(ctx.config.with_mode(chosen), ctx.config_path, ctx.debug, staging=ctx.staging)
+    build(ctx)
+    return 0
+
+
+def cmd_summary(ctx: Context, args: argparse.Namespace) -> int:
+    print(f"# config: {ctx.config_path or 'built-in defaults'}")
+    for line in describe_config(ctx.config):
+        print(line)
+    return 0
+
+
+def not_available(what: str) -> Handler:
+    def handler(ctx: Context, args: argparse.Namespace) -> int:
+        raise MkrecError(f"{what} is not available yet in this version of mkrec")
+
+    return handler
+
+
+# Subcommands whose stage has not landed yet; each stage replaces its entries with real handlers.
+cmd_layout_capture = not_available("mkrec layout capture")
+cmd_layout_show = not_available("mkrec layout show")
+cmd_verify = not_available("mkrec verify")
+cmd_ls = not_available("mkrec ls")
+cmd_extract = not_available("mkrec extract")
+cmd_restore = not_available("mkrec restore")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mkrec", description="Bare-metal disaster recovery for Linux.")
+    parser.add_argument("--config", type=Path, help="the config file (default: ./Config.toml)")
+    parser.add_argument("--debug", action="store_true", help="log every command; tracebacks on errors")
+    parser.add_argument("--log", type=Path, help="log file (default: <output>/mkrec.log)")
+    parser.add_argument("--version", action="version", version=f"mkrec {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("preflight", help="check the machine: PASS/WARN/FAIL per check")
+    p.add_argument("--json", action="store_true", help="print the results as JSON")
+    p.set_defaults(handler=cmd_preflight, logs=False)
+
+    p = sub.add_parser("build", help="capture, build the rescue system, back up")
+    p.add_argument("--mode", type=Mode, choices=list(Mode), help="override [build] mode")
+    p.add_argument("--menu", action="store_true", help="on a terminal without --mode, ask with the menu")
+    p.set_defaults(handler=cmd_build, logs=True)
+
+    p = sub.add_parser("summary", help="print the resolved configuration")
+    p.set_defaults(handler=cmd_summary, logs=False)
+
+    layout = sub.add_parser("layout", help="disk layout only").add_subparsers(
+        dest="layout_cmd", required=True
+    )
+    p = layout.add_parser("capture", help="write the disk layout into a directory")
+    p.add_argument("--disk", action="append", default=[], help="a disk to capture (repeatable)")
+    p.add_argument("-o", "--output", type=Path, help="directory (default: isofs/etc/recovery)")
+    p.set_defaults(handler=cmd_layout_capture, logs=True)
+    p = layout.add_parser("show", help="print a captured layout as a tree")
+    p.add_argument("dir", type=Path)
+    p.set_defaults(handler=cmd_layout_show, logs=False)
+
+    p = sub.add_parser("verify", help="check every checksum of a backup set")
+    p.add_argument("set", type=Path, help="ISO files' directory, a directory set, or a tape file")
+    p.set_defaults(handler=cmd_verify, logs=False)
+
+    p = sub.add_parser("ls", help="list files in a backup set (from the catalogs)")
+    p.add_argument("set", type=Path)
+    p.add_argument("path", nargs="?", default="")
+    p.set_defaults(handler=cmd_ls, logs=False)
+
+    p = sub.add_parser("extract", help="restore files from a backup set")
+    p.add_argument("set", type=Path)
+    p.add_argument("paths", nargs="+")
+    p.add_argument("-C", dest="dest", type=Path, required=True, help="where to put them")
+    p.set_defaults(handler=cmd_extract, logs=True)
+
+    p = sub.add_parser("restore", help="the restore engine (start-restore, clone-disk, restore-fs, compare)")
+    p.add_argument("action", choices=["start", "clone", "fs", "compare"])
+    p.add_argument("--source", type=Path, help="the backup set (default: search the drives)")
+    p.add_argument("--map", action="append", default=[], metavar="SAVED=DEV", help="target for a saved disk")
+    p.add_argument("--yes", action="store_true", help="do not ask before writing")
+    p.set_defaults(handler=cmd_restore, logs=True)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(args.debug)
+    config_path = args.config or default_config_path()
+    args.config_error = None
+    try:
+        try:
+            config = load_config(config_path)
+        except MkrecError as exc:
+            if args.command != "preflight":
+                raise
+            args.config_error, config = exc, Config()  # the preflight reports it as a FAIL row
+        if getattr(args, "mode", None) is not None:
+            config = config.with_mode(args.mode)
+        ctx = Context(config, config_path, args.debug)
+        if args.logs:
+            setup_logging(args.debug, args.log or ctx.log_file)
+        return int(args.handler(ctx, args))
+    except MkrecError as exc:
+        if args.debug:
+            log.exception("mkrec: error")
+        log.error("mkrec: error: %s", exc.message)
+        if exc.hint:
+            log.error("mkrec: hint: %s", exc.hint)
+        return 1
+    except KeyboardInterrupt:
+        log.error("mkrec: interrupted")
+        return 130
+    except BrokenPipeError:  # `mkrec ls SET | head`: the reader left, nothing is wrong
+        sys.stderr.close()
+        return 0

@@ -1,0 +1,104 @@
+"""Writing ISO 9660 volumes with pycdlib: Rock Ridge + Joliet, volume-set fields, long names
+(interchange level 4). One writer for every volume, bootable or not; never prints, reports
+progress through a callback."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+import pycdlib
+
+from mkrec.errors import MkrecError
+from mkrec.progress import ProgressCallback
+
+JOLIET_MAX = 64  # Joliet names longer than this are left to Rock Ridge only
+
+
+@dataclass(frozen=True)
+class VolumeInfo:
+    label: str  # volume id, e.g. CDREC_1
+    set_id: str  # volume set id, e.g. CDrec-20261123-0712
+    set_size: int = 1
+    seqnum: int = 1
+    application: str = "mkrec"
+
+
+def _joliet(path: PurePosixPath) -> str | None:
+    return str(path) if all(len(part) <= JOLIET_MAX for part in path.parts[1:]) else None
+
+
+def _add_dirs(iso: pycdlib.PyCdlib, path: PurePosixPath, made: set[PurePosixPath]) -> None:
+    for parent in reversed(path.parents):
+        if parent == PurePosixPath("/") or parent in made:
+            continue
+        iso.add_directory(str(parent), rr_name=parent.name, joliet_path=_joliet(parent))
+        made.add(parent)
+
+
+def tree_entries(root: Path, prefix: str = "/") -> list[tuple[Path, str]]:
+    """(source file, ISO path) for every regular file below root, sorted for a stable image."""
+    entries = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        for name in sorted(filenames):
+            src = Path(dirpath) / name
+            entries.append((src, str(PurePosixPath(prefix) / src.relative_to(root).as_posix())))
+    return entries
+
+
+def new_iso(info: VolumeInfo) -> pycdlib.PyCdlib:
+    iso = pycdlib.PyCdlib()
+    iso.new(
+        interchange_level=4,
+        joliet=3,
+        rock_ridge="1.09",
+        vol_ident=info.label,
+        vol_set_ident=info.set_id,
+        set_size=info.set_size,
+        seqnum=info.seqnum,
+        app_ident_str=info.application,
+    )
+    return iso
+
+
+def add_files(iso: pycdlib.PyCdlib, entries: Iterable[tuple[Path, str]], made: set[PurePosixPath]) -> None:
+    """Add files; `made` remembers directories already in the image."""
+    for src, iso_path in entries:
+        path = PurePosixPath(iso_path)
+        _add_dirs(iso, path, made)
+        mode = 0o100000 | (src.stat().st_mode & 0o7777)
+        iso.add_file(str(src), str(path), rr_name=path.name, joliet_path=_joliet(path), file_mode=mode)
+
+
+def write_iso(
+    out: Path,
+    entries: Iterable[tuple[Path, str]],
+    info: VolumeInfo,
+    progress: ProgressCallback | None = None,
+) -> Path:
+    """Write a (non-bootable) volume to out via a temporary name; the final name appears only when
+    the image is complete, so a crash never leaves a half volume that looks whole."""
+    iso = new_iso(info)
+    made: set[PurePosixPath] = set()
+    add_files(iso, entries, made)
+    return finish_iso(iso, out, progress)
+
+
+def finish_iso(iso: pycdlib.PyCdlib, out: Path, progress: ProgressCallback | None = None) -> Path:
+    tmp = out.with_name(out.name + ".part")
+    cb = (lambda done, total, _opaque: progress(done, total)) if progress else None
+    try:
+        iso.write(str(tmp), progress_cb=cb)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise MkrecError(
+            f"cannot write {out}: {exc.strerror or exc}", hint="check free space there"
+        ) from None
+    finally:
+        iso.close()
+    tmp.chmod(0o600)
+    tmp.replace(out)
+    return out

@@ -1,0 +1,308 @@
+"""`mkrec preflight` (= `make test`): checks the machine before a build, one row per check,
+PASS / WARN / FAIL, each FAIL with the fix. Exit 1 on any FAIL."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import shutil
+import stat
+import sys
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass
+from enum import StrEnum
+from pathlib import Path
+
+from mkrec.config import Config, Mode
+from mkrec.context import Context
+from mkrec.errors import MkrecError
+from mkrec.kernel import find_kernel
+from mkrec.runner import run_json, which
+from mkrec.sizes import format_size
+from mkrec.tools import PACKAGE, needed_tools
+
+# Room the staging tree needs next to a volume (kernel, initrd, root RAM disk, EFI image).
+STAGING_ESTIMATE = 512 * 1024**2
+# What the rescue system occupies in RAM once unpacked (measured builds stay below this).
+RESCUE_RAM_ESTIMATE = 512 * 1024**2
+ISOLINUX_FILES = [
+    Path("/usr/lib/ISOLINUX/isolinux.bin"),
+    Path("/usr/lib/syslinux/modules/bios/ldlinux.c32"),
+    Path("/usr/lib/syslinux/modules/bios/menu.c32"),
+    Path("/usr/lib/syslinux/modules/bios/libutil.c32"),
+]
+GRUB_EFI_DIR = Path("/usr/lib/grub/x86_64-efi")
+GRUB_BIOS_DIR = Path("/usr/lib/grub/i386-pc")
+
+
+class Status(StrEnum):
+    PASS = "PASS"
+    WARN = "WARN"
+    FAIL = "FAIL"
+
+
+@dataclass(frozen=True)
+class Result:
+    check: str
+    status: Status
+    detail: str
+    fix: str = ""
+
+
+def passed(check: str, detail: str) -> Result:
+    return Result(check, Status.PASS, detail)
+
+
+def warn(check: str, detail: str, fix: str = "") -> Result:
+    return Result(check, Status.WARN, detail, fix)
+
+
+def fail(check: str, detail: str, fix: str) -> Result:
+    return Result(check, Status.FAIL, detail, fix)
+
+
+# ---- the checks; each yields one or more rows ----
+
+
+def check_root(ctx: Context) -> Iterable[Result]:
+    if os.geteuid() == 0:
+        yield passed("root", "running as root")
+    else:
+        yield fail("root", f"running as uid {os.geteuid()}", "run as root (sudo make)")
+
+
+def check_tools(ctx: Context) -> Iterable[Result]:
+    missing = [tool for tool in needed_tools(ctx.config) if which(tool) is None]
+    for tool in missing:
+        yield fail(f"tool {tool}", "not found", f"apt-get install {PACKAGE.get(tool, tool)}")
+    if not missing:
+        yield passed("tools", f"all {len(needed_tools(ctx.config))} needed tools present")
+
+
+def check_kernel(ctx: Context) -> Iterable[Result]:
+    try:
+        kernel = find_kernel(ctx.config.rescue.kernel)
+    except MkrecError as exc:
+        yield fail("kernel", exc.message, exc.hint or "apt-get install linux-image-amd64")
+        return
+    yield passed("kernel", f"{kernel.image} with modules {kernel.modules}")
+
+
+def check_boot_files(ctx: Context) -> Iterable[Result]:
+    missing = [p for p in ISOLINUX_FILES if not p.is_file()]
+    if missing:
+        yield fail("isolinux", f"missing {missing[0]}", "apt-get install isolinux syslinux-common")
+    else:
+        yield passed("isolinux", "isolinux.bin and its modules present")
+    if not (GRUB_EFI_DIR / "normal.mod").is_file():
+        yield fail("grub efi", f"no GRUB EFI modules in {GRUB_EFI_DIR}", "apt-get install grub-efi-amd64-bin")
+    else:
+        yield passed("grub efi", f"GRUB EFI modules in {GRUB_EFI_DIR}")
+    if not (GRUB_BIOS_DIR / "normal.mod").is_file():
+        yield warn(
+            "grub bios",
+            f"no GRUB BIOS modules in {GRUB_BIOS_DIR}: restore cannot reinstall BIOS GRUB",
+            "apt-get install grub-pc-bin",
+        )
+    else:
+        yield passed("grub bios", f"GRUB BIOS modules in {GRUB_BIOS_DIR}")
+
+
+def _existing_parent(path: Path) -> Path:
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def check_output_space(ctx: Context) -> Iterable[Result]:
+    cfg = ctx.config
+    out = cfg.build.output
+    target = cfg.path.dir if cfg.build.mode is Mode.PATH and cfg.path.dir is not None else out
+    need = STAGING_ESTIMATE + (cfg.media.size.capacity if cfg.build.mode is Mode.CD else 0)
+    free = shutil.disk_usage(_existing_parent(target)).free
+    detail = f"{format_size(free)} free in {target}, need {format_size(need)} (one volume + staging)"
+    if free < need:
+        yield fail("output space", detail, "free space there or set [build] output to a larger disk")
+    else:
+        yield passed("output space", detail)
+
+
+def _device_of(path: Path) -> int:
+    return os.stat(_existing_parent(path)).st_dev
+
+
+def check_output_excluded(ctx: Context) -> Iterable[Result]:
+    cfg = ctx.config
+    out = cfg.build.output
+    raw_devs = {os.stat(p).st_rdev for p in cfg.source.raw if Path(p).exists()}
+    if _device_of(out) in raw_devs:
+        yield fail(
+            "output excluded",
+            f"{out} is on a partition listed in [source] raw: it would image itself",
+            "set [build] output to another filesystem",
+        )
+        return
+    under_root = _existing_parent(out).is_relative_to(cfg.source.root)
+    where = "inside" if under_root else "outside"
+    yield passed(
+        "output excluded", f"{out} is {where} {cfg.source.root}; it is always left out of the backup"
+    )
+
+
+def _meminfo(key: str) -> int:
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        name, _, value = line.partition(":")
+        if name == key:
+            return int(value.split()[0]) * 1024
+    return 0
+
+
+def check_ram(ctx: Context) -> Iterable[Result]:
+    total = _meminfo("MemTotal")
+    need = RESCUE_RAM_ESTIMATE
+    detail = f"{format_size(total)} RAM; the rescue system needs about {format_size(need)} unpacked"
+    if total < need:
+        yield fail("ram", detail, "the rescue system will not fit; add RAM or trim [rescue] modules")
+    elif total < 2 * need:
+        yield warn("ram", detail + " — little left for restore buffers", "2 GiB or more is comfortable")
+    else:
+        yield passed("ram", detail)
+
+
+def disks_to_back_up(config: Config) -> list[str]:
+    """The configured disks, or every disk holding a filesystem mounted under [source] root."""
+    if config.source.disks:
+        return list(config.source.disks)
+    tree = run_json(["lsblk", "-J", "-p", "-o", "PATH,TYPE,MOUNTPOINTS"])
+    root = str(config.source.root)
+
+    def mounted_below(node: dict[str, object]) -> bool:
+        mounts = [m for m in node.get("mountpoints") or [] if isinstance(m, str)]  # type: ignore[attr-defined]
+        if any(m == root or m.startswith(root.rstrip("/") + "/") for m in mounts):
+            return True
+        return any(mounted_below(child) for child in node.get("children") or [])  # type: ignore[attr-defined]
+
+    return [d["path"] for d in tree.get("blockdevices", []) if d.get("type") == "disk" and mounted_below(d)]
+
+
+def check_disks(ctx: Context) -> Iterable[Result]:
+    try:
+        disks = disks_to_back_up(ctx.config)
+    except MkrecError as exc:
+        yield fail("disks", f"cannot list block devices: {exc.message}", "apt-get install util-linux")
+        return
+    if not disks:
+        yield warn(
+            "disks",
+            f"no disk holds a filesystem mounted under {ctx.config.source.root}",
+            "set [source] disks, or check [source] root",
+        )
+    for disk in disks:
+        yield from _check_disk(disk)
+
+
+def _check_disk(disk: str) -> Iterable[Result]:
+    try:
+        mode = os.stat(disk).st_mode
+    except FileNotFoundError:
+        yield fail(f"disk {disk}", "does not exist", "fix [source] disks in the config (see lsblk)")
+        return
+    if not stat.S_ISBLK(mode):
+        yield fail(f"disk {disk}", "is not a block device", "fix [source] disks in the config (see lsblk)")
+        return
+    try:
+        os.close(os.open(disk, os.O_RDONLY))
+    except OSError as exc:
+        why = (
+            "EPERM" if exc.errno in (errno.EPERM, errno.EACCES) else errno.errorcode.get(exc.errno or 0, "?")
+        )
+        yield warn(
+            f"disk {disk}",
+            f"cannot be opened ({why}): boot sectors and raw images are skipped; "
+            "the layout comes from lsblk, sysfs and the mounted filesystems",
+            "expected in some VMs; on a real machine check permissions",
+        )
+        return
+    yield passed(f"disk {disk}", "present and readable")
+
+
+def check_mode(ctx: Context) -> Iterable[Result]:
+    cfg = ctx.config
+    mode = cfg.build.mode
+    if mode is Mode.PATH:
+        target = cfg.path.dir
+        if target is None:
+            yield fail("path", "mode path needs [path] dir", 'set [path] dir = "/mnt/backup"')
+        elif not target.is_dir():
+            yield fail("path", f"{target} is not a directory", "create it, or mount the NFS/SMB share there")
+        elif not os.access(target, os.W_OK):
+            yield fail(
+                "path", f"{target} is not writable", "fix its permissions or the share's mount options"
+            )
+        else:
+            yield passed("path", f"{target} is writable")
+    elif mode is Mode.TAPE:
+        device = cfg.tape.device
+        if not device.exists():
+            yield fail(
+                "tape", f"{device} does not exist", "load the st driver (modprobe st) or fix [tape] device"
+            )
+        elif not (stat.S_ISCHR(device.stat().st_mode) or device.is_file()):
+            yield fail("tape", f"{device} is neither a tape device nor a file", "fix [tape] device")
+        else:
+            yield passed("tape", f"{device} present")
+    if mode is Mode.CD and cfg.media.burn:
+        drives = sorted(Path("/dev").glob("sr[0-9]*"))
+        if which("xorriso") is None:
+            yield fail("burner", "burn = true but xorriso is missing", "apt-get install xorriso")
+        elif not drives:
+            yield fail("burner", "burn = true but no optical drive (/dev/sr*)", "set [media] burn = false")
+        else:
+            yield passed("burner", f"xorriso and {drives[0]}")
+
+
+CHECKS: list[Callable[[Context], Iterable[Result]]] = [
+    check_root,
+    check_tools,
+    check_kernel,
+    check_boot_files,
+    check_output_space,
+    check_output_excluded,
+    check_ram,
+    check_disks,
+    check_mode,
+]
+
+
+def run_checks(ctx: Context, config_error: MkrecError | None = None) -> list[Result]:
+    results = []
+    if config_error is not None:
+        results.append(fail("config", config_error.message, config_error.hint or "fix the key named above"))
+    else:
+        source = ctx.config_path or "built-in defaults"
+        results.append(passed("config", f"{source} is valid (mode {ctx.config.build.mode})"))
+    for check in CHECKS:
+        results.extend(check(ctx))
+    return results
+
+
+def print_results(results: list[Result], as_json: bool = False) -> None:
+    if as_json:
+        rows = [asdict(r) | {"status": str(r.status)} for r in results]
+        json.dump(rows, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+        return
+    width = max(len(r.check) for r in results)
+    for r in results:
+        print(f"{r.status}  {r.check:<{width}}  {r.detail}")
+        if r.status is not Status.PASS and r.fix:
+            print(f"      {'':<{width}}  fix: {r.fix}")
+    n = {s: sum(r.status is s for r in results) for s in Status}
+    print(f"preflight: {n[Status.PASS]} passed, {n[Status.WARN]} warnings, {n[Status.FAIL]} failed")
+
+
+def preflight(ctx: Context, config_error: MkrecError | None = None, as_json: bool = False) -> int:
+    results = run_checks(ctx, config_error)
+    print_results(results, as_json)
+    return 1 if any(r.status is Status.FAIL for r in results) else 0

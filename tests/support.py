@@ -1,0 +1,98 @@
+"""Helpers for tests that use real things: loop disks, mounts, and guests under virtme-ng / QEMU."""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+VENV_BIN = Path(sys.executable).parent
+
+
+def sh(*argv: str | os.PathLike[str], input: str | None = None) -> str:
+    """Run a command for test set-up; fail the test with its stderr if it fails."""
+    args = [os.fspath(a) for a in argv]
+    proc = subprocess.run(args, input=input, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise AssertionError(f"{shlex.join(args)} failed ({proc.returncode}): {proc.stderr.strip()}")
+    return proc.stdout
+
+
+def kernel_for_guests() -> tuple[Path, str] | None:
+    """The newest /boot/vmlinuz-* that has /lib/modules/<version>: the kernel guests boot."""
+    found = []
+    for image in Path("/boot").glob("vmlinuz-*"):
+        version = image.name.removeprefix("vmlinuz-")
+        if (Path("/lib/modules") / version / "modules.dep").exists():
+            found.append((image, version))
+    key = lambda c: [int(p) if p.isdigit() else p for p in re.split(r"[.\-]", c[1])]  # noqa: E731
+    return max(found, key=key) if found else None
+
+
+class LoopDisks:
+    """Creates sparse image files attached as loop devices (with partition scanning) and cleans up:
+    unmounts what was mounted below the test's tmp dir, then detaches."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.devices: list[str] = []
+        self.mounts: list[Path] = []
+
+    def create(self, size: str, name: str | None = None) -> str:
+        image = self.workdir / (name or f"disk{len(self.devices)}.img")
+        sh("truncate", "-s", size, image)
+        dev = sh("losetup", "-f", "-P", "--show", image).strip()
+        self.devices.append(dev)
+        return dev
+
+    def attach(self, image: Path) -> str:
+        dev = sh("losetup", "-f", "-P", "--show", image).strip()
+        self.devices.append(dev)
+        return dev
+
+    @staticmethod
+    def rescan(dev: str) -> None:
+        """udev does not run here: make the kernel's partition nodes (DEVp1...) appear."""
+        subprocess.run(["partx", "-u", dev], capture_output=True)
+        subprocess.run(["partx", "-a", dev], capture_output=True)
+
+    def mount(self, dev: str, target: Path, *options: str) -> Path:
+        target.mkdir(parents=True, exist_ok=True)
+        sh("mount", *options, dev, target)
+        self.mounts.append(target)
+        return target
+
+    def cleanup(self) -> None:
+        for target in reversed(self.mounts):
+            subprocess.run(["umount", "-l", target], capture_output=True)
+        for dev in reversed(self.devices):
+            subprocess.run(["losetup", "-d", dev], capture_output=True)
+
+
+def run_in_guest(
+    script: str, rwdir: Path, memory: str = "2G", timeout: int = 600
+) -> subprocess.CompletedProcess[str]:
+    """Run a shell script inside a virtme-ng guest booting Debian's kernel with the host's userland
+    (for device-mapper, MD RAID, vfat: what the host kernel lacks). rwdir is shared read-write."""
+    found = kernel_for_guests()
+    assert found is not None, "no guest kernel"
+    image, _version = found
+    env = dict(os.environ, PATH=f"{VENV_BIN}:{os.environ.get('PATH', '/usr/bin:/bin')}")
+    argv = [
+        "vng",
+        "--run",
+        str(image),
+        "--disable-kvm",
+        "--memory",
+        memory,
+        "--rwdir",
+        str(rwdir),
+        "--",
+        script,
+    ]
+    return subprocess.run(
+        argv, capture_output=True, text=True, env=env, timeout=timeout, stdin=subprocess.DEVNULL
+    )
