@@ -1,11 +1,15 @@
-"""`mkrec build`: the whole pipeline, readable in one place. Each stage decides for itself whether
-it applies and is a single call into its module."""
+"""`mkrec build`: the whole pipeline, readable in one place. Each stage is one call into its module
+and decides for itself what applies."""
 
 from __future__ import annotations
 
+from mkrec.backup import run_backup
 from mkrec.config import Mode
 from mkrec.context import Context
 from mkrec.errors import die
+from mkrec.layout import capture_for_build
+from mkrec.log import step
+from mkrec.rescue import build_rescue, write_rescue_set
 
 # Modes whose build has landed. The menu and `build` say plainly when a mode is not there yet.
 AVAILABLE_MODES: frozenset[Mode] = frozenset()
@@ -20,4 +24,14 @@ def require_available(mode: Mode) -> None:
 
 
 def build(ctx: Context) -> None:
-    require_available(ctx.config.build.mode)
+    mode = ctx.config.build.mode
+    require_available(mode)
+    with step("Capturing the disk layout"):
+        capture_for_build(ctx)
+    with step("Building the rescue system"):
+        rescue = build_rescue(ctx)
+    if mode is Mode.RESCUE:
+        with step("Writing the rescue disc"):
+            write_rescue_set(ctx, rescue)
+    else:
+        run_backup(ctx, rescue)

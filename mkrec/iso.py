@@ -26,6 +26,29 @@ class VolumeInfo:
     application: str = "mkrec"
 
 
+@dataclass(frozen=True)
+class BootSpec:
+    """How a bootable volume boots: ISO paths (among the volume's entries) of the BIOS El Torito
+    image (isolinux.bin, with a boot info table) and of the EFI El Torito image (a FAT image)."""
+
+    bios_image: str
+    efi_image: str | None
+    catalog: str = "/isolinux/boot.cat"
+    hybrid: bool = True  # isohybrid MBR (+ EFI partition entry): the same image boots from a USB stick
+
+
+@dataclass(frozen=True)
+class BootPayload:
+    """What the rescue system puts on a bootable volume: its files and how they boot."""
+
+    entries: tuple[tuple[Path, str], ...]
+    boot: BootSpec
+
+    def size(self) -> int:
+        """Bytes the payload takes on the volume (each file rounded up to a 2048-byte sector)."""
+        return sum(-(-src.stat().st_size // 2048) * 2048 for src, _ in self.entries)
+
+
 def _joliet(path: PurePosixPath) -> str | None:
     return str(path) if all(len(part) <= JOLIET_MAX for part in path.parts[1:]) else None
 

@@ -1,0 +1,1 @@
+"""The restore engine behind start-restore, clone-disk, restore-fs and compare."""
