@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from mkrec.build import AVAILABLE_MODES
+from mkrec import build
 from mkrec.config import Mode
 
 CHOICES = [Mode.RESCUE, Mode.CD, Mode.PATH, Mode.TAPE]
@@ -14,7 +14,7 @@ QUIT = str(len(CHOICES) + 1)
 def menu_lines(default: Mode) -> list[str]:
     lines = ["", "mkrec — what shall we make?", ""]
     for number, mode in enumerate(CHOICES, start=1):
-        note = "" if mode in AVAILABLE_MODES else "   (not available yet)"
+        note = "" if mode in build.AVAILABLE_MODES else "   (not available yet)"
         mark = "*" if mode is default else " "
         lines.append(f" {mark}{number}  {mode.describe()}{note}")
     lines.append(f"  {QUIT}  quit")
@@ -42,7 +42,7 @@ def choose_mode(
         else:
             say(f"Please answer a number from 1 to {QUIT}.")
             continue
-        if mode not in AVAILABLE_MODES:
+        if mode not in build.AVAILABLE_MODES:
             say(f"Mode {mode} ({mode.describe()}) is not available yet in this version of mkrec.")
             continue
         return mode

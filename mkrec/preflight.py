@@ -171,19 +171,39 @@ def check_ram(ctx: Context) -> Iterable[Result]:
 
 
 def disks_to_back_up(config: Config) -> list[str]:
-    """The configured disks, or every disk holding a filesystem mounted under [source] root."""
+    """The configured disks, or every disk holding a filesystem mounted under [source] root.
+
+    Parentage comes from lsblk's PKNAME in list mode: without udev, lsblk's tree can show
+    partitions flat. A device with several parents (an LV over two PVs, RAID) is listed once per parent.
+    """
     if config.source.disks:
         return list(config.source.disks)
-    tree = run_json(["lsblk", "-J", "-p", "-o", "PATH,TYPE,MOUNTPOINTS"])
-    root = str(config.source.root)
+    rows = run_json(["lsblk", "-J", "-l", "-p", "-o", "PATH,TYPE,PKNAME,MOUNTPOINTS"]).get("blockdevices", [])
+    parents: dict[str, set[str]] = {}
+    types: dict[str, str] = {}
+    for row in rows:
+        types[row["path"]] = row.get("type") or ""
+        parents.setdefault(row["path"], set())
+        if row.get("pkname"):
+            parents[row["path"]].add(row["pkname"])
+    partitioned = {p for path, ps in parents.items() if types.get(path) == "part" for p in ps}
 
-    def mounted_below(node: dict[str, object]) -> bool:
-        mounts = [m for m in node.get("mountpoints") or [] if isinstance(m, str)]  # type: ignore[attr-defined]
-        if any(m == root or m.startswith(root.rstrip("/") + "/") for m in mounts):
-            return True
-        return any(mounted_below(child) for child in node.get("children") or [])  # type: ignore[attr-defined]
+    def is_disk(path: str) -> bool:
+        # A partitioned loop device is a disk image (tests, VM images); an unpartitioned one
+        # (a snap, a mounted ISO) is not a disk to rebuild.
+        return types.get(path) == "disk" or (types.get(path) == "loop" and path in partitioned)
 
-    return [d["path"] for d in tree.get("blockdevices", []) if d.get("type") == "disk" and mounted_below(d)]
+    def tops(path: str, seen: frozenset[str] = frozenset()) -> set[str]:
+        ups = parents.get(path, set()) - seen
+        return {path} if not ups else set().union(*(tops(up, seen | {path}) for up in ups))
+
+    root = str(config.source.root).rstrip("/")
+    found: list[str] = []
+    for row in rows:
+        mounts = [m for m in row.get("mountpoints") or [] if isinstance(m, str)]
+        if any(m == (root or "/") or m.startswith(root + "/") for m in mounts):
+            found += [top for top in sorted(tops(row["path"])) if is_disk(top) and top not in found]
+    return found
 
 
 def check_disks(ctx: Context) -> Iterable[Result]:
@@ -202,7 +222,7 @@ def check_disks(ctx: Context) -> Iterable[Result]:
         yield from _check_disk(disk)
 
 
-def _check_disk(disk: str) -> Iterable[Result]:
+def _check_disk(disk: str, opener: Callable[[str, int], int] = os.open) -> Iterable[Result]:
     try:
         mode = os.stat(disk).st_mode
     except FileNotFoundError:
@@ -212,7 +232,7 @@ def _check_disk(disk: str) -> Iterable[Result]:
         yield fail(f"disk {disk}", "is not a block device", "fix [source] disks in the config (see lsblk)")
         return
     try:
-        os.close(os.open(disk, os.O_RDONLY))
+        os.close(opener(disk, os.O_RDONLY))
     except OSError as exc:
         why = (
             "EPERM" if exc.errno in (errno.EPERM, errno.EACCES) else errno.errorcode.get(exc.errno or 0, "?")

@@ -1,0 +1,63 @@
+"""The command line as a user meets it: one-line errors, no tracebacks unless --debug."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mkrec import cli
+
+MKREC = [sys.executable, "-m", "mkrec"]
+
+
+def mkrec(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*MKREC, *args], capture_output=True, text=True, cwd=cwd, stdin=subprocess.DEVNULL)
+
+
+def test_bad_config_is_one_line_without_traceback(tmp_path: Path) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text('[media]\nsize = "floppy"\n')
+    proc = mkrec("--config", str(config), "summary")
+    assert proc.returncode == 1
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr.splitlines()[0].startswith(f"mkrec: error: {config}: [media] size: 'floppy'")
+
+
+def test_debug_shows_the_traceback(tmp_path: Path) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text('[media]\nsize = "floppy"\n')
+    proc = mkrec("--debug", "--config", str(config), "summary")
+    assert proc.returncode == 1 and "Traceback" in proc.stderr
+
+
+def test_summary_prints_the_resolved_config(tmp_path: Path) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text('[build]\nmode = "rescue"\n')
+    proc = mkrec("--config", str(config), "summary")
+    assert proc.returncode == 0
+    assert '  mode         = "rescue"' in proc.stdout
+
+
+def test_unknown_mode_on_the_command_line_is_rejected() -> None:
+    proc = mkrec("build", "--mode", "floppy")
+    assert proc.returncode == 2 and "invalid Mode value: 'floppy'" in proc.stderr
+
+
+def test_log_file_gets_everything(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from mkrec import build
+
+    monkeypatch.setattr(build, "AVAILABLE_MODES", frozenset())
+    config = tmp_path / "c.toml"
+    config.write_text(f'[build]\noutput = "{tmp_path}/out"\n')
+    assert cli.main(["--config", str(config), "build"]) == 1
+    log = (tmp_path / "out" / "mkrec.log").read_text()
+    assert "mkrec: error: mode cd" in log
+    assert oct((tmp_path / "out" / "mkrec.log").stat().st_mode & 0o777) == "0o600"
+
+
+def test_version() -> None:
+    proc = mkrec("--version")
+    assert proc.returncode == 0 and proc.stdout.startswith("mkrec ")
