@@ -1,0 +1,151 @@
+"""A small, real, bootable "source system" for end-to-end tests: a disk image the test builds
+itself with a partition table, filesystems, a busybox userland, Debian's kernel and initramfs,
+and GRUB for BIOS (and UEFI on GPT). Its /sbin/init prints a marker on the serial console and
+powers off, so a test can prove that a disk boots and which system it is."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from support import LoopDisks, kernel_for_guests, sh
+
+MARKER = "MKREC-SOURCE-SYSTEM-UP"
+BIOS_BOOT = "21686148-6449-6E6F-744E-656564454649"
+ESP = "C12A7328-F81F-11D2-BA4B-00A0C93EC93B"
+LINUX = "0FC63DAF-8483-4772-8E79-3D69D8477DE4"
+
+GPT_TABLE = f"""label: gpt
+size=1MiB, type={BIOS_BOOT}, name=bios
+size=32MiB, type={ESP}, name=esp
+size=160MiB, type={LINUX}, name=root
+type={LINUX}, name=data
+"""
+MBR_TABLE = """label: dos
+size=180MiB, type=83, bootable
+type=83
+"""
+
+INIT = """#!/bin/sh
+mount -t proc proc /proc
+mount -t sysfs sys /sys
+echo "{marker} $(cat /etc/marker)" > /dev/console
+sleep 1
+poweroff -f
+"""
+
+
+@dataclass
+class SourceSystem:
+    disk: str  # the loop device holding the image
+    image: Path
+    root: Path  # where its root filesystem (with /data below) is mounted
+    label: str  # "gpt" or "dos"
+    marker: str  # what /etc/marker holds: printed after MARKER at boot
+    root_dev: str
+    data_dev: str
+    esp_dev: str | None
+
+
+def _grub_cfg(root_uuid: str) -> str:
+    return f"""serial --unit=0 --speed=115200
+terminal_input serial console
+terminal_output serial console
+set timeout=0
+menuentry "source" {{
+  search --no-floppy --fs-uuid --set=root {root_uuid}
+  linux /boot/vmlinuz root=UUID={root_uuid} ro console=ttyS0,115200 quiet
+  initrd /boot/initrd.img
+}}
+"""
+
+
+def _install_userland(root: Path, marker: str) -> None:
+    for d in ("bin", "sbin", "etc", "proc", "sys", "dev", "tmp", "var/log", "boot/grub"):
+        (root / d).mkdir(parents=True, exist_ok=True)
+    shutil.copy2("/bin/busybox", root / "bin" / "busybox")
+    for applet in ("sh", "mount", "umount", "cat", "echo", "poweroff", "sleep", "ls"):
+        (root / "bin" / applet).symlink_to("busybox")
+    init = root / "sbin" / "init"
+    init.write_text(INIT.format(marker=MARKER))
+    init.chmod(0o755)
+    (root / "etc" / "marker").write_text(marker + "\n")
+
+
+def _install_kernel(root: Path) -> None:
+    found = kernel_for_guests()
+    assert found is not None, "no kernel in /boot"
+    image, version = found
+    shutil.copy2(image, root / "boot" / "vmlinuz")
+    shutil.copy2(Path("/boot") / f"initrd.img-{version}", root / "boot" / "initrd.img")
+
+
+def _install_efi_loader(esp_dev: str, root_uuid: str, workdir: Path) -> None:
+    """A standalone GRUB EFI binary that finds the root by UUID, copied in with mtools: the host
+    kernel has no vfat, so the ESP is never mounted."""
+    early = workdir / "early.cfg"
+    early.write_text(
+        f"search --no-floppy --fs-uuid --set=root {root_uuid}\nset prefix=($root)/boot/grub\n"
+        "configfile /boot/grub/grub.cfg\n"
+    )
+    efi = workdir / "BOOTX64.EFI"
+    modules = "part_gpt part_msdos ext2 search_fs_uuid configfile linux normal serial terminal"
+    sh(
+        "grub-mkstandalone",
+        "-O",
+        "x86_64-efi",
+        "-o",
+        efi,
+        f"--modules={modules}",
+        f"boot/grub/grub.cfg={early}",
+    )
+    env = dict(os.environ, MTOOLS_SKIP_CHECK="1")
+    for argv in (
+        ["mmd", "-i", esp_dev, "::/EFI", "::/EFI/BOOT"],
+        ["mcopy", "-i", esp_dev, str(efi), "::/EFI/BOOT/BOOTX64.EFI"],
+    ):
+        subprocess.run(argv, check=True, env=env, capture_output=True)
+
+
+def build_source_system(
+    disks: LoopDisks, workdir: Path, label: str = "gpt", marker: str = "marker-1"
+) -> SourceSystem:
+    """Build and mount a 256 MiB bootable system; the caller's LoopDisks cleans it up."""
+    image = workdir / f"source-{label}.img"
+    sh("truncate", "-s", "256M", image)
+    disk = disks.attach(image)
+    sh("sfdisk", "-q", disk, input=GPT_TABLE if label == "gpt" else MBR_TABLE)
+    disks.rescan(disk)
+    if label == "gpt":
+        esp_dev, root_dev, data_dev = f"{disk}p2", f"{disk}p3", f"{disk}p4"
+        sh("mkfs.vfat", "-n", "ESP", esp_dev)
+    else:
+        esp_dev, root_dev, data_dev = None, f"{disk}p1", f"{disk}p2"
+    sh("mkfs.ext4", "-q", "-L", "root", root_dev)
+    sh("mkfs.ext4", "-q", "-L", "data", data_dev)
+    root = disks.mount(root_dev, workdir / f"root-{label}")
+    (root / "data").mkdir()
+    disks.mount(data_dev, root / "data")
+    _install_userland(root, marker)
+    _install_kernel(root)
+    (root / "data" / "hello.txt").write_text("data partition content\n")
+    root_uuid = sh("blkid", "-s", "UUID", "-o", "value", root_dev).strip()
+    data_uuid = sh("blkid", "-s", "UUID", "-o", "value", data_dev).strip()
+    (root / "etc" / "fstab").write_text(
+        f"UUID={root_uuid} / ext4 defaults 0 1\nUUID={data_uuid} /data ext4 defaults 0 2\n"
+    )
+    (root / "boot" / "grub" / "grub.cfg").write_text(_grub_cfg(root_uuid))
+    sh(
+        "grub-install",
+        "--target=i386-pc",
+        f"--boot-directory={root / 'boot'}",
+        "--modules=part_gpt part_msdos ext2",
+        disk,
+    )
+    if esp_dev:
+        _install_efi_loader(esp_dev, root_uuid, workdir)
+    sh("sync")
+    return SourceSystem(disk, image, root, label, marker, root_dev, data_dev, esp_dev)

@@ -1,0 +1,22 @@
+"""The end-to-end tests' source system really boots: the marker proves the fixture, so a failing
+restore test can be blamed on the restore."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from qemu import Machine
+from sourcesys import MARKER, build_source_system
+from support import LoopDisks, sh
+
+
+@pytest.mark.vm
+def test_source_system_boots_under_bios(tmp_path: Path, loop_disks: LoopDisks) -> None:
+    system = build_source_system(loop_disks, tmp_path, "gpt", marker="fixture-ok")
+    assert (system.root / "data" / "hello.txt").exists()
+    sh("umount", system.root / "data")
+    sh("umount", system.root)
+    loop_disks.mounts.clear()
+    out = Machine(tmp_path, disks=[system.image]).run_until_poweroff(timeout=120)
+    assert f"{MARKER} fixture-ok" in out, out[-2000:]
