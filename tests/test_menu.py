@@ -52,3 +52,36 @@ def test_build_without_a_terminal_uses_the_config_mode(
     err = capsys.readouterr().err
     assert code == 1
     assert "mkrec: error: mode tape (rescue disc + backup to tape) is not available yet" in err
+
+
+def test_build_on_a_terminal_shows_the_menu(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A real pseudo-terminal, as `make` on a console gives: the menu appears and 5 quits."""
+    import os
+    import pty
+    import subprocess
+    import sys
+
+    config = tmp_path / "c.toml"
+    config.write_text(f'[build]\noutput = "{tmp_path}/out"\n')
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mkrec", "--config", str(config), "build", "--menu"],
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+    )
+    os.close(slave)
+    os.write(master, b"5\n")
+    output = b""
+    while True:
+        try:
+            chunk = os.read(master, 4096)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not chunk:
+            break
+        output += chunk
+    assert proc.wait(timeout=30) == 0
+    text = output.decode()
+    assert "mkrec — what shall we make?" in text and "  5  quit" in text
+    assert "Nothing built." in text
