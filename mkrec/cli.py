@@ -57,6 +57,12 @@ def cmd_summary(ctx: Context, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_restore(ctx: Context, args: argparse.Namespace) -> int:
+    from mkrec.restore.command import request_from_args, run_restore
+
+    return run_restore(request_from_args(ctx, args))
+
+
 def not_available(what: str) -> Handler:
     def handler(ctx: Context, args: argparse.Namespace) -> int:
         raise MkrecError(f"{what} is not available yet in this version of mkrec")
@@ -70,7 +76,6 @@ cmd_layout_show = not_available("mkrec layout show")
 cmd_verify = not_available("mkrec verify")
 cmd_ls = not_available("mkrec ls")
 cmd_extract = not_available("mkrec extract")
-cmd_restore = not_available("mkrec restore")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -124,6 +129,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--source", type=Path, help="the backup set (default: search the drives)")
     p.add_argument("--map", action="append", default=[], metavar="SAVED=DEV", help="target for a saved disk")
     p.add_argument("--yes", action="store_true", help="do not ask before writing")
+    p.add_argument("--layout", type=Path, help="the saved layout (default: etc/recovery of the set)")
+    p.add_argument("--target", type=Path, help="where the restored system is mounted (default /mnt/target)")
+    p.add_argument("--as-type", default="", help="fs: make it as another type (ext4, xfs, ...)")
+    p.add_argument("--output", type=Path, help="compare: the list of changes (default /tmp/changed.txt)")
+    p.add_argument("--resize-swap", action="store_true", help="clone: scale swap like the other partitions")
+    p.add_argument("--unattended", action="store_true", help="--yes, then [restore] after (autorun)")
     p.set_defaults(handler=cmd_restore, logs=True)
     return parser
 

@@ -167,6 +167,14 @@ def _autorun(value: Any) -> str:
     return text
 
 
+class After(StrEnum):
+    """What an unattended restore does when it is done."""
+
+    POWEROFF = "poweroff"
+    REBOOT = "reboot"
+    SHELL = "shell"
+
+
 def _console(value: Any) -> str:
     text = _str(value)
     if text and not text.startswith("tty"):
@@ -229,6 +237,13 @@ class RescueConfig:
 
 
 @dataclass(frozen=True)
+class RestoreConfig:
+    after: After = setting(
+        _choice(After), "poweroff", "after an unattended restore: poweroff | reboot | shell"
+    )
+
+
+@dataclass(frozen=True)
 class PathConfig:
     dir: Path | None = setting(_optional_path, "", "mode path: a local directory or a mounted NFS/SMB share")
 
@@ -247,6 +262,7 @@ class Config:
     source: SourceConfig = field(default_factory=SourceConfig)
     compression: CompressionConfig = field(default_factory=CompressionConfig)
     rescue: RescueConfig = field(default_factory=RescueConfig)
+    restore: RestoreConfig = field(default_factory=RestoreConfig)
     path: PathConfig = field(default_factory=PathConfig)
     tape: TapeConfig = field(default_factory=TapeConfig)
 
