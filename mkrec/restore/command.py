@@ -1,0 +1,148 @@
+"""`mkrec restore start|clone|fs|compare`: from the command line to a confirmed plan and its run.
+The CLI handler only builds a Request; this module reads the facts, decides, asks, and runs."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from mkrec.context import Context
+from mkrec.errors import MkrecError
+from mkrec.restore import ask
+from mkrec.restore.devices import find_protected, present_disks
+from mkrec.restore.engine import restore_disks
+from mkrec.restore.layout_adapter import load_saved
+from mkrec.restore.mapping import parse_map
+from mkrec.restore.plan import Plan, make_plan, render_plan
+from mkrec.restore.resize import min_fs_bytes
+from mkrec.restore.sfdisk import parse_dump, render_script
+from mkrec.restore.source import StreamReader, open_set
+from mkrec.runner import run
+from mkrec.sizes import format_size
+
+log = logging.getLogger("mkrec.restore")
+
+DEFAULT_TARGET = Path("/mnt/target")
+
+
+@dataclass(frozen=True)
+class Request:
+    action: str  # start | clone | fs | compare
+    source: Path | None = None
+    layout: Path | None = None
+    maps: tuple[str, ...] = ()
+    yes: bool = False
+    target: Path = DEFAULT_TARGET
+    as_type: str = ""
+    output: Path = Path("/tmp/changed.txt")
+    resize_swap: bool = False
+    after: str = ""  # unattended: poweroff | reboot | shell once it is done
+
+
+def request_from_args(ctx: Context, args: argparse.Namespace) -> Request:
+    return Request(
+        action=args.action,
+        source=args.source,
+        layout=args.layout,
+        maps=tuple(args.map),
+        yes=args.yes or args.unattended,
+        target=args.target or DEFAULT_TARGET,
+        as_type=args.as_type,
+        output=args.output or Path("/tmp/changed.txt"),
+        resize_swap=args.resize_swap,
+        after=str(ctx.config.restore.after) if args.unattended else "",
+    )
+
+
+def finish_unattended(after: str) -> None:
+    """Autorun: nobody is at the console, so end the way the config says."""
+    if after in ("poweroff", "reboot"):
+        log.info("Restore done: %s", after)
+        run(["sync"], check=False)
+        run([after, "-f"], check=False)
+
+
+def default_source() -> Path:
+    """Without --source: the first mounted backup medium the rescue system found."""
+    for candidate in (Path("/run/mkrec/backup"), Path("/media/backup")):
+        if candidate.is_dir():
+            return candidate
+    raise MkrecError("no backup set given", hint="mount the backup and name it with --source DIR")
+
+
+def build_plan(req: Request, asker: ask.Input | None) -> tuple[Plan, StreamReader]:
+    source = req.source or default_source()
+    reader = open_set(source)
+    system = load_saved(source, req.layout, reader.names())
+    present = present_disks()
+    protected = find_protected(present, source, req.target)
+    chooser = ask.make_chooser(asker) if asker is not None else None
+    plan = make_plan(
+        system,
+        req.action,
+        present,
+        parse_map(list(req.maps)),
+        protected,
+        choose=chooser,
+        resize_swap=req.resize_swap,
+    )
+    return plan, reader
+
+
+def edit_clone_tables(plan: Plan, asker: ask.Input) -> Plan:
+    """clone-disk on a terminal: each new table is written to a file the person may edit first."""
+    disks = []
+    for d in plan.disks:
+        path = Path(f"/tmp/mkrec-clone-{d.device.rsplit('/', 1)[-1]}.sfdisk")
+        path.write_text(render_script(d.table, d.device))
+        answer = asker(f"The new table for {d.device} is in {path}; edit it if you like, then press Enter: ")
+        if answer.strip().lower() in ("n", "no", "q"):
+            raise MkrecError("nothing was written: stopped before the tables were applied")
+        table = parse_dump(path.read_text(), str(path))
+        disks.append(dataclasses.replace(d, table=table))
+    edited = dataclasses.replace(plan, disks=tuple(disks))
+    check_fits(edited)
+    return edited
+
+
+def check_fits(plan: Plan) -> None:
+    by_node = {}
+    for d in plan.disks:
+        for p in d.table.partitions:
+            by_node[d.choice.saved.node(p.number)] = (d, p)
+    for f in plan.filesystems:
+        if f.saved.device in by_node and f.saved.stream:
+            d, p = by_node[f.saved.device]
+            size = p.size * d.table.sector_size
+            need = min_fs_bytes(f.saved.fstype, f.saved.used)
+            if size < need:
+                raise MkrecError(
+                    f"partition {p.number} on {d.device} ({format_size(size)}) cannot hold "
+                    f"{f.saved.mountpoint} ({format_size(need)} needed); nothing was written",
+                    hint="edit the table again with more room",
+                )
+
+
+def run_restore(req: Request) -> int:
+    asker = None if req.yes or not ask.interactive() else input
+    if req.action in ("start", "clone"):
+        plan, reader = build_plan(req, asker)
+        if req.action == "clone" and asker is not None:
+            print(render_plan(plan))
+            plan = edit_clone_tables(plan, asker)
+        ask.confirm_erase(render_plan(plan), req.yes, asker)
+        restore_disks(plan, reader, req.target, ask_each=asker if req.action == "clone" else None)
+        finish_unattended(req.after)
+        return 0
+    if req.action == "fs":
+        from mkrec.restore.restorefs import restore_fs
+
+        return restore_fs(req, asker)
+    if req.action == "compare":
+        from mkrec.restore.compare import compare_command
+
+        return compare_command(req)
+    raise MkrecError(f"unknown restore action {req.action}")

@@ -1,0 +1,132 @@
+"""start-restore and clone-disk once the plan is confirmed: the steps in order, readable in one
+place. Each step is journaled; a rerun skips what finished."""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from functools import partial
+from pathlib import Path
+
+from mkrec.errors import MkrecError
+from mkrec.restore.ask import Input
+from mkrec.restore.bootloader import install_boot
+from mkrec.restore.commands import MKFS_TYPES, mkfs_argv
+from mkrec.restore.devices import fs_identity
+from mkrec.restore.disks import write_table
+from mkrec.restore.fstab import fix_crypttab, fix_fstab
+from mkrec.restore.journal import ON_DISK, Journal, read_steps
+from mkrec.restore.mounts import mount_all, mounts_below, umount_all, where
+from mkrec.restore.plan import FsTarget, Plan
+from mkrec.restore.runlog import RunLog
+from mkrec.restore.source import StreamReader
+from mkrec.restore.steps import Steps
+from mkrec.restore.unpack import unpack_tar, write_raw
+from mkrec.runner import run
+
+log = logging.getLogger("mkrec.restore")
+
+
+def journal_path(plan: Plan) -> Path:
+    return Path(tempfile.gettempdir()) / f"mkrec-restore-{plan.id}.journal"
+
+
+def steps_on_disk(plan: Plan, root: Path) -> list[str]:
+    """After a power loss /tmp is empty: the journal on the restored root filesystem (recognised by
+    its saved UUID) tells what finished."""
+    target = plan.target("/")
+    if target is None or not target.saved.uuid:
+        return []
+    if fs_identity(target.node) != (target.saved.fstype, target.saved.uuid):
+        return []
+    if str(root) in mounts_below(root):
+        return read_steps(root / ON_DISK, plan.id)
+    with tempfile.TemporaryDirectory(prefix="mkrec-journal-") as tmp:
+        if run(["mount", "-o", "ro", "-t", target.saved.fstype, target.node, tmp], check=False).returncode:
+            return []
+        try:
+            return read_steps(Path(tmp) / ON_DISK, plan.id)
+        finally:
+            run(["umount", tmp], check=False)
+
+
+def open_journal(plan: Plan, root: Path) -> Journal:
+    tmp = journal_path(plan)
+    resumed = [] if read_steps(tmp, plan.id) else steps_on_disk(plan, root)
+    journal = Journal(plan.id, [tmp], resumed)
+    if not journal.steps:
+        umount_all(root)  # a fresh start: nothing of an older attempt stays mounted
+    return journal
+
+
+def make_fs(target: FsTarget) -> None:
+    saved = target.saved
+    run(mkfs_argv(saved.fstype, target.node, saved.uuid, saved.label))
+
+
+def fix_system_files(plan: Plan, root: Path) -> None:
+    """Device names in fstab/crypttab may not exist any more: point them at the saved UUIDs."""
+    specs = {f.saved.device: f"UUID={f.saved.uuid}" for f in plan.filesystems if f.saved.uuid}
+    for name, fixer in (("fstab", fix_fstab), ("crypttab", fix_crypttab)):
+        path = root / "etc" / name
+        if not path.is_file():
+            continue
+        text, changes = fixer(path.read_text(), specs)
+        for change in changes:
+            log.info("    %s: %s", name, change)
+        if changes:
+            path.write_text(text)
+
+
+def restore_disks(plan: Plan, reader: StreamReader, root: Path, ask_each: Input | None = None) -> None:
+    with RunLog() as runlog:
+        journal = open_journal(plan, root)
+        steps = Steps(journal, plan.action, ask_each)
+        try:
+            _run(plan, reader, root, steps, journal, runlog)
+        finally:
+            if str(root) in mounts_below(root):
+                runlog.detach()
+                umount_all(root)
+
+
+def _run(
+    plan: Plan, reader: StreamReader, root: Path, steps: Steps, journal: Journal, runlog: RunLog
+) -> None:
+    for d in plan.disks:
+        steps.run(
+            f"table:{d.device}", f"Partition table on {d.device}", partial(write_table, d.device, d.table)
+        )
+    for f in plan.filesystems:
+        if f.saved.raw:
+            steps.run(f"raw:{f.node}", f"Image {f.saved.raw} onto {f.node}", partial(_raw, reader, f))
+        elif f.saved.fstype in MKFS_TYPES:
+            steps.run(f"mkfs:{f.node}", f"{f.saved.fstype} on {f.node}", partial(make_fs, f))
+        else:
+            log.warning("warning: %s: %s is not recreated (no tool for it)", f.node, f.saved.fstype)
+    mounted = [t for fs in plan.system.mounted_in_order() if (t := plan.target(fs.mountpoint)) and fs.stream]
+    if plan.target("/") is None or not mounted:
+        raise MkrecError("the saved layout has no root filesystem with a backup stream")
+    mount_all(mounted, root)
+    journal.add_path(root / ON_DISK)
+    runlog.to_disk(root)
+    for t in mounted:
+        dest = where(root, t.saved.mountpoint)
+        steps.run(
+            f"unpack:{t.saved.mountpoint}",
+            f"Unpack {t.saved.mountpoint}",
+            partial(_unpack, reader, t, dest),
+        )
+    steps.run("fstab", "fstab and crypttab", lambda: fix_system_files(plan, root))
+    for boot in plan.system.boots:
+        steps.run(f"boot:{boot.kind}", f"Boot loader {boot.kind}", partial(install_boot, plan, boot, root))
+    journal.complete()
+    log.info("Restore finished; log in %s", runlog.file)
+
+
+def _raw(reader: StreamReader, target: FsTarget) -> None:
+    write_raw(reader, target.saved.raw, target.node)
+
+
+def _unpack(reader: StreamReader, target: FsTarget, dest: Path) -> None:
+    unpack_tar(reader, target.saved.stream, dest)

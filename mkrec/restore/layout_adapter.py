@@ -1,0 +1,121 @@
+"""The layout package's model (mkrec.layout.model.Layout, read from etc/recovery/layout.toml) turned
+into the restore engine's SavedSystem, with each filesystem's stream found in the backup set."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from mkrec.errors import MkrecError
+from mkrec.layout.model import Disk, Layout
+from mkrec.restore.model import BootKind, SavedBoot, SavedDisk, SavedFs, SavedSystem
+from mkrec.restore.sfdisk import Partition, Table
+from mkrec.restore.source import stream_for
+
+LAYOUT_FILE = "layout.toml"
+RESCUE_RECOVERY = Path("/etc/recovery")
+
+
+def _dev(name: str | None) -> str:
+    return f"/dev/{name}" if name else ""
+
+
+def _table(disk: Disk) -> Table:
+    if disk.label not in ("gpt", "dos"):
+        raise MkrecError(
+            f"saved disk {disk.name} has no partition table the restore can write ({disk.label})"
+        )
+    return Table(
+        label=disk.label,
+        label_id=disk.id or "",
+        sector_size=disk.logical_sector,
+        first_lba=disk.first_lba if disk.label == "gpt" else None,
+        partitions=tuple(
+            Partition(
+                number=p.number,
+                start=p.start,
+                size=p.size,
+                type=p.type,
+                uuid=p.uuid or "",
+                name=p.gpt_name or "",
+                attrs=p.attrs or "",
+                bootable=p.bootable,
+            )
+            for p in disk.partitions
+        ),
+    )
+
+
+def saved_system(layout: Layout, streams: list[str], set_id: str = "") -> SavedSystem:
+    disks = tuple(
+        SavedDisk(
+            name=_dev(d.name),
+            size=d.size,
+            table=_table(d),
+            model=d.model or "",
+            serial=d.serial or "",
+            wwn=d.wwn or "",
+        )
+        for d in layout.disks
+    )
+    fstab = {e.file: e for e in layout.fstab}
+    filesystems: list[SavedFs] = []
+    for fs in layout.filesystems:
+        tar, img = stream_for(streams, fs.device)
+        entry = fstab.get(fs.mountpoint or "")
+        filesystems.append(
+            SavedFs(
+                device=_dev(fs.device),
+                fstype=fs.type,
+                uuid=fs.uuid or "",
+                label=fs.label or "",
+                mountpoint=fs.mountpoint or "",
+                size=fs.size or 0,
+                used=fs.used or 0,
+                options=entry.mntops if entry else (fs.options or "defaults"),
+                stream=tar if not img else "",
+                raw=img,
+            )
+        )
+    for sw in layout.swaps:
+        filesystems.append(
+            SavedFs(
+                device=_dev(sw.device),
+                fstype="swap",
+                uuid=sw.uuid or "",
+                label=sw.label or "",
+                size=sw.size or 0,
+            )
+        )
+    boots = tuple(
+        SavedBoot(kind=BootKind(b.kind.value), disk=_dev(b.disk), esp=_dev(b.esp))
+        for b in layout.boot
+        if b.kind.value != BootKind.NONE
+    )
+    return SavedSystem(disks, tuple(filesystems), boots, set_id or layout.captured)
+
+
+def find_layout(source: Path | None, explicit: Path | None) -> Path:
+    """The layout file: --layout, else the set's readable copy of etc/recovery, else the rescue's."""
+    candidates: list[Path] = []
+    if explicit is not None:
+        candidates.append(explicit / LAYOUT_FILE if explicit.is_dir() else explicit)
+    else:
+        if source is not None:
+            candidates.append(source / "etc" / "recovery" / LAYOUT_FILE)
+            candidates += sorted(source.glob(f"*/etc/recovery/{LAYOUT_FILE}"))
+        candidates.append(RESCUE_RECOVERY / LAYOUT_FILE)
+    for path in candidates:
+        if path.is_file():
+            return path
+    raise MkrecError(
+        f"no saved layout found (looked at {', '.join(str(c) for c in candidates)})",
+        hint="give it with --layout DIR (the etc/recovery directory of the backup)",
+    )
+
+
+def load_saved(
+    source: Path | None, explicit: Path | None, streams: list[str], set_id: str = ""
+) -> SavedSystem:
+    from mkrec.layout.textfmt import read_layout
+
+    return saved_system(read_layout(find_layout(source, explicit)), streams, set_id)

@@ -1,0 +1,145 @@
+"""The plan: decided and shown before anything is written. Which disk gets which saved disk and which
+partition table, which filesystem goes to which node, what will be erased. Building it reads
+nothing but values, so every refusal (too small, protected, ambiguous, data does not fit) is
+decided before the first write."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+
+from mkrec.errors import MkrecError
+from mkrec.restore.devices import PresentDisk
+from mkrec.restore.mapping import Chooser, DiskChoice, map_disks
+from mkrec.restore.model import SavedFs, SavedSystem
+from mkrec.restore.resize import Row, clone_layout, min_fs_bytes, render_rows
+from mkrec.restore.sfdisk import Table, partition_node, render_script
+from mkrec.sizes import format_size
+
+
+@dataclass(frozen=True)
+class FsTarget:
+    saved: SavedFs
+    node: str  # where it goes now
+    size: int  # bytes the new node will have (0: unknown, e.g. an LV)
+
+
+@dataclass(frozen=True)
+class DiskPlan:
+    choice: DiskChoice
+    table: Table  # what will be written onto choice.target
+    rows: tuple[Row, ...] = ()  # clone: the before/after table
+
+    @property
+    def device(self) -> str:
+        return self.choice.target.path
+
+
+@dataclass(frozen=True)
+class Plan:
+    action: str  # start | clone
+    disks: tuple[DiskPlan, ...]
+    filesystems: tuple[FsTarget, ...]
+    system: SavedSystem
+
+    @property
+    def id(self) -> str:
+        """Stable for the same set, targets and tables: what a journal must match to be resumed."""
+        data = {
+            "set": self.system.set_id,
+            "action": self.action,
+            "disks": [(d.device, render_script(d.table, d.device)) for d in self.disks],
+            "fs": [(f.saved.device, f.node, f.saved.uuid) for f in self.filesystems],
+        }
+        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+    def node_map(self) -> dict[str, str]:
+        """Saved node -> node now, for every partition of every mapped disk."""
+        out: dict[str, str] = {}
+        for d in self.disks:
+            for p in d.table.partitions:
+                out[d.choice.saved.node(p.number)] = partition_node(d.device, p.number)
+        return out
+
+    def target(self, mountpoint: str) -> FsTarget | None:
+        return next((f for f in self.filesystems if f.saved.mountpoint == mountpoint), None)
+
+
+def _partition_of(fs: SavedFs, system: SavedSystem) -> tuple[str, int] | None:
+    """(saved disk name, partition number) when fs lives directly on a partition of a saved disk."""
+    for disk in system.disks:
+        for p in disk.table.partitions:
+            if disk.node(p.number) == fs.device:
+                return disk.name, p.number
+    return None
+
+
+def make_plan(
+    system: SavedSystem,
+    action: str,
+    present: list[PresentDisk],
+    explicit: dict[str, str],
+    protected: dict[str, str],
+    *,
+    choose: Chooser | None = None,
+    resize_swap: bool = False,
+) -> Plan:
+    if not system.disks:
+        raise MkrecError("the saved layout has no disks", hint="is --source the right backup set?")
+    choices = map_disks(
+        list(system.disks), present, explicit, protected, need_same_size=(action == "start"), choose=choose
+    )
+    disk_plans = []
+    for choice in choices:
+        saved = choice.saved
+        if action == "start":
+            disk_plans.append(DiskPlan(choice, saved.table))
+            continue
+        on_disk = {}
+        for fs in system.filesystems:
+            where = _partition_of(fs, system)
+            if where and where[0] == saved.name:
+                on_disk[where[1]] = fs
+        layout = clone_layout(saved.table, saved.size, choice.target.size, on_disk, resize_swap)
+        disk_plans.append(DiskPlan(choice, layout.table, layout.rows))
+    targets = []
+    by_disk = {d.choice.saved.name: d for d in disk_plans}
+    for fs in system.filesystems:
+        where = _partition_of(fs, system)
+        if where is None:
+            # On RAID, LVM or LUKS: the same name once those are recreated.
+            targets.append(FsTarget(fs, fs.device, 0))
+            continue
+        dp = by_disk[where[0]]
+        part = dp.table.partition(where[1])
+        size = part.size * dp.table.sector_size
+        if (fs.stream or fs.raw) and size < (fs.size if fs.raw else min_fs_bytes(fs.fstype, fs.used)):
+            raise MkrecError(
+                f"{fs.device} ({fs.mountpoint or fs.fstype}, {format_size(fs.used)} used) does not fit "
+                f"in {format_size(size)} on {dp.device}; nothing was written",
+                hint="choose a larger target disk",
+            )
+        targets.append(FsTarget(fs, partition_node(dp.device, where[1]), size))
+    return Plan(action, tuple(disk_plans), tuple(targets), system)
+
+
+def render_plan(plan: Plan) -> str:
+    """What the person confirms: every disk that will be erased, and what it will hold."""
+    lines = [f"Restore plan ({plan.action}, set {plan.system.set_id or '?'}, plan {plan.id}):"]
+    for d in plan.disks:
+        saved = d.choice.saved
+        lines.append(
+            f"  ERASE {d.choice.target.describe()}  <-  saved {saved.name} ({format_size(saved.size)}, "
+            f"{d.table.label}, {len(d.table.partitions)} partitions; matched by {d.choice.how})"
+        )
+        if d.rows:
+            lines += ["    " + line for line in render_rows(d.rows).splitlines()]
+    for f in plan.filesystems:
+        fs = f.saved
+        what = "raw image" if fs.raw else ("tar" if fs.stream else "empty")
+        lines.append(
+            f"    {f.node:<18} {fs.fstype:<6} {fs.mountpoint or '-':<12} "
+            f"label={fs.label or '-'} uuid={fs.uuid or '-'} used={format_size(fs.used)} ({what})"
+        )
+    return "\n".join(lines)

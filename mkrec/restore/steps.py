@@ -1,0 +1,40 @@
+"""Running the restore as named steps: each is skipped when the journal says it finished, recorded
+when it does, and a failure says which step, which command, and what to do next."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from mkrec.errors import MkrecError
+from mkrec.log import step
+from mkrec.restore.ask import Input, ask_step
+from mkrec.restore.journal import Journal
+
+log = logging.getLogger("mkrec.restore")
+
+
+class Steps:
+    def __init__(self, journal: Journal, action: str, ask_each: Input | None = None) -> None:
+        self.journal = journal
+        self.action = action
+        self.ask_each = ask_each  # clone-disk on a terminal: each step can be skipped
+
+    def run(self, name: str, title: str, fn: Callable[[], None]) -> None:
+        if self.journal.done(name):
+            log.info("    %s: finished in an earlier run, skipped", title)
+            return
+        if self.ask_each is not None and not ask_step(title, self.ask_each):
+            log.info("    %s: skipped on request", title)
+            return
+        with step(title):
+            try:
+                fn()
+            except MkrecError as exc:
+                what = f"{exc.hint}; " if exc.hint else ""
+                raise MkrecError(
+                    f"step '{title}' failed: {exc.message}",
+                    hint=f"{what}fix the cause, then run 'mkrec restore {self.action}' again: "
+                    "finished steps are skipped",
+                ) from exc
+        self.journal.finish(name)
