@@ -63,6 +63,24 @@ def cmd_restore(ctx: Context, args: argparse.Namespace) -> int:
     return run_restore(request_from_args(ctx, args))
 
 
+def cmd_layout_capture(ctx: Context, args: argparse.Namespace) -> int:
+    from mkrec.layout import capture_layout
+
+    out = args.output or ctx.recovery_dir
+    layout = capture_layout(ctx, args.disk, out)
+    log.info("Layout of %s written to %s", ", ".join(d.name for d in layout.disks) or "no disks", out)
+    return 0
+
+
+def cmd_layout_show(ctx: Context, args: argparse.Namespace) -> int:
+    from mkrec.layout import LAYOUT_FILE, read_layout
+    from mkrec.layout.show import render_tree
+
+    for line in render_tree(read_layout(args.dir / LAYOUT_FILE)):
+        print(line)
+    return 0
+
+
 def not_available(what: str) -> Handler:
     def handler(ctx: Context, args: argparse.Namespace) -> int:
         raise MkrecError(f"{what} is not available yet in this version of mkrec")
@@ -71,8 +89,6 @@ def not_available(what: str) -> Handler:
 
 
 # Subcommands whose stage has not landed yet; each stage replaces its entries with real handlers.
-cmd_layout_capture = not_available("mkrec layout capture")
-cmd_layout_show = not_available("mkrec layout show")
 cmd_verify = not_available("mkrec verify")
 cmd_ls = not_available("mkrec ls")
 cmd_extract = not_available("mkrec extract")

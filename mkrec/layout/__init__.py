@@ -1,21 +1,43 @@
-"""Layout capture: what the disks look like, written as hand-editable text into etc/recovery/."""
+"""Layout capture: what the disks look like, written as hand-editable text into etc/recovery/.
+
+Entry points: capture_for_build(ctx) (the build stage), capture_layout(ctx, disks, out) (the
+`mkrec layout capture` command), filesystems_to_back_up(ctx) (for the backup), and read_layout(path)
+from mkrec.layout.textfmt (for the restore).
+"""
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 from mkrec.context import Context
+from mkrec.layout.model import Filesystem, Layout
+from mkrec.layout.textfmt import LAYOUT_FILE, read_layout
+from mkrec.preflight import disks_to_back_up
+
+__all__ = ["LAYOUT_FILE", "capture_for_build", "capture_layout", "filesystems_to_back_up", "read_layout"]
+
+
+def capture_layout(ctx: Context, disks: list[str] | None = None, out: Path | None = None) -> Layout:
+    """Capture the given disks (default: [source] disks, else the disks under [source] root) into out
+    (default: ctx.recovery_dir) and return the layout written."""
+    from mkrec.layout.capture import capture
+
+    chosen = list(disks) if disks else disks_to_back_up(ctx.config)
+    return capture(chosen, out or ctx.recovery_dir, ctx.config.source.root, ctx.hostname, ctx.started)
 
 
 def capture_for_build(ctx: Context) -> Path:
-    """The build's capture stage: fill ctx.recovery_dir. Until the full capture lands this writes
-    the minimum the rescue system shows: host name, date and the fstab."""
-    out = ctx.recovery_dir
-    out.mkdir(parents=True, exist_ok=True, mode=0o700)
-    (out / "hostname").write_text(ctx.hostname + "\n")
-    (out / "date").write_text(ctx.started.isoformat(timespec="seconds") + "\n")
-    fstab = ctx.config.source.root / "etc" / "fstab"
-    if fstab.is_file():
-        shutil.copyfile(fstab, out / "fstab")
-    return out
+    """The build's capture stage: fill ctx.recovery_dir."""
+    capture_layout(ctx)
+    return ctx.recovery_dir
+
+
+def filesystems_to_back_up(ctx: Context) -> list[Filesystem]:
+    """The mounted filesystems at or below [source] root, parents first, each with device, type,
+    mountpoint, uuid and label: what the backup streams, one per filesystem."""
+    from mkrec.layout.capture import build_layout
+
+    layout, _, _ = build_layout(
+        disks_to_back_up(ctx.config), ctx.config.source.root, ctx.hostname, ctx.started
+    )
+    return layout.mounted_under(str(ctx.config.source.root))
