@@ -1,0 +1,460 @@
+"""Restore engine decisions without writing anything: sfdisk dumps, resize maths, disk mapping and
+target safety (on real lsblk output), exact command lines, the journal's resume logic, fstab fixes."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from pathlib import Path
+
+import pytest
+
+from mkrec.errors import MkrecError
+from mkrec.restore import commands as cmd
+from mkrec.restore.devices import PresentDisk, parse_lsblk, protected_disks, swap_devices
+from mkrec.restore.fstab import fix_crypttab, fix_fstab
+from mkrec.restore.journal import Journal, read_steps
+from mkrec.restore.mapping import map_disks, parse_map
+from mkrec.restore.model import SavedDisk, SavedFs, SavedSystem
+from mkrec.restore.mounts import mounts_below
+from mkrec.restore.plan import make_plan, render_plan
+from mkrec.restore.resize import clone_layout, min_fs_bytes, render_rows, scale_volumes
+from mkrec.restore.sfdisk import MIB, parse_dump, partition_node, render_script, same_table
+
+FIX = Path(__file__).parent / "fixtures" / "restore"
+GIB = 1024 * MIB
+
+
+def gpt() -> SavedDisk:
+    return SavedDisk("/dev/sda", 256 * MIB, parse_dump((FIX / "gpt.dump").read_text()))
+
+
+def gpt_fs(used_root: int = 50 * MIB, used_data: int = 10 * MIB) -> dict[int, SavedFs]:
+    return {
+        2: SavedFs("/dev/sda2", "vfat", "ABCD-1234", "ESP", "", 32 * MIB, 1 * MIB, raw="sda2.vfat.img.zst"),
+        3: SavedFs("/dev/sda3", "ext4", "u3", "root", "/", 160 * MIB, used_root, stream="sda3.ext4.tar.zst"),
+        4: SavedFs(
+            "/dev/sda4", "ext4", "u4", "data", "/data", 61 * MIB, used_data, stream="sda4.ext4.tar.zst"
+        ),
+    }
+
+
+def system(disk: SavedDisk | None = None, fss: dict[int, SavedFs] | None = None) -> SavedSystem:
+    return SavedSystem((disk or gpt(),), tuple((fss or gpt_fs()).values()), set_id="set1")
+
+
+# ---- sfdisk dumps ----
+
+
+def test_gpt_dump_parses_every_field() -> None:
+    t = parse_dump((FIX / "gpt.dump").read_text())
+    assert (t.label, t.label_id, t.first_lba, t.sector_size) == (
+        "gpt",
+        "5B5F19E8-2EAE-0F41-BE06-89BBFA5BBEF7",
+        2048,
+        512,
+    )
+    assert [(p.number, p.start, p.size, p.name) for p in t.partitions] == [
+        (1, 2048, 2048, "bios"),
+        (2, 4096, 65536, "esp"),
+        (3, 69632, 327680, "root"),
+        (4, 397312, 124928, "data"),
+    ]
+    assert t.partitions[0].uuid == "985758C6-0C51-A24B-81A7-3009DCAB28D0"
+
+
+def test_script_for_another_device_keeps_ids_and_drops_old_device_facts() -> None:
+    t = parse_dump((FIX / "gpt.dump").read_text())
+    script = render_script(t, "/dev/loop7")
+    assert "device:" not in script and "last-lba" not in script  # sfdisk computes them for the new disk
+    assert "label-id: 5B5F19E8-2EAE-0F41-BE06-89BBFA5BBEF7" in script
+    assert "/dev/loop7p3 : start=       69632, size=      327680, type=0FC63DAF" in script
+    assert same_table(parse_dump(script), t)
+
+
+def test_mbr_with_extended_and_logical_partitions() -> None:
+    t = parse_dump((FIX / "mbr-extended.dump").read_text())
+    assert t.label == "dos" and t.label_id == "0xdd6ff9e2"
+    assert [p.number for p in t.partitions] == [1, 2, 3, 5, 6]
+    assert t.partitions[0].bootable and t.partition(3).is_extended
+    assert "bootable" in render_script(t, "/dev/sdb").splitlines()[5]
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("label: sun\n", "label is 'sun'"),
+        ("label: gpt\n/dev/sda1 : size=5\n", "sfdisk dump:2: a partition needs numeric start= and size="),
+        ("label: gpt\nwhat is this\n", "sfdisk dump:2: cannot read 'what is this'"),
+    ],
+)
+def test_bad_dumps_say_where(text: str, message: str) -> None:
+    with pytest.raises(MkrecError, match=message):
+        parse_dump(text)
+
+
+def test_partition_node_names() -> None:
+    assert partition_node("/dev/sda", 2) == "/dev/sda2"
+    assert partition_node("/dev/nvme0n1", 2) == "/dev/nvme0n1p2"
+    assert partition_node("/dev/loop3", 1) == "/dev/loop3p1"
+
+
+# ---- resize maths ----
+
+
+def test_clone_larger_scales_only_the_flexible_partitions_aligned() -> None:
+    d = gpt()
+    out = clone_layout(d.table, d.size, int(d.size * 1.4), gpt_fs())
+    new = {p.number: p for p in out.table.partitions}
+    old = {p.number: p for p in d.table.partitions}
+    assert new[1].size == old[1].size and new[2].size == old[2].size  # BIOS boot and ESP kept
+    assert new[3].size > old[3].size and new[4].size > old[4].size
+    for p in out.table.partitions:
+        assert p.start % 2048 == 0, "every start on a 1 MiB boundary"
+    starts = sorted(out.table.partitions, key=lambda p: p.start)
+    assert all(a.end <= b.start for a, b in itertools.pairwise(starts))
+    # the last partition filled the old disk, so it fills the new one (up to the backup GPT)
+    assert new[4].end <= int(d.size * 1.4) // 512 - 34
+    assert new[4].end > int(d.size * 1.4) // 512 - 34 - 2048
+    # ids are kept: a clone boots with the same fstab/GRUB references
+    assert [p.uuid for p in out.table.partitions] == [p.uuid for p in d.table.partitions]
+    assert out.table.label_id == d.table.label_id
+
+
+def test_clone_proportions() -> None:
+    d = gpt()
+    out = clone_layout(d.table, d.size, 2 * d.size, gpt_fs())
+    old = {p.number: p.size for p in d.table.partitions}
+    new = {p.number: p.size for p in out.table.partitions}
+    # root got about (2*256 - 33 fixed) / (256 - 33) times its size, within alignment
+    ratio = new[3] / old[3]
+    assert 2.1 < ratio < 2.2
+
+
+def test_clone_smaller_but_fits() -> None:
+    d = gpt()
+    out = clone_layout(d.table, d.size, 200 * MIB, gpt_fs(used_root=20 * MIB, used_data=2 * MIB))
+    total = max(p.end for p in out.table.partitions) * 512
+    assert total <= 200 * MIB - 34 * 512
+    assert "kept (ESP)" in render_rows(out.rows)
+
+
+def test_clone_refuses_when_data_does_not_fit() -> None:
+    d = gpt()
+    with pytest.raises(MkrecError, match=r"partition 3 \(/\): .* < ") as exc:
+        clone_layout(d.table, d.size, 128 * MIB, gpt_fs(used_root=100 * MIB))
+    assert "data will not fit" in str(exc.value)
+
+
+def test_clone_refuses_a_disk_too_small_for_the_fixed_partitions() -> None:
+    d = gpt()
+    with pytest.raises(MkrecError, match="cannot hold the fixed-size partitions"):
+        clone_layout(d.table, d.size, 30 * MIB, gpt_fs())
+
+
+def test_swap_and_boot_are_fixed_unless_asked() -> None:
+    d = gpt()
+    fss = gpt_fs()
+    fss[4] = SavedFs("/dev/sda4", "swap", "u4")
+    kept = clone_layout(d.table, d.size, 2 * d.size, fss)
+    assert kept.table.partition(4).size == d.table.partition(4).size
+    scaled = clone_layout(d.table, d.size, 2 * d.size, fss, resize_swap=True)
+    assert scaled.table.partition(4).size > d.table.partition(4).size
+    fss[3] = SavedFs("/dev/sda3", "ext4", "u3", mountpoint="/boot", used=MIB)
+    assert clone_layout(d.table, d.size, 2 * d.size, fss).table.partition(3).size == d.table.partition(3).size
+
+
+def test_clone_refuses_extended_partitions() -> None:
+    t = parse_dump((FIX / "mbr-extended.dump").read_text())
+    with pytest.raises(MkrecError, match="extended"):
+        clone_layout(t, 512 * MIB, GIB, {})
+
+
+def test_min_fs_bytes() -> None:
+    assert min_fs_bytes("ext4", 100 * MIB) == 100 * MIB + 10 * MIB + 16 * MIB
+    assert min_fs_bytes("xfs", 1 * MIB) == 300 * MIB
+
+
+def test_scale_volumes_keeps_fixed_and_whole_extents() -> None:
+    ext = 4 * MIB
+    out = scale_volumes([(1 * GIB, False), (512 * MIB, True), (2 * GIB, False)], 4 * GIB, 8 * GIB, ext)
+    assert out[1] == 512 * MIB
+    assert all(s % ext == 0 for s in out)
+    assert sum(out) <= 8 * GIB
+    assert abs(out[2] - 2 * out[0]) <= ext
+    with pytest.raises(MkrecError):
+        scale_volumes([(1 * GIB, True)], 2 * GIB, 512 * MIB, ext)
+
+
+# ---- present disks, protected disks, mapping ----
+
+
+def host_disks() -> list[PresentDisk]:
+    return parse_lsblk(json.loads((FIX / "lsblk-host.json").read_text()))
+
+
+def test_lsblk_host_fixture() -> None:
+    disks = {d.path: d for d in host_disks()}
+    assert disks["/dev/vda"].type == "disk" and "/" in disks["/dev/vda"].mountpoints
+
+
+def test_lsblk_mounted_loop_partition() -> None:
+    (disk,) = parse_lsblk(json.loads((FIX / "lsblk-loop-mounted.json").read_text()))
+    assert disk.type == "loop" and disk.size == 256 * MIB
+    assert disk.path + "p3" in disk.nodes and disk.mountpoints == ("/tmp/fxm",)
+
+
+def test_protected_disks() -> None:
+    disks = [
+        PresentDisk("/dev/sda", 10 * GIB, nodes=("/dev/sda", "/dev/sda1"), mountpoints=("/run/backup",)),
+        PresentDisk("/dev/sdb", 10 * GIB, nodes=("/dev/sdb", "/dev/sdb1")),
+        PresentDisk("/dev/sdc", 10 * GIB, nodes=("/dev/sdc",)),
+        PresentDisk("/dev/sdd", 10 * GIB, nodes=("/dev/sdd", "/dev/sdd2"), mountpoints=("/mnt/target/data",)),
+        PresentDisk("/dev/sde", 10 * GIB, nodes=("/dev/sde", "/dev/sde1")),
+    ]
+    why = protected_disks(
+        disks,
+        source_node="/dev/sda1",
+        boot_node="/dev/sdc",
+        swaps=swap_devices("Filename Type Size Used Priority\n/dev/sde1 partition 1 0 -2\n"),
+        allowed_mount_root="/mnt/target",
+    )
+    assert why == {
+        "/dev/sda": "holds the backup set",
+        "/dev/sdc": "the rescue system booted from it",
+        "/dev/sde": "swap is active on /dev/sde1",
+    }
+
+
+def test_host_root_disk_is_protected() -> None:
+    assert "/dev/vda" in protected_disks(host_disks())
+
+
+def test_parse_map() -> None:
+    assert parse_map(["sda=/dev/vdb", "/dev/sdb=/dev/vdc"]) == {"sda": "/dev/vdb", "sdb": "/dev/vdc"}
+    with pytest.raises(MkrecError, match="SAVED=DEV"):
+        parse_map(["sda"])
+
+
+def saved(name: str, size: int, serial: str = "", wwn: str = "") -> SavedDisk:
+    return SavedDisk(name, size, gpt().table, serial=serial, wwn=wwn)
+
+
+def test_mapping_by_wwn_ignores_names() -> None:
+    present = [
+        PresentDisk("/dev/sda", 20 * GIB, wwn="0x1"),
+        PresentDisk("/dev/sdb", 20 * GIB, wwn="0x2"),
+    ]
+    (c,) = map_disks([saved("/dev/sda", 20 * GIB, wwn="0x2")], present, {}, {}, need_same_size=True)
+    assert (c.target.path, c.how) == ("/dev/sdb", "same WWN")
+
+
+def test_mapping_by_size_when_one_fits() -> None:
+    present = [PresentDisk("/dev/vda", 10 * GIB), PresentDisk("/dev/vdb", 30 * GIB)]
+    (c,) = map_disks([saved("/dev/sda", 20 * GIB)], present, {}, {}, need_same_size=True)
+    assert (c.target.path, c.how) == ("/dev/vdb", "only disk large enough")
+
+
+def test_mapping_ambiguous_is_refused_without_a_person() -> None:
+    present = [PresentDisk("/dev/vdb", 30 * GIB), PresentDisk("/dev/vdc", 40 * GIB)]
+    with pytest.raises(MkrecError, match="could go to any of /dev/vdb, /dev/vdc") as exc:
+        map_disks([saved("/dev/sda", 20 * GIB)], present, {}, {}, need_same_size=True)
+    assert exc.value.hint == "name the target with --map sda=DEV"
+
+
+def test_mapping_ambiguous_asks() -> None:
+    present = [PresentDisk("/dev/vdb", 30 * GIB), PresentDisk("/dev/vdc", 40 * GIB)]
+    (c,) = map_disks(
+        [saved("/dev/sda", 20 * GIB)], present, {}, {}, need_same_size=True, choose=lambda s, cands: cands[1]
+    )
+    assert (c.target.path, c.how) == ("/dev/vdc", "chosen")
+
+
+def test_mapping_never_picks_loop_or_protected_disks_by_itself() -> None:
+    present = [
+        PresentDisk("/dev/loop0", 30 * GIB, type="loop"),
+        PresentDisk("/dev/vda", 30 * GIB),
+        PresentDisk("/dev/vdb", 30 * GIB),
+    ]
+    (c,) = map_disks(
+        [saved("/dev/sda", 20 * GIB)], present, {}, {"/dev/vda": "holds the backup set"}, need_same_size=True
+    )
+    assert c.target.path == "/dev/vdb"
+
+
+def test_explicit_map_to_a_protected_disk_is_refused() -> None:
+    present = [PresentDisk("/dev/vda", 30 * GIB)]
+    with pytest.raises(MkrecError, match=r"refusing to write /dev/vda: / is mounted from it"):
+        map_disks(
+            [saved("/dev/sda", 20 * GIB)],
+            present,
+            {"sda": "/dev/vda"},
+            {"/dev/vda": "/ is mounted from it"},
+            need_same_size=True,
+        )
+
+
+def test_start_refuses_a_smaller_disk_clone_accepts_it() -> None:
+    present = [PresentDisk("/dev/loop9", 200 * MIB, type="loop")]
+    with pytest.raises(MkrecError, match="smaller than saved disk sda") as exc:
+        make_plan(system(), "start", present, {"sda": "/dev/loop9"}, {})
+    assert "clone" in (exc.value.hint or "")
+    plan = make_plan(
+        system(fss=gpt_fs(used_root=20 * MIB, used_data=1 * MIB)), "clone", present, {"sda": "/dev/loop9"}, {}
+    )
+    assert plan.disks[0].rows and "ERASE /dev/loop9" in render_plan(plan)
+
+
+def test_unknown_saved_disk_in_map() -> None:
+    with pytest.raises(MkrecError, match="there is no saved disk sdz"):
+        make_plan(system(), "start", [PresentDisk("/dev/vdb", GIB)], {"sdz": "/dev/vdb"}, {})
+
+
+def test_plan_maps_nodes_and_has_a_stable_id() -> None:
+    present = [PresentDisk("/dev/loop9", 300 * MIB, type="loop")]
+    a = make_plan(system(), "start", present, {"sda": "/dev/loop9"}, {})
+    b = make_plan(system(), "start", present, {"sda": "/dev/loop9"}, {})
+    assert a.id == b.id
+    assert a.node_map()["/dev/sda3"] == "/dev/loop9p3"
+    assert [f.node for f in a.filesystems] == ["/dev/loop9p2", "/dev/loop9p3", "/dev/loop9p4"]
+    other = make_plan(system(), "start", [PresentDisk("/dev/loop8", 300 * MIB)], {"sda": "/dev/loop8"}, {})
+    assert other.id != a.id
+
+
+# ---- exact command lines ----
+
+
+def test_mkfs_argv() -> None:
+    u = "0b7a5e5c-3d2a-4f3c-9a0b-1c2d3e4f5a6b"
+    assert cmd.mkfs_argv("ext4", "/dev/vdb3", u, "root") == [
+        "mkfs.ext4",
+        "-F",
+        "-q",
+        "-U",
+        u,
+        "-L",
+        "root",
+        "/dev/vdb3",
+    ]
+    assert cmd.mkfs_argv("ext3", "/dev/x", u) == ["mkfs.ext3", "-F", "-q", "-U", u, "/dev/x"]
+    assert cmd.mkfs_argv("xfs", "/dev/x", u, "data") == [
+        "mkfs.xfs",
+        "-f",
+        "-q",
+        "-m",
+        f"uuid={u}",
+        "-L",
+        "data",
+        "/dev/x",
+    ]
+    assert cmd.mkfs_argv("vfat", "/dev/x", "ABCD-1234", "ESP") == [
+        "mkfs.vfat",
+        "-i",
+        "ABCD1234",
+        "-n",
+        "ESP",
+        "/dev/x",
+    ]
+    assert cmd.mkfs_argv("swap", "/dev/x", u, "sw") == ["mkswap", "-f", "-U", u, "-L", "sw", "/dev/x"]
+    assert cmd.mkfs_argv("btrfs", "/dev/x", u) == ["mkfs.btrfs", "-f", "-q", "-U", u, "/dev/x"]
+    assert cmd.mkfs_argv("ext4", "/dev/x") == ["mkfs.ext4", "-F", "-q", "/dev/x"]
+    with pytest.raises(MkrecError, match="cannot make a ntfs filesystem"):
+        cmd.mkfs_argv("ntfs", "/dev/x")
+
+
+def test_partition_and_unpack_argv() -> None:
+    assert cmd.sfdisk_argv("/dev/vdb") == [
+        "sfdisk", "-q", "--wipe", "always", "--wipe-partitions", "always", "/dev/vdb"
+    ]  # fmt: skip
+    argv = cmd.tar_extract_argv(Path("/mnt/target"))
+    assert argv[:6] == ["tar", "-x", "-f", "-", "-C", "/mnt/target"]
+    assert {"--numeric-owner", "--xattrs", "--acls", "--xattrs-include=*", "--same-permissions"} <= set(argv)
+
+
+def test_bootloader_argv() -> None:
+    assert cmd.grub_bios_argv("/dev/vdb") == ["grub-install", "--target=i386-pc", "--recheck", "/dev/vdb"]
+    assert cmd.grub_bios_argv("/dev/vdb", Path("/mnt/target/boot"), "part_gpt ext2") == [
+        "grub-install",
+        "--target=i386-pc",
+        "--recheck",
+        "--boot-directory=/mnt/target/boot",
+        "--modules=part_gpt ext2",
+        "/dev/vdb",
+    ]
+    assert cmd.grub_efi_argv(Path("/boot/efi")) == [
+        "grub-install", "--target=x86_64-efi", "--efi-directory=/boot/efi", "--removable", "--no-nvram"
+    ]  # fmt: skip
+    assert cmd.efibootmgr_argv("/dev/vdb", 2, "\\EFI\\BOOT\\BOOTX64.EFI") == [
+        "efibootmgr", "--create", "--disk", "/dev/vdb", "--part", "2", "--label", "mkrec restored",
+        "--loader", "\\EFI\\BOOT\\BOOTX64.EFI",
+    ]  # fmt: skip
+    assert cmd.chroot_argv(Path("/mnt/t"), ["grub-install", "/dev/vdb"]) == [
+        "chroot",
+        "/mnt/t",
+        "grub-install",
+        "/dev/vdb",
+    ]
+    assert cmd.grub_modules_for("xfs", "dos") == "part_msdos xfs"
+
+
+# ---- journal ----
+
+
+def test_journal_resumes_and_ignores_other_plans(tmp_path: Path) -> None:
+    path = tmp_path / "j"
+    j = Journal("plan-a", [path])
+    j.finish("table:/dev/loop1")
+    j.finish("mkfs:/dev/loop1p3")
+    Journal("plan-b", [path]).finish("table:/dev/loop1")
+    with open(path, "a") as fh:
+        fh.write('{"plan": "plan-a", "step": "unpack:/"')  # cut by a power loss: not finished
+    again = Journal("plan-a", [path])
+    assert again.steps == ["table:/dev/loop1", "mkfs:/dev/loop1p3"]
+    assert again.done("mkfs:/dev/loop1p3") and not again.done("unpack:/")
+
+
+def test_journal_copies_itself_to_the_target_and_ends(tmp_path: Path) -> None:
+    j = Journal("p", [tmp_path / "tmp.j"])
+    j.finish("a")
+    on_disk = tmp_path / "root" / "var" / "log" / "mkrec-restore.journal"
+    j.add_path(on_disk)
+    j.finish("b")
+    assert read_steps(on_disk, "p") == ["a", "b"]
+    j.complete()
+    assert (
+        read_steps(on_disk, "p") == [] and read_steps(tmp_path / "tmp.j", "p") == []
+    )  # a finished restore is not resumed
+
+
+def test_journal_merges_what_the_disk_knows(tmp_path: Path) -> None:
+    j = Journal("p", [tmp_path / "tmp.j"], resumed=["table:x", "mkfs:y"])
+    assert j.done("mkfs:y")
+
+
+def test_mounts_below() -> None:
+    text = (
+        "/dev/vda / ext4 rw 0 0\n/dev/l1p3 /mnt/t ext4 rw 0 0\n"
+        "/dev/l1p4 /mnt/t/data ext4 rw 0 0\n/dev/x /mnt/tt ext4 rw 0 0\n"
+    )
+    assert mounts_below(Path("/mnt/t"), text) == ["/mnt/t/data", "/mnt/t"]
+
+
+# ---- fstab / crypttab ----
+
+
+def test_fstab_device_names_become_uuids_and_comments_stay() -> None:
+    text = "# static\n/dev/sda3  /  ext4  errors=remount-ro  0 1\nUUID=abc /data ext4 defaults 0 2\n"
+    new, changes = fix_fstab(text, {"/dev/sda3": "UUID=u3"})
+    assert new == "# static\nUUID=u3\t/\text4\terrors=remount-ro\t0\t1\nUUID=abc /data ext4 defaults 0 2\n"
+    assert len(changes) == 1
+
+
+def test_fstab_type_change_drops_fs_specific_options() -> None:
+    text = "UUID=old /data ext4 defaults,noatime,errors=remount-ro,data=ordered 0 2\n"
+    new, _ = fix_fstab(text, {"UUID=old": "UUID=new"}, {"/data": "xfs"})
+    assert new == "UUID=new\t/data\txfs\tdefaults,noatime\t0\t2\n"
+
+
+def test_crypttab() -> None:
+    new, changes = fix_crypttab("cryptroot /dev/sda3 none luks\n", {"/dev/sda3": "UUID=l1"})
+    assert new == "cryptroot\tUUID=l1\tnone\tluks\n" and changes
