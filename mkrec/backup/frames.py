@@ -1,0 +1,91 @@
+"""Independent zstd frames: the unit that can be read alone.
+
+The uncompressed stream is cut into frames of FRAME_SIZE input bytes, each compressed as its own zstd
+frame (content size and checksum in the frame header, so a damaged frame is detected when read).
+Frames are compressed on a thread pool — zstandard releases the GIL — and handed back strictly in
+order, with at most a few in flight so memory stays flat whatever the data size.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections import deque
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import zstandard
+
+FRAME_SIZE = 4 * 1024 * 1024
+
+
+@dataclass
+class Frame:
+    """One compressed frame and what came with its input: catalog lines of the members whose
+    first header lies inside it."""
+
+    uoffset: int
+    usize: int
+    data: bytes
+    entries: list[str] = field(default_factory=list)
+
+
+def effective_threads(threads: int) -> int:
+    return threads if threads > 0 else (os.cpu_count() or 1)
+
+
+class FrameCompressor:
+    """submit() raw frames in stream order; ready frames come back, in the same order, from
+    submit() and close(). At most `2 * threads` frames are in flight."""
+
+    def __init__(self, level: int = 3, threads: int = 0) -> None:
+        self.level = level
+        self.threads = effective_threads(threads)
+        self._local = threading.local()
+        self._pool = ThreadPoolExecutor(max_workers=self.threads, thread_name_prefix="zstd")
+        self._pending: deque[tuple[Future[bytes], int, int, list[str]]] = deque()
+        self._limit = 2 * self.threads
+
+    def _compress(self, raw: bytes) -> bytes:
+        # A ZstdCompressor is not thread-safe: one per worker thread.
+        cctx = getattr(self._local, "cctx", None)
+        if cctx is None:
+            cctx = zstandard.ZstdCompressor(level=self.level, write_checksum=True, write_content_size=True)
+            self._local.cctx = cctx
+        return bytes(cctx.compress(raw))
+
+    def submit(self, raw: bytes, uoffset: int, entries: list[str]) -> Iterator[Frame]:
+        self._pending.append((self._pool.submit(self._compress, raw), uoffset, len(raw), entries))
+        while self._pending and (len(self._pending) > self._limit or self._pending[0][0].done()):
+            yield self._pop()
+
+    def _pop(self) -> Frame:
+        future, uoffset, usize, entries = self._pending.popleft()
+        return Frame(uoffset, usize, future.result(), entries)
+
+    def close(self) -> Iterator[Frame]:
+        while self._pending:
+            yield self._pop()
+        self._pool.shutdown()
+
+    def abort(self) -> None:
+        for future, *_ in self._pending:
+            future.cancel()
+        self._pending.clear()
+        self._pool.shutdown(wait=True)
+
+
+class FrameError(ValueError):
+    pass
+
+
+def decompress_frame(data: bytes, usize: int) -> bytes:
+    """One frame back to its input; FrameError when it is damaged (zstd checksum) or short."""
+    try:
+        out = zstandard.ZstdDecompressor().decompress(data, max_output_size=usize)
+    except zstandard.ZstdError as exc:
+        raise FrameError(str(exc)) from None
+    if len(out) != usize:
+        raise FrameError(f"frame gives {len(out)} bytes, the index says {usize}")
+    return out

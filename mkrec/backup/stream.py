@@ -1,0 +1,90 @@
+"""One stream through Python: read the source (tar's stdout, or a device image), keep a running
+SHA-256, catalog the tar members as they go by, cut the bytes into frames, compress them on all
+cores and hand them to cutstream in order."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import BinaryIO
+
+from mkrec.backup.catalog import entry_line
+from mkrec.backup.cutstream import CutStream
+from mkrec.backup.frames import FRAME_SIZE, Frame, FrameCompressor
+from mkrec.backup.tarscan import Entry, TarScanner
+
+READ_SIZE = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class StreamSummary:
+    size: int
+    sha256: str
+    entries: int
+
+
+def pump(
+    source: BinaryIO,
+    stream: str,
+    cut: CutStream,
+    *,
+    level: int = 3,
+    threads: int = 0,
+    frame_size: int = FRAME_SIZE,
+    scan_tar: bool = True,
+    first_lines: list[str] | None = None,
+    on_frame: Callable[[Frame], None] | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> StreamSummary:
+    """Read `source` to its end through frames into `cut` (whose stream must be started).
+
+    Catalog lines are attached to the frame holding the member's first header, so they land in
+    the catalog of the volume that holds it. For an image (scan_tar=False), `first_lines` (its one catalog
+    line) go with the first frame."""
+    sha = hashlib.sha256()
+    pending: list[Entry] = []
+    scanner = TarScanner(pending.append) if scan_tar else None
+    compressor = FrameCompressor(level, threads)
+    buf = bytearray()
+    start = 0  # uncompressed offset of buf[0]
+    total = 0
+    count = 0
+
+    def emit(raw: bytes) -> None:
+        nonlocal start, count
+        end = start + len(raw)
+        lines = list(first_lines or []) if start == 0 else []
+        while pending and pending[0].offset < end:
+            lines.append(entry_line(stream, pending.pop(0)))
+        count += len(lines)
+        for frame in compressor.submit(raw, start, lines):
+            deliver(frame)
+        start = end
+
+    def deliver(frame: Frame) -> None:
+        if on_frame:
+            on_frame(frame)
+        cut.add(frame)
+
+    try:
+        while chunk := source.read(READ_SIZE):
+            sha.update(chunk)
+            if scanner:
+                scanner.feed(chunk)
+            buf += chunk
+            total += len(chunk)
+            while len(buf) >= frame_size:
+                raw = bytes(buf[:frame_size])
+                del buf[:frame_size]
+                emit(raw)
+            if progress:
+                progress(total)
+        if buf or total == 0:
+            emit(bytes(buf))
+        for frame in compressor.close():
+            deliver(frame)
+    except BaseException:
+        compressor.abort()
+        raise
+    return StreamSummary(total, sha.hexdigest(), count)

@@ -1,0 +1,204 @@
+"""Turning what cutstream closes into the files of a volume: pieces (written by cutstream through
+this PieceStore), the catalog part, manifest.json, README.txt, SHA256SUMS and Checksums.sfv.
+A Sink then packs the volume (ISO, directory, tape)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO, Protocol
+
+import zstandard
+
+from mkrec.backup.cutstream import Capacity, PieceInfo, VolumeContent
+from mkrec.backup.manifest import Manifest, PieceRecord, StreamRecord
+from mkrec.backup.sums import SFV, SHA256SUMS, Sums, format_sfv, format_sha256sums, sums_of
+
+FULL_CATALOG = "backup/catalog.all.jsonl.zst"
+
+
+def catalog_name(volume: int) -> str:
+    return f"backup/catalog.vol{volume:03d}.jsonl"
+
+
+def volume_label(volume: int) -> str:
+    return f"CDREC_{volume}"
+
+
+@dataclass(frozen=True)
+class SetInfo:
+    set_id: str  # a UUID: volumes of two sets never mix
+    set_name: str  # CDrec-YYYYMMDD-HHMM
+    host: str
+    date: str
+    mode: str
+
+
+class Sink(Protocol):
+    """Where volumes go: ISO files, a directory, a tape."""
+
+    def capacity(self) -> Capacity: ...
+    def volume_dir(self, number: int) -> Path: ...
+    def boot_entries(self, number: int) -> list[tuple[Path, str]]: ...
+    def close_volume(self, number: int, voldir: Path, sums: list[tuple[str, Sums]], last: bool) -> None: ...
+    def commit(self, volumes: int) -> Path: ...
+    def abort(self) -> None: ...
+
+
+def create_private(path: Path) -> BinaryIO:
+    """A new file only its owner can read: a backup holds /etc/shadow."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    return os.fdopen(fd, "wb")
+
+
+def write_private(path: Path, data: bytes) -> None:
+    with create_private(path) as fh:
+        fh.write(data)
+
+
+def render_readme(info: SetInfo, volume: int, last: bool, total: int | None) -> str:
+    of = f"{volume} of {total}" if last and total else f"{volume} (the last volume records the set size)"
+    return f"""mkrec backup set {info.set_name}
+====================================
+Host:    {info.host}
+Date:    {info.date}
+Set id:  {info.set_id}
+Volume:  {of}
+
+This volume holds part of a bare-metal backup made by mkrec. backup/ has the compressed tar
+streams, one per file system, cut into pieces <device>.<fs>.tar.zst.<NNN>. Every piece is a
+series of independent zstd frames: any volume can be read alone, and a lost volume costs only
+the files stored on it. backup/manifest.json lists the streams, pieces, sizes and checksums;
+backup/catalog.volNNN.jsonl lists the files whose data starts on this volume (one JSON line
+each); the last volume also has backup/catalog.all.jsonl.zst, the catalog of the whole set.
+
+Check this volume:    sha256sum -c SHA256SUMS     (or: cksfv -f Checksums.sfv)
+Check the whole set:  mkrec verify DIR-OR-ISO-FILES
+List files:           mkrec ls SET [PATH]
+Restore files:        mkrec extract SET PATH... -C DEST
+Restore the machine:  boot volume 1 and run start-restore
+"""
+
+
+class VolumeWriter:
+    """The PieceStore behind cutstream for real backups: pieces go into the sink's staging
+    directory for the volume; close_volume() adds the metadata files and hands the volume on."""
+
+    def __init__(self, info: SetInfo, sink: Sink, staging: Path) -> None:
+        self.info = info
+        self.sink = sink
+        self.staging = staging
+        self.streams: list[StreamRecord] = []
+        self.pieces: list[PieceInfo] = []
+        self.volumes = 0
+        staging.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._full_path = staging / "catalog.all.jsonl.zst"
+        self._full_raw = create_private(self._full_path)
+        self._full = zstandard.ZstdCompressor(level=9).stream_writer(self._full_raw)
+        self._boot_sums: dict[Path, Sums] = {}
+
+    # ---- streams ----
+
+    def start_stream(self, record: StreamRecord) -> None:
+        self.streams.append(record)
+
+    def catalog_estimate(self, pending_bytes: int) -> int:
+        """Upper bound of the whole-set catalog's size once the pending lines are in."""
+        return self._full_raw.tell() + pending_bytes + 64 * 1024
+
+    # ---- PieceStore ----
+
+    def open_piece(self, volume: int, name: str) -> BinaryIO:
+        backup = self.sink.volume_dir(volume) / "backup"
+        backup.mkdir(parents=True, exist_ok=True, mode=0o700)
+        return create_private(backup / name)
+
+    def close_piece(self, volume: int, name: str, fh: BinaryIO) -> None:
+        fh.close()
+
+    def close_volume(self, content: VolumeContent) -> None:
+        n = content.number
+        voldir = self.sink.volume_dir(n)
+        (voldir / "backup").mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.pieces.extend(content.pieces)
+        self.volumes = n
+        catalog = "".join(line + "\n" for line in content.catalog).encode()
+        write_private(voldir / catalog_name(n), catalog)
+        self._full.write(catalog)
+        full = None
+        if content.last:
+            self._full.flush(zstandard.FLUSH_FRAME)
+            self._full.close()  # closes the file too
+            os.replace(self._full_path, voldir / FULL_CATALOG)
+            full = FULL_CATALOG.removeprefix("backup/")
+        manifest = self.manifest(n, content.last, full)
+        write_private(voldir / "backup" / "manifest.json", manifest.to_json().encode())
+        write_private(voldir / "README.txt", render_readme(self.info, n, content.last, n).encode())
+        sums = self._sums(voldir, content.pieces) + self._boot(n)
+        sums.sort()
+        write_private(voldir / SHA256SUMS, format_sha256sums(sums).encode())
+        write_private(voldir / SFV, format_sfv(sums, f"{self.info.set_name} volume {n}").encode())
+        self.sink.close_volume(n, voldir, sums, content.last)
+
+    def abort(self) -> None:
+        with contextlib.suppress(OSError, ValueError, zstandard.ZstdError):
+            self._full.close()
+
+    # ---- metadata ----
+
+    def manifest(self, volume: int, last: bool, full_catalog: str | None) -> Manifest:
+        streams = []
+        for s in self.streams:
+            pieces = [
+                PieceRecord(
+                    p.name,
+                    p.volume,
+                    p.uoffset,
+                    p.usize,
+                    p.size,
+                    p.sha256,
+                    p.crc32,
+                    list(p.frames) if p.volume == volume else None,
+                )
+                for p in self.pieces
+                if p.stream == s.name
+            ]
+            streams.append(StreamRecord(**{**s.__dict__, "pieces": pieces}))
+        return Manifest(
+            set_id=self.info.set_id,
+            set_name=self.info.set_name,
+            host=self.info.host,
+            date=self.info.date,
+            mode=self.info.mode,
+            volume=volume,
+            volumes=volume if last else None,
+            streams=streams,
+            catalog=catalog_name(volume).removeprefix("backup/"),
+            full_catalog=full_catalog,
+        )
+
+    def _sums(self, voldir: Path, pieces: list[PieceInfo]) -> list[tuple[str, Sums]]:
+        known = {f"backup/{p.name}": Sums(p.sha256, p.crc32) for p in pieces}
+        out = []
+        for dirpath, _dirs, files in os.walk(voldir):
+            for name in files:
+                path = Path(dirpath) / name
+                rel = path.relative_to(voldir).as_posix()
+                if rel in (SHA256SUMS, SFV):
+                    continue
+                if rel not in known:
+                    with open(path, "rb") as fh:
+                        known[rel] = sums_of(fh)[0]
+                out.append((rel, known[rel]))
+        return out
+
+    def _boot(self, volume: int) -> list[tuple[str, Sums]]:
+        out = []
+        for src, iso_path in self.sink.boot_entries(volume):
+            if src not in self._boot_sums:
+                with open(src, "rb") as fh:
+                    self._boot_sums[src] = sums_of(fh)[0]
+            out.append((iso_path.lstrip("/"), self._boot_sums[src]))
+        return out
