@@ -101,13 +101,37 @@ def write_iso(
     entries: Iterable[tuple[Path, str]],
     info: VolumeInfo,
     progress: ProgressCallback | None = None,
+    boot: BootSpec | None = None,
 ) -> Path:
-    """Write a (non-bootable) volume to out via a temporary name; the final name appears only when
-    the image is complete, so a crash never leaves a half volume that looks whole."""
+    """Write a volume to out via a temporary name; the final name appears only when the image is
+    complete, so a crash never leaves a half volume that looks whole. With boot, the volume boots
+    (El Torito BIOS + EFI, isohybrid): its entries must include boot's images."""
     iso = new_iso(info)
     made: set[PurePosixPath] = set()
     add_files(iso, entries, made)
+    if boot is not None:
+        add_boot(iso, boot)
     return finish_iso(iso, out, progress)
+
+
+def add_boot(iso: pycdlib.PyCdlib, boot: BootSpec) -> None:
+    """El Torito: the BIOS entry (isolinux.bin: 4 sectors loaded, boot info table patched in),
+    then the EFI entry (a FAT image). Call after add_files, which put both images on the volume."""
+    catalog = PurePosixPath(boot.catalog)
+    iso.add_eltorito(
+        boot.bios_image,
+        bootcatfile=str(catalog),
+        rr_bootcatname=catalog.name,
+        joliet_bootcatfile=_joliet(catalog),
+        boot_load_size=4,
+        boot_info_table=True,
+    )
+    if boot.efi_image:
+        iso.add_eltorito(boot.efi_image, bootcatfile=str(catalog), efi=True)
+    if boot.hybrid:
+        # MBR boot code for a USB stick (isolinux's isohdpfx, built into pycdlib) and, with EFI,
+        # an MBR partition entry pointing UEFI firmware at the FAT image.
+        iso.add_isohybrid(efi=boot.efi_image is not None)
 
 
 def finish_iso(iso: pycdlib.PyCdlib, out: Path, progress: ProgressCallback | None = None) -> Path:

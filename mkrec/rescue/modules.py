@@ -1,0 +1,97 @@
+"""Kernel modules for the initrd: names resolved with their dependencies from modules.dep, in an
+order insmod can load them (every dependency before the module that needs it)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from mkrec.errors import MkrecError
+
+log = logging.getLogger("mkrec.rescue")
+
+# What reaches disks, CD-ROMs and USB sticks, the filesystems and block layers a restore meets.
+# Names the kernel has built in (modules.builtin) or lacks are skipped.
+DEFAULT_MODULES = (
+    # buses and controllers
+    "virtio_pci", "virtio_blk", "virtio_scsi", "ahci", "ata_piix", "ata_generic", "pata_acpi",
+    "nvme", "mptspi", "mptsas", "megaraid_sas", "mpt3sas", "hpsa", "vmw_pvscsi", "hv_storvsc", "xen_blkfront",
+    "sd_mod", "sr_mod", "cdrom", "sg",
+    # USB sticks and keyboards
+    "xhci_pci", "xhci_hcd", "ehci_pci", "ehci_hcd", "ohci_pci", "uhci_hcd", "usb_storage", "uas", "usbhid",
+    "hid_generic",
+    # filesystems and the layers under them
+    "isofs", "vfat", "nls_cp437", "nls_iso8859_1", "nls_utf8", "ext4", "xfs", "btrfs", "loop",
+    "dm_mod", "dm_crypt", "raid0", "raid1", "raid10", "raid456", "md_mod", "efivarfs",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class ModuleIndex:
+    paths: dict[str, str]  # module name -> path relative to /lib/modules/<version>
+    deps: dict[str, tuple[str, ...]]  # module name -> names it depends on
+    builtin: frozenset[str]
+
+
+def module_name(path: str) -> str:
+    """kernel/drivers/ata/libata.ko(.xz) -> libata; dashes and underscores are the same to the kernel."""
+    base = path.rsplit("/", 1)[-1]
+    return base.split(".ko", 1)[0].replace("-", "_")
+
+
+def parse_modules_dep(text: str, builtin_text: str = "") -> ModuleIndex:
+    paths: dict[str, str] = {}
+    deps: dict[str, tuple[str, ...]] = {}
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        head, sep, tail = line.partition(":")
+        if not sep:
+            raise MkrecError(f"modules.dep line {lineno}: no ':' in {line!r}", hint="run depmod -a")
+        name = module_name(head.strip())
+        paths[name] = head.strip()
+        deps[name] = tuple(module_name(d) for d in tail.split())
+    builtin = frozenset(module_name(line.strip()) for line in builtin_text.splitlines() if line.strip())
+    return ModuleIndex(paths, deps, builtin)
+
+
+def load_index(moddir: Path) -> ModuleIndex:
+    builtin = moddir / "modules.builtin"
+    return parse_modules_dep(
+        (moddir / "modules.dep").read_text(), builtin.read_text() if builtin.is_file() else ""
+    )
+
+
+def resolve(index: ModuleIndex, wanted: Iterable[str], required: Iterable[str] = ()) -> list[str]:
+    """Module paths for wanted + required, dependencies first, each once. A required name (the
+    user's `[rescue] modules`) that is neither a module nor built in is an error; a wanted one
+    is skipped (not every kernel has every driver)."""
+    order: list[str] = []
+    seen: set[str] = set()
+
+    def visit(name: str, chain: tuple[str, ...]) -> None:
+        if name in seen:
+            return
+        if name in chain:
+            raise MkrecError(f"modules.dep: dependency loop {' -> '.join((*chain, name))}")
+        for dep in index.deps.get(name, ()):
+            visit(dep, (*chain, name))
+        seen.add(name)
+        order.append(index.paths[name])
+
+    required = [n.replace("-", "_") for n in required]
+    for name in [n.replace("-", "_") for n in wanted] + required:
+        if name in index.paths:
+            visit(name, ())
+        elif name in index.builtin:
+            log.debug("module %s is built into the kernel", name)
+        elif name in required:
+            raise MkrecError(
+                f"[rescue] modules: no kernel module {name!r} for this kernel",
+                hint="check the name with 'modinfo NAME' or remove it",
+            )
+        else:
+            log.debug("module %s: not in this kernel, skipped", name)
+    return order

@@ -1,0 +1,175 @@
+"""The root RAM disk (rd-base): this machine's own restore tools with every shared library they
+need, grub-install with its modules, a Python runtime with mkrec, the saved layout (etc/recovery),
+the restore commands and the few /etc files the tools read."""
+
+from __future__ import annotations
+
+import json
+import logging
+import tomllib
+from pathlib import Path
+
+from mkrec.config import config_to_dict
+from mkrec.context import Context
+from mkrec.errors import MkrecError
+from mkrec.kernel import Kernel
+from mkrec.rescue.cpio import Archive
+from mkrec.rescue.elf import is_elf, resolve_libraries
+from mkrec.rescue.python import add_python
+from mkrec.rescue.render import render
+from mkrec.runner import which
+
+log = logging.getLogger("mkrec.rescue")
+
+MARKER = "mkrec rescue system ready"
+LIBDIR = "usr/lib/x86_64-linux-gnu"  # in the loader's built-in path: no ld.so.cache needed
+
+# Without these a restore cannot start: partitioning, the common filesystems, the archive.
+REQUIRED_TOOLS = ("sfdisk", "mkfs.ext4", "e2fsck", "mkswap", "tar", "zstd", "blkid", "lsblk", "mount")
+OPTIONAL_TOOLS = (
+    "sgdisk", "parted", "fdisk", "partx", "wipefs", "findmnt", "losetup", "umount",
+    "mke2fs", "mkfs.ext2", "mkfs.ext3", "tune2fs", "resize2fs", "dumpe2fs", "e2label",
+    "mkfs.xfs", "xfs_repair", "xfs_admin", "xfs_db", "xfs_growfs",
+    "mkfs.vfat", "mkfs.fat", "fatlabel", "mkfs.btrfs", "btrfs", "btrfstune",
+    "lvm", "dmsetup", "mdadm", "cryptsetup",
+    "grub-install", "grub-probe", "grub-mkimage", "grub-editenv", "efibootmgr",
+    "getfacl", "setfacl", "getfattr", "setfattr", "bash",
+)  # fmt: skip
+# lvm is one program answering to many names.
+LVM_NAMES = (
+    "pvcreate", "pvs", "pvscan", "pvremove", "vgcreate", "vgs", "vgscan", "vgchange", "vgremove",
+    "vgcfgbackup", "vgcfgrestore", "lvcreate", "lvs", "lvscan", "lvchange", "lvremove",
+)  # fmt: skip
+GRUB_DIRS = (Path("/usr/lib/grub/i386-pc"), Path("/usr/lib/grub/x86_64-efi"))
+# Loaded with dlopen (no DT_NEEDED names them): glibc needs libgcc_s to unwind threads on exit.
+DLOPENED = ("libgcc_s.so.1",)
+TERMINFO_DIRS = (Path("/usr/lib/terminfo"), Path("/usr/share/terminfo"), Path("/etc/terminfo"))
+TERMINALS = ("l/linux", "v/vt100", "v/vt102", "v/vt220", "x/xterm", "d/dumb")
+WRAPPERS = {
+    "start-restore": ("start", "rebuild the disks and restore everything"),
+    "clone-disk": ("clone", "restore one saved disk onto another disk"),
+    "restore-fs": ("fs", "restore one filesystem into an existing partition"),
+    "compare": ("compare", "compare the disks with the saved layout"),
+}
+
+ETC_FILES = {
+    "etc/passwd": "root:x:0:0:root:/root:/bin/sh\n",
+    "etc/group": "root:x:0:\ndisk:x:6:\ntty:x:5:\n",
+    "etc/shadow": "root:*:19000:0:99999:7:::\n",
+    "etc/nsswitch.conf": "passwd: files\ngroup: files\nshadow: files\nhosts: files\n",
+    "etc/hosts": "127.0.0.1 localhost\n",
+    "etc/fstab": "",
+    "etc/shells": "/bin/sh\n/bin/ash\n/usr/bin/bash\n",
+}
+
+
+def _add_program(archive: Archive, path: Path) -> Path:
+    """Add a host program at its own path (symlinks kept as symlinks); returns the real file."""
+    real = path.resolve()
+    archive.add_file(str(real), real, mode=0o755)
+    if path.is_symlink():
+        archive.add_symlink(str(path), str(path.readlink()))
+    if not is_elf(real):
+        # A script: its interpreter must be here too (busybox provides /bin/sh).
+        first = real.read_bytes()[:128].split(b"\n", 1)[0]
+        interp = first[2:].split()[0].decode() if first.startswith(b"#!") else ""
+        if interp and interp not in ("/bin/sh", "/usr/bin/sh") and Path(interp).is_file():
+            return _add_program(archive, Path(interp))
+    return real
+
+
+def add_tools(archive: Archive) -> list[Path]:
+    elves = []
+    for name in REQUIRED_TOOLS + OPTIONAL_TOOLS:
+        path = which(name)
+        if path is None:
+            if name in REQUIRED_TOOLS:
+                raise MkrecError(
+                    f"{name}: not installed here, the rescue system needs it", hint="run 'make deps'"
+                )
+            log.debug("rescue: %s not installed, left out", name)
+            continue
+        elves.append(_add_program(archive, path))
+    if "usr/sbin/lvm" in archive:
+        for name in LVM_NAMES:
+            archive.add_symlink(f"usr/sbin/{name}", "lvm")
+    for grub in GRUB_DIRS:
+        if grub.is_dir():
+            archive.add_tree(str(grub), grub)
+    return elves
+
+
+def add_libraries(archive: Archive, elves: list[Path]) -> int:
+    libs = resolve_libraries(elves)
+    for name in DLOPENED:
+        path = Path("/", LIBDIR, name)
+        if path.exists():
+            libs[name] = path
+            libs.update(resolve_libraries([path]))
+    for soname, path in libs.items():
+        archive.add_file(f"{LIBDIR}/{soname}", path.resolve(), mode=0o755)
+    # The loader is found by the absolute path programs carry (PT_INTERP).
+    archive.add_symlink("lib64/ld-linux-x86-64.so.2", f"/{LIBDIR}/ld-linux-x86-64.so.2")
+    return len(libs)
+
+
+def known_disks(recovery: Path) -> list[str]:
+    """One line per disk the capture saved (layout.toml), for the welcome screen."""
+    layout = recovery / "layout.toml"
+    if not layout.is_file():
+        return []
+    try:
+        data = tomllib.loads(layout.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError):
+        return ["(layout.toml is unreadable; see /etc/recovery)"]
+    lines = []
+    for disk in data.get("disk", []):
+        size = disk.get("size")
+        gib = f"{size / 1024**3:.1f} GiB" if isinstance(size, int) else "size unknown"
+        parts = len(disk.get("partition", []))
+        lines.append(f"{disk.get('name', '?'):<12} {gib:>12}  {disk.get('label', '')}  {parts} partitions")
+    return lines
+
+
+def add_etc(archive: Archive, ctx: Context, kernel: Kernel) -> None:
+    for path, text in ETC_FILES.items():
+        archive.add_bytes(path, text, mode=0o600 if path == "etc/shadow" else 0o644)
+    for d in ("root", "tmp", "run", "var/log", "var/tmp", "var/lock", "mnt", "media"):
+        archive.add_dir(d, mode=0o1777 if d.endswith("tmp") else 0o755)
+    archive.add_symlink("etc/mtab", "/proc/self/mounts")
+    for term in TERMINALS:
+        src = next((d / term for d in TERMINFO_DIRS if (d / term).is_file()), None)
+        if src:
+            archive.add_file(f"usr/share/terminfo/{term}", src)
+    values = {
+        "host": ctx.hostname,
+        "date": f"{ctx.started:%Y-%m-%d %H:%M}",
+        "set_name": ctx.set_name,
+        "version": kernel.version,
+        "marker": MARKER,
+        "extra_tty": bool(ctx.config.rescue.console) and ctx.config.rescue.console != "tty1",
+        "disks": known_disks(ctx.recovery_dir),
+    }
+    archive.add_bytes("etc/inittab", render(ctx.templates_dir, "inittab.j2", **values))
+    archive.add_bytes("etc/rc.rescue", render(ctx.templates_dir, "rc.rescue.j2", **values), mode=0o755)
+    archive.add_bytes("etc/profile", render(ctx.templates_dir, "profile.j2", **values))
+    archive.add_bytes("etc/motd", render(ctx.templates_dir, "motd.j2", **values))
+    for name, (sub, help) in WRAPPERS.items():
+        text = render(ctx.templates_dir, "wrapper.sh.j2", name=name, sub=sub, help=help)
+        archive.add_bytes(f"usr/local/bin/{name}", text, mode=0o755)
+    if ctx.recovery_dir.is_dir():
+        archive.add_tree("etc/recovery", ctx.recovery_dir)
+    config = json.dumps(config_to_dict(ctx.config), indent=2, sort_keys=True) + "\n"
+    archive.add_bytes("etc/recovery/config.json", config, mode=0o600)
+    # The initrd's /init checks for this file: proof the second initrd was unpacked.
+    archive.add_bytes("etc/mkrec/rd-base", f"{ctx.set_name}\n")
+
+
+def build_rdbase(ctx: Context, kernel: Kernel) -> Archive:
+    archive = Archive()
+    elves = add_tools(archive)
+    elves += add_python(archive)
+    count = add_libraries(archive, elves)
+    log.debug("rd-base: %d shared libraries", count)
+    add_etc(archive, ctx, kernel)
+    return archive
