@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from mkrec.layout.model import (
@@ -72,6 +73,17 @@ def parse_lsblk(data: dict[str, Any]) -> dict[str, BlockDev]:
         if pk and pk not in dev.parents:
             dev.parents.append(pk)
     return devs
+
+
+def add_slaves(devs: dict[str, BlockDev], sysfs: Path = Path("/sys/class/block")) -> None:
+    """Complete every device's parents from the kernel's own list (<sysfs>/<kname>/slaves):
+    `lsblk -l` names only one parent of a device stacked on several (md0 over two disks)."""
+    for dev in devs.values():
+        try:
+            slaves = sorted(p.name for p in (sysfs / dev.kname / "slaves").iterdir())
+        except OSError:
+            continue
+        dev.parents += [s for s in slaves if s in devs and s not in dev.parents]
 
 
 def descendants(devs: dict[str, BlockDev], roots: list[str]) -> list[str]:

@@ -109,6 +109,7 @@ def resolve_disks(requested: list[str], devs: dict[str, parse.BlockDev]) -> list
 
 def probe(requested: list[str]) -> Probed:
     devs = parse.parse_lsblk(run_json(["lsblk", "-J", "-b", "-O", "-l"]))
+    parse.add_slaves(devs)
     knames = resolve_disks(requested, devs)
     relevant = parse.descendants(devs, knames)
     mounts = parse_findmnt(run_json(["findmnt", "-J", "-b", "-l", "-o", FINDMNT_COLUMNS]))
