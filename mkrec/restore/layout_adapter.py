@@ -3,7 +3,7 @@ into the restore engine's SavedSystem, with each filesystem's stream found in th
 
 from __future__ import annotations
 
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from mkrec.errors import MkrecError
 from mkrec.layout.model import Disk, Layout
@@ -45,6 +45,20 @@ def _table(disk: Disk) -> Table:
     )
 
 
+def relative_mountpoint(mountpoint: str | None, source_root: str) -> str:
+    """Mount points as the restored system sees them: a capture of a system mounted under
+    /mnt/src records /mnt/src/data, which is /data of that system."""
+    if not mountpoint:
+        return ""
+    base = PurePosixPath(source_root)
+    path = PurePosixPath(mountpoint)
+    if path == base:
+        return "/"
+    if base in path.parents:
+        return "/" + str(path.relative_to(base))
+    return mountpoint
+
+
 def saved_system(layout: Layout, streams: list[str], set_id: str = "") -> SavedSystem:
     disks = tuple(
         SavedDisk(
@@ -61,14 +75,15 @@ def saved_system(layout: Layout, streams: list[str], set_id: str = "") -> SavedS
     filesystems: list[SavedFs] = []
     for fs in layout.filesystems:
         tar, img = stream_for(streams, fs.device)
-        entry = fstab.get(fs.mountpoint or "")
+        mountpoint = relative_mountpoint(fs.mountpoint, layout.source_root)
+        entry = fstab.get(mountpoint)
         filesystems.append(
             SavedFs(
                 device=_dev(fs.device),
                 fstype=fs.type,
                 uuid=fs.uuid or "",
                 label=fs.label or "",
-                mountpoint=fs.mountpoint or "",
+                mountpoint=mountpoint,
                 size=fs.size or 0,
                 used=fs.used or 0,
                 options=entry.mntops if entry else (fs.options or "defaults"),
