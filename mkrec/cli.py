@@ -50,6 +50,24 @@ def cmd_build(ctx: Context, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_verify(ctx: Context, args: argparse.Namespace) -> int:
+    from mkrec.backup.commands import cmd_verify as verify
+
+    return verify(ctx, args)
+
+
+def cmd_ls(ctx: Context, args: argparse.Namespace) -> int:
+    from mkrec.backup.commands import cmd_ls as ls
+
+    return ls(ctx, args)
+
+
+def cmd_extract(ctx: Context, args: argparse.Namespace) -> int:
+    from mkrec.backup.commands import cmd_extract as extract
+
+    return extract(ctx, args)
+
+
 def cmd_summary(ctx: Context, args: argparse.Namespace) -> int:
     print(f"# config: {ctx.config_path or 'built-in defaults'}")
     for line in describe_config(ctx.config):
@@ -89,9 +107,6 @@ def not_available(what: str) -> Handler:
 
 
 # Subcommands whose stage has not landed yet; each stage replaces its entries with real handlers.
-cmd_verify = not_available("mkrec verify")
-cmd_ls = not_available("mkrec ls")
-cmd_extract = not_available("mkrec extract")
 
 
 def build_parser() -> argparse.ArgumentParser:
