@@ -130,8 +130,11 @@ def tree(root: Path) -> dict[str, tuple[object, ...]]:
                 mtime = None  # the boot loader reinstall rewrites GRUB's modules (same content)
                 if rel.endswith("core.img"):
                     content = None  # ... and makes a new core.img for the disk it is on now
-            xattrs = tuple(sorted((a, os.getxattr(path, a, follow_symlinks=False)) for a in
-                                  os.listxattr(path, follow_symlinks=False)))  # fmt: skip
+            # xfs also shows an ACL as trusted.SGI_ACL_*: the same ACL, not another attribute
+            names = [
+                a for a in os.listxattr(path, follow_symlinks=False) if not a.startswith("trusted.SGI_ACL")
+            ]
+            xattrs = tuple(sorted((a, os.getxattr(path, a, follow_symlinks=False)) for a in names))
             out[rel] = (kind, stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid, mtime, content, link, xattrs)
     # hard links: each linked file names the first path of its group (inode numbers differ)
     groups: dict[object, list[str]] = {}
@@ -320,3 +323,68 @@ def test_clone_to_a_smaller_disk_that_fits(gpt_source: tuple[SourceSystem, Path]
     restore("clone", set_dir, src.disk, target, tmp_path / "target")
     loop_disks.rescan(target)
     check_same_system(src, target, loop_disks, tmp_path / "check", same_table=False)
+
+
+# ---- restore-fs ----
+
+
+def one_partition_disk(disks: LoopDisks, size: str) -> tuple[str, str]:
+    disk = disks.create(size)
+    sh("sfdisk", "-q", disk, input="label: gpt\ntype=linux\n")
+    disks.rescan(disk)
+    return disk, f"{disk}p1"
+
+
+def test_restore_fs_ext4_as_xfs_updates_fstab(gpt_source: tuple[SourceSystem, Path], loop_disks: LoopDisks,
+                                              tmp_path: Path) -> None:  # fmt: skip
+    src, set_dir = gpt_source
+    _disk, node = one_partition_disk(loop_disks, "330M")  # mkfs.xfs wants 300 MiB
+    other, other_node = one_partition_disk(loop_disks, "64M")
+    sh("mkfs.ext4", "-q", "-L", "untouched", other_node)
+    other_before = sha(other)
+    system = tmp_path / "system"  # a restored system, mounted: its fstab must follow
+    (system / "etc").mkdir(parents=True)
+    (system / "etc" / "fstab").write_text((src.root / "etc" / "fstab").read_text())
+    proc = mkrec("fs", "--source", str(set_dir), "--map", f"{Path(src.data_dev).name}={node}",
+                 "--as-type", "xfs", "--target", str(system), "--yes")  # fmt: skip
+    assert "make xfs" in proc.stdout
+    fstype, uuid, label = fs_ids(node)
+    assert (fstype, label) == ("xfs", "data")
+    assert uuid != fs_ids(src.data_dev)[1], "the source disk still has the saved UUID: a new one is made"
+    data_line = next(line for line in (system / "etc" / "fstab").read_text().splitlines() if " /data " in line
+                     or "\t/data\t" in line)  # fmt: skip
+    assert data_line.split()[:3] == [f"UUID={uuid}", "/data", "xfs"]
+    loop_disks.mount(node, tmp_path / "check")
+    assert tree(tmp_path / "check") == tree(src.root / "data")
+    assert sha(other) == other_before, "nothing else is touched"
+
+
+def test_restore_fs_ext3_as_ext4(loop_disks: LoopDisks, tmp_path: Path) -> None:
+    disk, part = one_partition_disk(loop_disks, "96M")
+    sh("mkfs.ext3", "-q", "-L", "old3", part)
+    root = loop_disks.mount(part, tmp_path / "src3")
+    (root / "etc").mkdir()
+    (root / "data").mkdir()
+    _corpus(root)
+    sh("sync")
+    set_dir = tmp_path / "set"
+    capture([disk], set_dir / "etc" / "recovery", root, "h3", datetime(2026, 1, 2, 3, 4))
+    (set_dir / "backup").mkdir()
+    argv = ["tar", "-c", "-f", "-", "-C", str(root), "--numeric-owner", "--xattrs", "--xattrs-include=*",
+            "--acls", "--sparse", "."]  # fmt: skip
+    tar = subprocess.Popen(argv, stdout=subprocess.PIPE)
+    _write_stream(tar, set_dir / "backup", f"{Path(part).name}.ext3.tar.zst")
+    _target_disk, node = one_partition_disk(loop_disks, "96M")
+    mkrec("fs", "--source", str(set_dir), "--map", f"{Path(part).name}={node}", "--as-type", "ext4",
+          "--target", str(tmp_path / "nosystem"), "--yes")  # fmt: skip
+    fstype, _uuid, label = fs_ids(node)
+    assert (fstype, label) == ("ext4", "old3")
+    loop_disks.mount(node, tmp_path / "check")
+    assert tree(tmp_path / "check") == tree(root)
+
+
+def test_restore_fs_refuses_a_mounted_target(gpt_source: tuple[SourceSystem, Path], tmp_path: Path) -> None:
+    src, set_dir = gpt_source
+    proc = mkrec("fs", "--source", str(set_dir), "--map", f"{Path(src.data_dev).name}={src.data_dev}",
+                 "--target", str(tmp_path), "--yes", check=False)  # fmt: skip
+    assert proc.returncode == 1 and f"refusing to write {src.data_dev}" in proc.stderr
