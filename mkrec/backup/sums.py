@@ -7,7 +7,7 @@ import hashlib
 import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import IO
 
 SHA256SUMS = "SHA256SUMS"
 SFV = "Checksums.sfv"
@@ -20,7 +20,7 @@ class Sums:
     crc32: int
 
 
-def sums_of(fh: BinaryIO) -> tuple[Sums, int]:
+def sums_of(fh: IO[bytes]) -> tuple[Sums, int]:
     """SHA-256 and CRC32 of everything fh still has, in one read; and how many bytes that was."""
     sha = hashlib.sha256()
     crc = 0

@@ -1,0 +1,228 @@
+"""`mkrec ls` (from the catalogs only) and `mkrec extract` (only the frames the chosen members need).
+
+Extraction cuts each chosen member's bytes — its headers and data, [offset, end) in the
+uncompressed stream — out of the frames that hold it and feeds them, in stream order, to
+`tar -x`, which restores what tar does best: owners, modes, times, hard links, sparse files,
+xattrs, ACLs, device nodes. A member that overlaps a missing or damaged frame is named as lost."""
+
+from __future__ import annotations
+
+import bisect
+import logging
+import os
+import posixpath
+import stat
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+from mkrec.backup.catalog import CatalogEntry
+from mkrec.backup.frames import FrameError, decompress_frame
+from mkrec.backup.setreader import BackupSet, FrameLoc
+from mkrec.errors import MkrecError
+from mkrec.runner import popen, wait_checked
+
+log = logging.getLogger("mkrec.extract")
+
+TYPE_CHAR = {"file": "-", "hardlink": "h", "symlink": "l", "char": "c", "block": "b", "dir": "d", "fifo": "p"}
+
+
+def quote(path: str) -> str:
+    """One line per name, whatever the name holds (as `ls -b` does)."""
+    out = path.replace("\\", "\\\\").replace("\n", "\\n").replace("\t", "\\t")
+    return out.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def absolute(bset: BackupSet, e: CatalogEntry) -> str:
+    s = bset.streams.get(e.stream)
+    if s is None:
+        return f"?{e.stream}/{e.path}"
+    if s.kind == "image":
+        return s.device
+    return e.absolute(s.mountpoint)
+
+
+def matches(path: str, wanted: str) -> bool:
+    wanted = wanted.rstrip("/") or "/"
+    return wanted == "/" or path == wanted or path.startswith(wanted + "/")
+
+
+def ls_lines(bset: BackupSet, wanted: str = "") -> list[str]:
+    entries, missing = bset.catalog()
+    lines = []
+    for e in entries:
+        path = absolute(bset, e)
+        if wanted and not matches(path, wanted):
+            continue
+        kind = TYPE_CHAR.get(e.type, "?")
+        mode = kind + stat.filemode(e.mode)[1:]
+        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(e.mtime))
+        line = f"{mode} {e.uid}/{e.gid} {e.size:>12} {when} {quote(path)}"
+        if e.type == "symlink":
+            line += f" -> {quote(e.link)}"
+        elif e.type == "hardlink":
+            line += f" link to {quote(e.link)}"
+        lines.append(line)
+    for n in missing:
+        lines.append(f"# volume {n} is missing: files whose data starts on it are not listed")
+    return lines
+
+
+class FrameReader:
+    """Bytes of one stream by uncompressed offset, from the frames present; a tiny cache keeps
+    neighbouring members from decompressing the same frame twice."""
+
+    def __init__(self, bset: BackupSet, stream: str) -> None:
+        self.bset = bset
+        self.frames = [f for f in bset.frames(stream) if f.volume in bset.volumes]
+        self.starts = [f.uoffset for f in self.frames]
+        self.cache: dict[int, bytes] = {}
+
+    def _covering(self, start: int, end: int) -> list[FrameLoc] | None:
+        """The frames covering [start, end), or None when a gap (missing volume) is in the way."""
+        i = bisect.bisect_right(self.starts, start) - 1
+        out = []
+        pos = start
+        while pos < end:
+            if i < 0 or i >= len(self.frames):
+                return None
+            f = self.frames[i]
+            if not (f.uoffset <= pos < f.uoffset + f.usize):
+                return None
+            out.append(f)
+            pos = f.uoffset + f.usize
+            i += 1
+        return out
+
+    def available(self, start: int, end: int) -> bool:
+        return self._covering(start, end) is not None
+
+    def _frame(self, f: FrameLoc) -> bytes:
+        if f.uoffset not in self.cache:
+            data = self.bset.read_piece(f.volume, f.piece, f.poffset, f.csize)
+            if len(self.cache) >= 2:
+                self.cache.pop(next(iter(self.cache)))
+            self.cache[f.uoffset] = decompress_frame(data, f.usize)
+        return self.cache[f.uoffset]
+
+    def copy(self, start: int, end: int, out: IO[bytes]) -> bool:
+        """Write [start, end) to out. On a damaged frame the rest is written as zeros (so the tar
+        stream keeps its shape) and False is returned."""
+        frames = self._covering(start, end)
+        assert frames is not None
+        pos = start
+        for f in frames:
+            upto = min(end, f.uoffset + f.usize)
+            try:
+                data = self._frame(f)
+            except (FrameError, OSError) as exc:
+                log.debug("frame at %d of %s: %s", f.uoffset, f.piece, exc)
+                out.write(bytes(end - pos))
+                return False
+            out.write(data[pos - f.uoffset : upto - f.uoffset])
+            pos = upto
+        return True
+
+
+@dataclass
+class ExtractResult:
+    restored: list[str] = field(default_factory=list)
+    lost: list[str] = field(default_factory=list)
+
+
+def _choose(bset: BackupSet, entries: list[CatalogEntry], paths: list[str]) -> list[CatalogEntry]:
+    chosen = {id(e): e for e in entries if any(matches(absolute(bset, e), p) for p in paths)}
+    by_path = {(e.stream, e.path): e for e in entries}
+    for e in list(chosen.values()):
+        # a hard link needs its target member first; a file its directories' owners and modes
+        if e.type == "hardlink" and (target := by_path.get((e.stream, e.link))):
+            chosen.setdefault(id(target), target)
+        parent = posixpath.dirname(e.path)
+        while parent and parent != ".":
+            if (d := by_path.get((e.stream, parent))) is not None:
+                chosen.setdefault(id(d), d)
+            parent = posixpath.dirname(parent)
+    return sorted(chosen.values(), key=lambda e: (e.stream, e.offset))
+
+
+def tar_extract_argv(directory: Path) -> list[str]:
+    return [
+        "tar",
+        "--extract",
+        "--file=-",
+        "--numeric-owner",
+        "--same-owner",
+        "--same-permissions",
+        "--xattrs",
+        "--xattrs-include=*",
+        "--acls",
+        f"--directory={directory}",
+    ]
+
+
+def extract(bset: BackupSet, paths: list[str], dest: Path) -> ExtractResult:
+    entries, missing = bset.catalog()
+    chosen = _choose(bset, entries, paths)
+    if not chosen and not missing:
+        raise MkrecError(f"nothing in {bset.set_name} matches {' '.join(paths)}", hint="see 'mkrec ls SET'")
+    result = ExtractResult()
+    for name in dict.fromkeys(e.stream for e in chosen):
+        members = [e for e in chosen if e.stream == name]
+        stream = bset.streams[name]
+        reader = FrameReader(bset, name)
+        if stream.kind == "image":
+            _extract_image(reader, stream.device, members[0], dest, result)
+        else:
+            _extract_tar(bset, reader, members, dest / stream.mountpoint.lstrip("/"), result)
+    for n in missing:
+        result.lost.append(
+            f"(files whose data starts on missing volume {n}: the last volume's catalog lists them)"
+        )
+    return result
+
+
+def _extract_tar(
+    bset: BackupSet, reader: FrameReader, members: list[CatalogEntry], target: Path, result: ExtractResult
+) -> None:
+    target.mkdir(parents=True, exist_ok=True)
+    lost: set[str] = set()
+    damaged: list[CatalogEntry] = []
+    proc = popen(tar_extract_argv(target), stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)
+    assert proc.stdin is not None
+    try:
+        for e in members:
+            if not reader.available(e.offset, e.end) or (e.type == "hardlink" and e.link in lost):
+                lost.add(e.path)
+                result.lost.append(absolute(bset, e))
+                continue
+            if reader.copy(e.offset, e.end, proc.stdin):
+                result.restored.append(absolute(bset, e))
+            else:
+                lost.add(e.path)
+                damaged.append(e)
+                result.lost.append(absolute(bset, e))
+        proc.stdin.write(bytes(1024))  # the end-of-archive blocks
+        proc.stdin.close()
+    except BrokenPipeError:
+        pass
+    wait_checked(proc)
+    for e in damaged:
+        # written as zeros to keep the tar stream in shape: not a file anyone should trust
+        with_damage = target / e.path
+        if with_damage.is_file() and not with_damage.is_symlink():
+            with_damage.unlink()
+
+
+def _extract_image(
+    reader: FrameReader, device: str, e: CatalogEntry, dest: Path, result: ExtractResult
+) -> None:
+    dest.mkdir(parents=True, exist_ok=True)
+    out = dest / f"{os.path.basename(device)}.img"
+    if not reader.available(e.offset, e.end):
+        result.lost.append(device)
+        return
+    with open(out, "wb") as fh:
+        ok = reader.copy(e.offset, e.end, fh)
+    (result.restored if ok else result.lost).append(device)

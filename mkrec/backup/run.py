@@ -1,0 +1,224 @@
+"""The backup stage: every file system through tar (or an image) into one set of volumes."""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import subprocess
+import sys
+import threading
+import uuid
+from pathlib import Path
+from typing import BinaryIO
+
+from mkrec.backup.catalog import entry_line
+from mkrec.backup.cutstream import CutStream
+from mkrec.backup.frames import FRAME_SIZE
+from mkrec.backup.manifest import StreamRecord
+from mkrec.backup.sinks import Ask, IsoSink, PathSink, TapeSink
+from mkrec.backup.sources import Source, image_argv, sources, tar_argv
+from mkrec.backup.stream import pump
+from mkrec.backup.tarscan import Entry
+from mkrec.backup.volumes import SetInfo, Sink, VolumeWriter
+from mkrec.config import Mode
+from mkrec.context import Context
+from mkrec.errors import CommandError, MkrecError, die
+from mkrec.iso import BootPayload
+from mkrec.log import step
+from mkrec.progress import Progress
+from mkrec.runner import popen
+
+log = logging.getLogger("mkrec.backup")
+
+
+def ask_on_terminal(prompt: str) -> None:
+    if not sys.stdin.isatty():
+        raise MkrecError(f"{prompt}: no terminal to ask on", hint="run mkrec build on a terminal")
+    input(prompt + " ")
+
+
+def make_sink(ctx: Context, info: SetInfo, rescue: BootPayload | None, ask: Ask) -> Sink:
+    mode = ctx.config.build.mode
+    if mode is Mode.CD:
+        return IsoSink(ctx, info, rescue, ask)
+    if mode is Mode.PATH:
+        return PathSink(ctx, info)
+    if mode is Mode.TAPE:
+        return TapeSink(ctx, info, ask)
+    raise MkrecError(f"mode {mode} writes no backup")
+
+
+def _used_bytes(src: Source) -> int:
+    try:
+        if src.kind == "tar":
+            st = os.statvfs(src.path)
+            return (st.f_blocks - st.f_bfree) * st.f_frsize
+        with open(src.device, "rb") as fh:
+            return fh.seek(0, os.SEEK_END)
+    except OSError:
+        return 0
+
+
+class StderrDrain(threading.Thread):
+    """Reads a child's stderr while we read its stdout: tar can warn about many files, and a full
+    pipe would stall it."""
+
+    def __init__(self, stream: BinaryIO) -> None:
+        super().__init__(daemon=True)
+        self.stream = stream
+        self.lines: list[str] = []
+
+    def run(self) -> None:
+        for raw in self.stream:
+            self.lines.append(raw.decode(errors="replace").rstrip("\n"))
+
+
+def backup(ctx: Context, rescue: BootPayload | None, ask: Ask = ask_on_terminal) -> Path:
+    cfg = ctx.config
+    info = SetInfo(
+        set_id=str(uuid.uuid4()),
+        set_name=ctx.set_name,
+        host=ctx.hostname,
+        date=ctx.started.isoformat(timespec="seconds"),
+        mode=str(cfg.build.mode),
+    )
+    never = [cfg.build.output, ctx.staging] + ([cfg.path.dir] if cfg.path.dir else [])
+    srcs = sources(ctx, never)
+    if not srcs:
+        die(
+            f"nothing to back up: no file system is mounted under {cfg.source.root}", hint="see [source] root"
+        )
+    sink = make_sink(ctx, info, rescue, ask)
+    writer = VolumeWriter(info, sink, sink.work)
+    total = sum(_used_bytes(s) for s in srcs)
+    overall = Progress("all file systems", total)
+    cut = CutStream(writer, sink.capacity(), on_volume=lambda n: overall.set_tag(f"volume {n}"))
+    overall.set_tag("volume 1")
+    done_before = 0
+    try:
+        for src in srcs:
+            what = src.mountpoint or src.device
+            with step(f"Backing up {what} ({src.device}, {src.fstype}, {src.kind})"):
+                size = _stream(ctx, src, cut, writer, never, overall, done_before)
+                done_before += size
+        trailer = writer.catalog_estimate(cut._catalog_bytes)
+        with step("Closing the last volume"):
+            volumes = cut.finish(trailer)
+        final = sink.commit(volumes)
+    except OSError as exc:
+        sink.abort()
+        writer.abort()
+        if exc.errno == errno.ENOSPC:
+            raise MkrecError(
+                f"disk full while writing the backup set (volume {cut.volume}); nothing was replaced",
+                hint=f"free space on the output ({cfg.build.output}) or choose another [build] output",
+            ) from None
+        raise MkrecError(f"cannot write the backup set: {exc.strerror} ({exc.filename or ''})") from None
+    except BaseException:
+        sink.abort()
+        writer.abort()
+        raise
+    overall.finish()
+    log.info("Backup set %s: %d volume(s) in %s", info.set_name, volumes, final)
+    return final
+
+
+def _stream(
+    ctx: Context,
+    src: Source,
+    cut: CutStream,
+    writer: VolumeWriter,
+    never: list[Path],
+    overall: Progress,
+    done_before: int,
+) -> int:
+    cfg = ctx.config
+    record = StreamRecord(
+        name=src.stream,
+        kind=src.kind,
+        device=src.device,
+        fstype=src.fstype,
+        mountpoint=src.mountpoint,
+        frame_size=FRAME_SIZE,
+    )
+    writer.start_stream(record)
+    cut.start_stream(src.stream)
+    progress = Progress(f"{src.mountpoint or src.device}", _used_bytes(src))
+
+    def tick(done: int) -> None:
+        progress.set_tag(overall.tag)
+        progress.update(done)
+        overall.update(done_before + done)
+
+    first: list[str] = []
+    proc: subprocess.Popen[bytes] | None = None
+    drain = None
+    if src.kind == "tar":
+        argv = tar_argv(src, cfg.source.exclude, never)
+        proc = popen(argv)
+        assert proc.stdout is not None and proc.stderr is not None
+        drain = StderrDrain(proc.stderr)  # type: ignore[arg-type]
+        drain.start()
+        source: BinaryIO = proc.stdout  # type: ignore[assignment]
+    else:
+        size = _used_bytes(src)
+        first = [entry_line(src.stream, Entry(".", "image", size, 0o600, 0, 0, 0.0, "", 0, size))]
+        img = image_argv(src)
+        if img:
+            proc = popen(img)
+            source = proc.stdout  # type: ignore[assignment]
+        else:
+            source = open(src.device, "rb")  # noqa: SIM115 - every block: no used-blocks tool for it
+    try:
+        summary = pump(
+            source,
+            src.stream,
+            cut,
+            level=cfg.compression.level,
+            threads=cfg.compression.threads,
+            scan_tar=src.kind == "tar",
+            first_lines=first,
+            progress=tick,
+        )
+    except BaseException:
+        if proc and proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        raise
+    finally:
+        if proc is None:
+            source.close()
+    if proc is not None:
+        if drain:
+            code = proc.wait()
+            drain.join()
+            _check_tar(proc, code, drain.lines)
+        else:
+            from mkrec.runner import wait_checked
+
+            wait_checked(proc)
+    result = cut.end_stream()
+    record.complete = True
+    record.size = summary.size
+    record.sha256 = summary.sha256
+    record.compressed_size = result.compressed_size
+    record.compressed_sha256 = result.compressed_sha256
+    progress.finish()
+    log.info("    %s: %d entries, %d bytes -> %d compressed", src.stream, summary.entries, summary.size,
+             result.compressed_size)  # fmt: skip
+    return summary.size
+
+
+def _check_tar(proc: subprocess.Popen[bytes], code: int, lines: list[str]) -> None:
+    """tar exit 1 means some files changed or vanished while read: the backup is still good, the
+    user is told which. Anything else is a failure."""
+    argv = [str(a) for a in proc.args] if isinstance(proc.args, list) else [str(proc.args)]
+    if code == 1:
+        for line in lines:
+            log.warning("warning: %s", line)
+        return
+    if code != 0:
+        raise CommandError(argv, code, "\n".join(lines))
+    for line in lines:
+        log.debug("tar: %s", line)

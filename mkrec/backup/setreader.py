@@ -1,0 +1,255 @@
+"""Opening a backup set from the host: a directory of ISO files (read with pycdlib — the host
+kernel may have no iso9660, and no loop mount is needed), a directory written by mode path, or a
+tape file (a tar archive, plus <file>.2, <file>.3 ... for further tapes). Volumes that are missing
+or unreadable are noted, not fatal: what the others hold stays readable."""
+
+from __future__ import annotations
+
+import contextlib
+import tarfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Protocol
+
+import pycdlib
+import zstandard
+
+from mkrec.backup.catalog import CatalogEntry, parse_catalog
+from mkrec.backup.manifest import Manifest, PieceRecord, StreamRecord, parse_manifest
+from mkrec.errors import MkrecError
+
+MANIFEST = "backup/manifest.json"
+
+
+class Volume(Protocol):
+    name: str  # what the user sees: the ISO file, directory or tape file
+
+    def files(self) -> dict[str, int]: ...  # path relative to the volume root -> size
+    def open(self, path: str) -> IO[bytes]: ...
+    def close(self) -> None: ...
+
+
+class IsoVolume:
+    def __init__(self, path: Path) -> None:
+        self.name = str(path)
+        self.iso = pycdlib.PyCdlib()
+        try:
+            self.iso.open(str(path))
+        except (pycdlib.pycdlibexception.PyCdlibException, OSError) as exc:
+            raise MkrecError(f"{path}: not a readable ISO image ({exc})") from None
+
+    def files(self) -> dict[str, int]:
+        out = {}
+        for dirname, _dirs, names in self.iso.walk(rr_path="/"):
+            for name in names:
+                full = f"{dirname.rstrip('/')}/{name}"
+                rec = self.iso.get_record(rr_path=full)
+                out[full.lstrip("/")] = rec.get_data_length()
+        return out
+
+    def open(self, path: str) -> IO[bytes]:
+        fh: IO[bytes] = self.iso.open_file_from_iso(rr_path="/" + path)  # type: ignore[assignment]
+        return fh
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.iso.close()
+
+
+class DirVolume:
+    def __init__(self, path: Path) -> None:
+        self.name = str(path)
+        self.root = path
+
+    def files(self) -> dict[str, int]:
+        return {
+            p.relative_to(self.root).as_posix(): p.stat().st_size
+            for p in sorted(self.root.rglob("*"))
+            if p.is_file()
+        }
+
+    def open(self, path: str) -> IO[bytes]:
+        return open(self.root / path, "rb")
+
+    def close(self) -> None:
+        pass
+
+
+class TarVolume:
+    """One tape (or a file standing in for it): a tar archive of the volume's files."""
+
+    def __init__(self, path: Path) -> None:
+        self.name = str(path)
+        try:
+            self.tar = tarfile.open(path, "r:")  # noqa: SIM115 - open as long as the volume
+            self.members = {m.name: m for m in self.tar.getmembers() if m.isfile()}
+        except (tarfile.TarError, OSError) as exc:
+            raise MkrecError(f"{path}: not a readable tape archive ({exc})") from None
+
+    def files(self) -> dict[str, int]:
+        return {name: m.size for name, m in self.members.items()}
+
+    def open(self, path: str) -> IO[bytes]:
+        fh = self.tar.extractfile(self.members[path])
+        assert fh is not None
+        return fh
+
+    def close(self) -> None:
+        self.tar.close()
+
+
+def _is_iso(path: Path) -> bool:
+    with open(path, "rb") as fh:
+        fh.seek(16 * 2048 + 1)
+        return fh.read(5) == b"CD001"
+
+
+def volume_sources(path: Path) -> list[tuple[str, Path]]:
+    """(kind, path) of every volume the user pointed at."""
+    if path.is_dir():
+        if (path / MANIFEST).is_file():
+            return [("dir", path)]
+        isos = sorted(path.glob("*.iso"))
+        if isos:
+            return [("iso", p) for p in isos]
+        raise MkrecError(
+            f"{path}: no backup set here (no *.iso files, no {MANIFEST})",
+            hint="give the directory holding the CDrec-*.iso files or the set directory of mode path",
+        )
+    if path.is_file():
+        if _is_iso(path):
+            return [("iso", path)]
+        tapes = [path, *sorted(path.parent.glob(f"{path.name}.[0-9]*"), key=lambda p: int(p.suffix[1:]))]
+        return [("tape", p) for p in tapes if p.suffix[1:].isdigit() or p == path]
+    raise MkrecError(f"{path}: no such file or directory")
+
+
+def open_volume(kind: str, path: Path) -> Volume:
+    if kind == "iso":
+        return IsoVolume(path)
+    if kind == "tape":
+        return TarVolume(path)
+    return DirVolume(path)
+
+
+@dataclass
+class OpenVolume:
+    number: int
+    volume: Volume
+    manifest: Manifest
+
+
+@dataclass
+class FrameLoc:
+    uoffset: int
+    usize: int
+    piece: str
+    poffset: int
+    csize: int
+    volume: int
+
+
+@dataclass
+class BackupSet:
+    path: Path
+    volumes: dict[int, OpenVolume] = field(default_factory=dict)
+    unreadable: list[str] = field(default_factory=list)  # volume files that could not be opened
+    total: int | None = None  # the set size, from the last volume's manifest
+    streams: dict[str, StreamRecord] = field(default_factory=dict)
+    pieces: dict[str, PieceRecord] = field(default_factory=dict)
+
+    @property
+    def set_name(self) -> str:
+        return next(iter(self.volumes.values())).manifest.set_name
+
+    def missing(self) -> list[int]:
+        last = self.total or max(self.volumes, default=0)
+        return [n for n in range(1, last + 1) if n not in self.volumes]
+
+    def describe_missing(self) -> list[str]:
+        out = [f"volume {n} is missing" for n in self.missing()]
+        if self.total is None:
+            out.append(f"the last volume is missing (volumes after {max(self.volumes, default=0)} may exist)")
+        out += [f"{name}: unreadable" for name in self.unreadable]
+        return out
+
+    def frames(self, stream: str) -> list[FrameLoc]:
+        """The frame index of a stream, from the volumes present (sorted by offset)."""
+        out = []
+        for piece in self.streams[stream].pieces:
+            rec = self.pieces.get(piece.name, piece)
+            if rec.frames is None:
+                continue
+            pos, upos = 0, rec.uoffset
+            for csize, usize in rec.frames:
+                out.append(FrameLoc(upos, usize, rec.name, pos, csize, rec.volume))
+                pos += csize
+                upos += usize
+        return out
+
+    def catalog(self) -> tuple[list[CatalogEntry], list[int]]:
+        """Every catalogued member known, and the volumes whose catalog part is unavailable.
+        The whole-set catalog on the last volume, when present, covers every volume."""
+        for ov in self.volumes.values():
+            if ov.manifest.full_catalog:
+                name = "backup/" + ov.manifest.full_catalog
+                with ov.volume.open(name) as fh:
+                    text = zstandard.ZstdDecompressor().stream_reader(fh).read().decode()
+                return parse_catalog(text, f"{ov.volume.name}:{name}"), []
+        entries: list[CatalogEntry] = []
+        for ov in sorted(self.volumes.values(), key=lambda v: v.number):
+            name = "backup/" + ov.manifest.catalog
+            with ov.volume.open(name) as fh:
+                entries += parse_catalog(fh.read().decode(), f"{ov.volume.name}:{name}")
+        return entries, self.missing()
+
+    def read_piece(self, volume: int, piece: str, offset: int, size: int) -> bytes:
+        ov = self.volumes[volume]
+        with ov.volume.open("backup/" + piece) as fh:
+            fh.seek(offset)
+            return fh.read(size)
+
+    def close(self) -> None:
+        for ov in self.volumes.values():
+            ov.volume.close()
+
+
+def open_set(path: Path) -> BackupSet:
+    bset = BackupSet(path)
+    set_id = None
+    for kind, vpath in volume_sources(path):
+        try:
+            vol = open_volume(kind, vpath)
+        except MkrecError:
+            bset.unreadable.append(str(vpath))
+            continue
+        try:
+            with vol.open(MANIFEST) as fh:
+                manifest = parse_manifest(fh.read().decode(), f"{vol.name}:{MANIFEST}")
+        except (KeyError, OSError, pycdlib.pycdlibexception.PyCdlibException, MkrecError, UnicodeError):
+            bset.unreadable.append(str(vpath))
+            vol.close()
+            continue
+        if set_id is None:
+            set_id = manifest.set_id
+        elif manifest.set_id != set_id:
+            raise MkrecError(
+                f"{vol.name} belongs to another backup set ({manifest.set_name}, id {manifest.set_id})",
+                hint="keep the volumes of one set together in one directory",
+            )
+        bset.volumes[manifest.volume] = OpenVolume(manifest.volume, vol, manifest)
+        if manifest.volumes is not None:
+            bset.total = manifest.volumes
+    if not bset.volumes:
+        raise MkrecError(f"{path}: no readable volume of a backup set", hint="run 'mkrec verify' on it")
+    # Later manifests know more: merge streams and pieces, keeping each piece's frame index
+    # from the volume that holds it.
+    for ov in sorted(bset.volumes.values(), key=lambda v: v.number):
+        for s in ov.manifest.streams:
+            bset.streams[s.name] = s
+            for p in s.pieces:
+                if p.frames is not None or p.name not in bset.pieces:
+                    bset.pieces[p.name] = p
+    for s in bset.streams.values():
+        s.pieces = [bset.pieces.get(p.name, p) for p in s.pieces]
+    return bset

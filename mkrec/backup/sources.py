@@ -1,0 +1,130 @@
+"""What gets backed up and how: the file systems mounted under [source] root (tar) and the
+partitions in [source] raw (images), with the exact tar / imaging command for each."""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import posixpath
+from dataclasses import dataclass
+from pathlib import Path
+
+from mkrec.context import Context
+from mkrec.runner import run_json, which
+
+# File systems tar carries with every attribute; anything else on a block device is imaged.
+TAR_FS = {"ext2", "ext3", "ext4", "xfs", "btrfs", "jfs", "reiserfs", "f2fs", "vfat", "exfat"}
+IMAGE_TOOLS = {"ntfs": "ntfsclone"}  # else partclone.<fs>, else every block
+
+
+@dataclass(frozen=True)
+class Source:
+    device: str
+    fstype: str
+    mountpoint: str  # on the backed-up system: "/" for root, "/home", ...
+    path: Path  # where it is mounted here (root joined with mountpoint)
+    kind: str  # tar | image
+
+    @property
+    def stream(self) -> str:
+        name = os.path.basename(self.device) or "dev"
+        return f"{name}.{self.fstype or 'raw'}.{'tar' if self.kind == 'tar' else 'img'}.zst"
+
+
+def mounted_filesystems(root: Path) -> list[tuple[str, str, str]]:
+    """(target, source, fstype) of block-device mounts at or under root, outermost first.
+
+    Stand-in until mkrec.layout provides the captured list: swap this function for that one."""
+    data = run_json(["findmnt", "-J", "-l", "-o", "TARGET,SOURCE,FSTYPE"])
+    out = []
+    root_s = str(root).rstrip("/") or "/"
+    for fs in data.get("filesystems", []):
+        target, source, fstype = fs.get("target") or "", fs.get("source") or "", fs.get("fstype") or ""
+        inside = target == root_s or target.startswith(root_s.rstrip("/") + "/")
+        # bind mounts show as /dev/x[/subdir]: the file system itself is backed up where it is mounted
+        if inside and source.startswith("/dev/") and "[" not in source:
+            out.append((target, source, fstype))
+    return sorted(out, key=lambda t: t[0])
+
+
+def _relative(root: Path, target: str) -> str:
+    rel = posixpath.relpath(target, str(root))
+    return "/" if rel == "." else "/" + rel
+
+
+def sources(ctx: Context, never: list[Path]) -> list[Source]:
+    """Every file system to back up: tar for what tar carries, images for [source] raw and the rest.
+    `never`: directories that must not be backed up as file systems (the output directory)."""
+    cfg = ctx.config.source
+    raw = set(cfg.raw)
+    found: list[Source] = []
+    seen: set[str] = set()
+    for target, device, fstype in mounted_filesystems(cfg.root):
+        mp = _relative(cfg.root, target)
+        if device in seen or any(Path(target).is_relative_to(n) for n in never):
+            continue
+        if any(fnmatch.fnmatch(mp, pat) for pat in cfg.exclude):
+            continue
+        seen.add(device)
+        kind = "tar" if fstype in TAR_FS and device not in raw else "image"
+        found.append(Source(device, fstype, mp, Path(target), kind))
+    for device in cfg.raw:
+        if device not in seen:
+            found.append(Source(device, "raw", "", Path(device), "image"))
+    return found
+
+
+def tar_argv(src: Source, excludes: tuple[str, ...], never: list[Path]) -> list[str]:
+    """GNU tar for one file system: POSIX format (xattrs, ACLs, SELinux labels, long names),
+    numeric owners, sparse files, no crossing into other mounts. Excludes written as absolute paths
+    on the backed-up system are anchored at this file system's top."""
+    argv = [
+        "tar",
+        "--create",
+        "--file=-",
+        "--format=posix",
+        "--one-file-system",
+        "--numeric-owner",
+        "--xattrs",
+        "--xattrs-include=*",
+        "--acls",
+        "--selinux",
+        "--sparse",
+        "--warning=no-file-ignored",
+        f"--directory={src.path}",
+    ]
+    anchored = []
+    floating = []
+    for pat in excludes:
+        if pat.startswith("/"):
+            top = src.mountpoint.rstrip("/")
+            if not top:
+                anchored.append("." + pat)
+            elif pat.startswith(top + "/"):
+                anchored.append("." + pat[len(top) :])
+        else:
+            floating.append(pat)
+    for n in never:
+        if n.is_relative_to(src.path):
+            rel = n.relative_to(src.path).as_posix()
+            if rel != ".":
+                anchored.append("./" + rel)
+    if anchored:
+        argv.append("--anchored")
+        argv += [f"--exclude={p}" for p in anchored]
+    if floating:
+        argv.append("--no-anchored")
+        argv += [f"--exclude={p}" for p in floating]
+    argv.append(".")
+    return argv
+
+
+def image_argv(src: Source) -> list[str] | None:
+    """A used-blocks imaging command when one is installed; None: read every block ourselves."""
+    tool = IMAGE_TOOLS.get(src.fstype)
+    if tool and which(tool):
+        return [tool, "--save-image", "--output", "-", src.device]
+    partclone = f"partclone.{src.fstype}"
+    if src.fstype != "raw" and which(partclone):
+        return [partclone, "--clone", "--source", src.device, "--output", "-", "--quiet"]
+    return None

@@ -1,0 +1,114 @@
+"""`mkrec verify SET`: every checksum of every volume, each byte read once.
+
+Per volume: every file against SHA256SUMS and Checksums.sfv, every piece against the manifest.
+Per stream: the SHA-256 of all its pieces in order against the manifest's whole-stream value.
+Problems name the volume, the file and what was expected."""
+
+from __future__ import annotations
+
+import hashlib
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import pycdlib
+
+from mkrec.backup.setreader import BackupSet, Volume
+from mkrec.backup.sums import CHUNK, SFV, SHA256SUMS, Sums, parse_sfv, parse_sha256sums
+
+
+@dataclass
+class Report:
+    problems: list[str] = field(default_factory=list)
+    checked: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def _read(vol: Volume, name: str, extra: Callable[[bytes], None] | None = None) -> Sums:
+    sha = hashlib.sha256()
+    crc = 0
+    with vol.open(name) as fh:
+        while chunk := fh.read(CHUNK):
+            sha.update(chunk)
+            crc = zlib.crc32(chunk, crc)
+            if extra:
+                extra(chunk)
+    return Sums(sha.hexdigest(), crc)
+
+
+def check_volume_files(vol: Volume, label: str, report: Report, known: dict[str, Sums]) -> None:
+    """Every file of one volume against its SHA256SUMS and Checksums.sfv; `known` has sums of
+    files already read (the pieces)."""
+    files = vol.files()
+    try:
+        with vol.open(SHA256SUMS) as fh:
+            sha_list = parse_sha256sums(fh.read().decode(), f"{label}: {SHA256SUMS}")
+        with vol.open(SFV) as fh:
+            sfv_list = parse_sfv(fh.read().decode(), f"{label}: {SFV}")
+    except (KeyError, OSError, pycdlib.pycdlibexception.PyCdlibException) as exc:
+        report.problems.append(f"{label}: checksum lists unreadable ({exc})")
+        return
+    except (ValueError, UnicodeError) as exc:
+        report.problems.append(f"{label}: {exc}")
+        return
+    for name in sorted(set(sha_list) | set(sfv_list)):
+        if name not in files:
+            report.problems.append(f"{label}: {name}: listed in the checksums but missing")
+            continue
+        try:
+            got = known.get(name) or _read(vol, name)
+        except (OSError, pycdlib.pycdlibexception.PyCdlibException) as exc:
+            report.problems.append(f"{label}: {name}: unreadable ({exc})")
+            continue
+        report.checked += 1
+        if name in sha_list and got.sha256 != sha_list[name]:
+            report.problems.append(f"{label}: {name}: SHA-256 mismatch (SHA256SUMS: {sha_list[name][:16]}…)")
+        elif name in sfv_list and got.crc32 != sfv_list[name]:
+            report.problems.append(f"{label}: {name}: CRC32 mismatch (Checksums.sfv: {sfv_list[name]:08X})")
+    for name in sorted(set(files) - set(sha_list) - {SHA256SUMS, SFV}):
+        report.problems.append(f"{label}: {name}: not in {SHA256SUMS}")
+
+
+def verify_set(bset: BackupSet, progress: Callable[[str], None] | None = None) -> Report:
+    report = Report()
+    report.problems += bset.describe_missing()
+    known: dict[int, dict[str, Sums]] = {n: {} for n in bset.volumes}
+    labels = {n: f"volume {n} ({ov.volume.name})" for n, ov in bset.volumes.items()}
+    for stream in bset.streams.values():
+        whole = hashlib.sha256()
+        intact = True
+        for piece in stream.pieces:
+            if piece.volume not in bset.volumes:
+                intact = False
+                continue
+            label = labels[piece.volume]
+            if progress:
+                progress(f"{label}: {piece.name}")
+            vol = bset.volumes[piece.volume].volume
+            try:
+                got = _read(vol, "backup/" + piece.name, whole.update)
+            except (KeyError, OSError, pycdlib.pycdlibexception.PyCdlibException) as exc:
+                report.problems.append(f"{label}: backup/{piece.name}: missing or unreadable ({exc})")
+                intact = False
+                continue
+            known[piece.volume]["backup/" + piece.name] = got
+            if got.sha256 != piece.sha256:
+                report.problems.append(
+                    f"{label}: backup/{piece.name}: SHA-256 mismatch (manifest: {piece.sha256[:16]}…)"
+                )
+                intact = False
+        if (
+            intact
+            and stream.complete
+            and stream.compressed_sha256
+            and whole.hexdigest() != (stream.compressed_sha256)
+        ):
+            report.problems.append(f"stream {stream.name}: SHA-256 of all pieces does not match the manifest")
+    for n, ov in sorted(bset.volumes.items()):
+        if progress:
+            progress(labels[n])
+        check_volume_files(ov.volume, labels[n], report, known[n])
+    return report
