@@ -388,3 +388,14 @@ def test_restore_fs_refuses_a_mounted_target(gpt_source: tuple[SourceSystem, Pat
     proc = mkrec("fs", "--source", str(set_dir), "--map", f"{Path(src.data_dev).name}={src.data_dev}",
                  "--target", str(tmp_path), "--yes", check=False)  # fmt: skip
     assert proc.returncode == 1 and f"refusing to write {src.data_dev}" in proc.stderr
+
+
+def test_start_restore_mbr_disk(loop_disks: LoopDisks, tmp_path: Path) -> None:
+    src = build_source_system(loop_disks, tmp_path, "dos", "mbr-marker")
+    _corpus(src.root)
+    sh("sync")
+    backup(src, tmp_path / "set")
+    target = loop_disks.create("300M")
+    restore("start", tmp_path / "set", src.disk, target, tmp_path / "target")
+    loop_disks.rescan(target)
+    check_same_system(src, target, loop_disks, tmp_path / "check", same_table=True)
