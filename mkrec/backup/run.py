@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from mkrec.backup.catalog import entry_line
+from mkrec.backup import cutstream
 from mkrec.backup.cutstream import CutStream
 from mkrec.backup.frames import FRAME_SIZE
 from mkrec.backup.manifest import StreamRecord
@@ -93,7 +94,12 @@ def backup(ctx: Context, rescue: BootPayload | None, ask: Ask = ask_on_terminal)
     writer = VolumeWriter(info, sink, sink.work)
     total = sum(_used_bytes(s) for s in srcs)
     overall = Progress("all file systems", total)
-    cut = CutStream(writer, sink.capacity(), on_volume=lambda n: overall.set_tag(f"volume {n}"))
+    cut = CutStream(
+        writer,
+        sink.capacity(),
+        piece_max=cutstream.PIECE_MAX,
+        on_volume=lambda n: overall.set_tag(f"volume {n}"),
+    )
     overall.set_tag("volume 1")
     done_before = 0
     try:
@@ -111,7 +117,8 @@ def backup(ctx: Context, rescue: BootPayload | None, ask: Ask = ask_on_terminal)
         writer.abort()
         if exc.errno == errno.ENOSPC:
             raise MkrecError(
-                f"disk full while writing the backup set (volume {cut.volume}); nothing was replaced",
+                f"no space left on device while writing volume {cut.volume} of the backup set "
+                "(earlier sets are untouched)",
                 hint=f"free space on the output ({cfg.build.output}) or choose another [build] output",
             ) from None
         raise MkrecError(f"cannot write the backup set: {exc.strerror} ({exc.filename or ''})") from None
