@@ -9,7 +9,6 @@ import hashlib
 import json
 import os
 import random
-import shutil
 import stat
 import subprocess
 from collections.abc import Iterator
@@ -112,9 +111,8 @@ def snapshot(root: Path) -> dict[str, tuple]:
             if rel == "lost+found":
                 continue
             st = p.lstat()
-            xattrs = tuple(
-                sorted((k, os.getxattr(p, k, follow_symlinks=False)) for k in os.listxattr(p, follow_symlinks=False))
-            )  # fmt: skip
+            names = os.listxattr(p, follow_symlinks=False)
+            xattrs = tuple(sorted((k, os.getxattr(p, k, follow_symlinks=False)) for k in names))
             content = link = None
             if stat.S_ISREG(st.st_mode):
                 content = hashlib.sha256(p.read_bytes()).hexdigest()

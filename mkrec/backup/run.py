@@ -12,8 +12,8 @@ import uuid
 from pathlib import Path
 from typing import BinaryIO
 
-from mkrec.backup.catalog import entry_line
 from mkrec.backup import cutstream
+from mkrec.backup.catalog import entry_line
 from mkrec.backup.cutstream import CutStream
 from mkrec.backup.frames import FRAME_SIZE
 from mkrec.backup.manifest import StreamRecord
