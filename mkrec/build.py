@@ -12,7 +12,7 @@ from mkrec.log import step
 from mkrec.rescue import build_rescue, write_rescue_set
 
 # Modes whose build has landed. The menu and `build` say plainly when a mode is not there yet.
-AVAILABLE_MODES: frozenset[Mode] = frozenset({Mode.RESCUE})
+AVAILABLE_MODES: frozenset[Mode] = frozenset({Mode.RESCUE, Mode.CD, Mode.PATH, Mode.TAPE})
 
 
 def require_available(mode: Mode) -> None:

@@ -284,6 +284,7 @@ def test_cd_volumes_verify_extract_lose_damage(
         assert xls.returncode == 0 and ".tar.zst.0" in xls.stdout, xls.stderr
         info = subprocess.run(["isoinfo", "-d", "-i", iso_file], capture_output=True, text=True).stdout
         assert f"Volume set size is: {len(isos)}" in info
+        assert ("Eltorito" in info) == (n == 1), info  # volume 1 boots
     last = json.loads(_iso_file(isos[-1], "/backup/manifest.json"))
     assert last["volumes"] == len(isos) and last["full_catalog"] == "catalog.all.jsonl.zst"
     assert json.loads(_iso_file(isos[0], "/backup/manifest.json"))["volumes"] is None

@@ -60,6 +60,9 @@ class Manifest:
     streams: list[StreamRecord]
     catalog: str  # this volume's catalog part (path under backup/)
     full_catalog: str | None = None  # the whole catalog, on the last volume
+    # files on the volume that SHA256SUMS cannot list: the El Torito boot catalog and the BIOS
+    # boot image, both written (patched) by the ISO writer itself
+    unlisted: list[str] = field(default_factory=list)
 
     def to_json(self) -> str:
         data: dict[str, Any] = {"format": FORMAT, "version": VERSION}
@@ -166,6 +169,9 @@ def parse_manifest(text: str, where: str) -> Manifest:
             )
         )
     full = data.get("full_catalog")
+    unlisted = data.get("unlisted", [])
+    if not isinstance(unlisted, list) or not all(isinstance(u, str) for u in unlisted):
+        raise _fail(where, "'unlisted' must be a list of paths")
     return Manifest(
         set_id=g("set_id", str),
         set_name=g("set_name", str),
@@ -177,4 +183,5 @@ def parse_manifest(text: str, where: str) -> Manifest:
         streams=streams,
         catalog=g("catalog", str),
         full_catalog=full if isinstance(full, str) else None,
+        unlisted=unlisted,
     )

@@ -21,7 +21,7 @@ from mkrec.backup.sums import Sums, sums_of
 from mkrec.backup.volumes import SetInfo, volume_label
 from mkrec.context import Context
 from mkrec.errors import CommandError, MkrecError
-from mkrec.iso import BootPayload, VolumeInfo, add_files, finish_iso, new_iso, tree_entries
+from mkrec.iso import BootPayload, VolumeInfo, add_boot, add_files, finish_iso, new_iso, tree_entries
 from mkrec.runner import run
 
 log = logging.getLogger("mkrec.backup")
@@ -120,6 +120,11 @@ class IsoSink:
             return list(self.rescue.entries)
         return []
 
+    def unlisted(self, number: int) -> list[str]:
+        if not self.boot_entries(number) or not self.rescue:
+            return []
+        return [self.rescue.boot.catalog.lstrip("/"), self.rescue.boot.bios_image.lstrip("/")]
+
     def close_volume(self, number: int, voldir: Path, sums: list[tuple[str, Sums]], last: bool) -> None:
         out = self.root / f"{self.info.set_name}-vol{number}.iso"
         # The set size is not known yet: written as this volume's number, and patched in every
@@ -127,10 +132,10 @@ class IsoSink:
         info = VolumeInfo(volume_label(number), self.info.set_name, set_size=number, seqnum=number)
         iso = new_iso(info)
         made: set = set()
-        add_files(iso, self.boot_entries(number) + tree_entries(voldir), made)
-        # TODO(lead): make this volume bootable with self.rescue.boot (El Torito BIOS + EFI,
-        # isohybrid) once mkrec/iso.py has the rescue engineer's boot support; the boot files
-        # are already on it (BootPayload.entries), the volume just does not boot yet.
+        boot = self.boot_entries(number)
+        add_files(iso, boot + tree_entries(voldir), made)
+        if boot and self.rescue:
+            add_boot(iso, self.rescue.boot)
         finish_iso(iso, out)
         if out.stat().st_size > self.media.size.capacity:
             raise MkrecError(
@@ -200,6 +205,9 @@ class PathSink:
     def boot_entries(self, number: int) -> list[tuple[Path, str]]:
         return []
 
+    def unlisted(self, number: int) -> list[str]:
+        return []
+
     def close_volume(self, number: int, voldir: Path, sums: list[tuple[str, Sums]], last: bool) -> None:
         for dirpath, _dirs, files in os.walk(voldir):
             for name in files:
@@ -267,6 +275,9 @@ class TapeSink:
         return d
 
     def boot_entries(self, number: int) -> list[tuple[Path, str]]:
+        return []
+
+    def unlisted(self, number: int) -> list[str]:
         return []
 
     def tape_path(self, number: int) -> Path:

@@ -4,7 +4,10 @@ cores and hand them to cutstream in order."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import queue
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import BinaryIO
@@ -13,8 +16,6 @@ from mkrec.backup.catalog import entry_line
 from mkrec.backup.cutstream import CutStream
 from mkrec.backup.frames import FRAME_SIZE, Frame, FrameCompressor
 from mkrec.backup.tarscan import Entry, TarScanner
-
-READ_SIZE = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -46,10 +47,24 @@ def pump(
     pending: list[Entry] = []
     scanner = TarScanner(pending.append) if scan_tar else None
     compressor = FrameCompressor(level, threads)
-    buf = bytearray()
-    start = 0  # uncompressed offset of buf[0]
-    total = 0
+    start = 0  # uncompressed offset of the next frame
     count = 0
+    # A reader thread keeps tar's pipe drained (and hashes: hashlib releases the GIL) while this
+    # thread scans, hands frames to the compressors and writes pieces.
+    chunks: queue.Queue[bytes | BaseException] = queue.Queue(maxsize=4)
+    stop = threading.Event()
+
+    def read() -> None:
+        try:
+            while not stop.is_set():
+                chunk = source.read(frame_size)
+                if chunk:
+                    sha.update(chunk)
+                chunks.put(chunk)
+                if not chunk:
+                    return
+        except BaseException as exc:
+            chunks.put(exc)
 
     def emit(raw: bytes) -> None:
         nonlocal start, count
@@ -67,24 +82,29 @@ def pump(
             on_frame(frame)
         cut.add(frame)
 
+    reader = threading.Thread(target=read, name="stream-reader", daemon=True)
+    reader.start()
     try:
-        while chunk := source.read(READ_SIZE):
-            sha.update(chunk)
+        while True:
+            chunk = chunks.get()
+            if isinstance(chunk, BaseException):
+                raise chunk
+            if not chunk:
+                break
             if scanner:
                 scanner.feed(chunk)
-            buf += chunk
-            total += len(chunk)
-            while len(buf) >= frame_size:
-                raw = bytes(buf[:frame_size])
-                del buf[:frame_size]
-                emit(raw)
+            emit(chunk)
             if progress:
-                progress(total)
-        if buf or total == 0:
-            emit(bytes(buf))
+                progress(start)
+        if start == 0:
+            emit(b"")  # an empty source is still one (empty) frame: every stream has a piece
         for frame in compressor.close():
             deliver(frame)
     except BaseException:
+        stop.set()
         compressor.abort()
+        with contextlib.suppress(queue.Empty):
+            chunks.get_nowait()  # let a blocked reader finish its put and see stop
         raise
-    return StreamSummary(total, sha.hexdigest(), count)
+    reader.join()
+    return StreamSummary(start, sha.hexdigest(), count)

@@ -39,7 +39,9 @@ def _read(vol: Volume, name: str, extra: Callable[[bytes], None] | None = None) 
     return Sums(sha.hexdigest(), crc)
 
 
-def check_volume_files(vol: Volume, label: str, report: Report, known: dict[str, Sums]) -> None:
+def check_volume_files(
+    vol: Volume, label: str, report: Report, known: dict[str, Sums], unlisted: list[str]
+) -> None:
     """Every file of one volume against its SHA256SUMS and Checksums.sfv; `known` has sums of
     files already read (the pieces)."""
     files = vol.files()
@@ -68,7 +70,7 @@ def check_volume_files(vol: Volume, label: str, report: Report, known: dict[str,
             report.problems.append(f"{label}: {name}: SHA-256 mismatch (SHA256SUMS: {sha_list[name][:16]}…)")
         elif name in sfv_list and got.crc32 != sfv_list[name]:
             report.problems.append(f"{label}: {name}: CRC32 mismatch (Checksums.sfv: {sfv_list[name]:08X})")
-    for name in sorted(set(files) - set(sha_list) - {SHA256SUMS, SFV}):
+    for name in sorted(set(files) - set(sha_list) - {SHA256SUMS, SFV} - set(unlisted)):
         report.problems.append(f"{label}: {name}: not in {SHA256SUMS}")
 
 
@@ -110,5 +112,5 @@ def verify_set(bset: BackupSet, progress: Callable[[str], None] | None = None) -
     for n, ov in sorted(bset.volumes.items()):
         if progress:
             progress(labels[n])
-        check_volume_files(ov.volume, labels[n], report, known[n])
+        check_volume_files(ov.volume, labels[n], report, known[n], ov.manifest.unlisted)
     return report

@@ -44,6 +44,7 @@ class Sink(Protocol):
     def capacity(self) -> Capacity: ...
     def volume_dir(self, number: int) -> Path: ...
     def boot_entries(self, number: int) -> list[tuple[Path, str]]: ...
+    def unlisted(self, number: int) -> list[str]: ...
     def close_volume(self, number: int, voldir: Path, sums: list[tuple[str, Sums]], last: bool) -> None: ...
     def commit(self, volumes: int) -> Path: ...
     def abort(self) -> None: ...
@@ -136,6 +137,7 @@ class VolumeWriter:
             os.replace(self._full_path, voldir / FULL_CATALOG)
             full = FULL_CATALOG.removeprefix("backup/")
         manifest = self.manifest(n, content.last, full)
+        manifest.unlisted = self.sink.unlisted(n)
         write_private(voldir / "backup" / "manifest.json", manifest.to_json().encode())
         write_private(voldir / "README.txt", render_readme(self.info, n, content.last, n).encode())
         sums = self._sums(voldir, content.pieces) + self._boot(n)
@@ -198,7 +200,10 @@ class VolumeWriter:
 
     def _boot(self, volume: int) -> list[tuple[str, Sums]]:
         out = []
+        unlisted = set(self.sink.unlisted(volume))
         for src, iso_path in self.sink.boot_entries(volume):
+            if iso_path.lstrip("/") in unlisted:
+                continue
             if src not in self._boot_sums:
                 with open(src, "rb") as fh:
                     self._boot_sums[src] = sums_of(fh)[0]

@@ -1,0 +1,126 @@
+"""The commands the backup builds: tar (exact argv, excludes anchored per file system), the
+file systems found under [source] root, tar's exit codes, burning with retries (pytest-subprocess:
+no drive here), the tape block writer and the set-size patch in ISO descriptors."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+from datetime import datetime
+from pathlib import Path
+
+import pycdlib
+import pytest
+from pytest_subprocess import FakeProcess
+
+from mkrec.backup.run import _check_tar
+from mkrec.backup.sinks import BlockWriter, burn, burn_argv, patch_set_size
+from mkrec.backup.sources import Source, sources, tar_argv
+from mkrec.config import config_from_dict
+from mkrec.context import Context
+from mkrec.errors import CommandError, MkrecError
+from mkrec.iso import VolumeInfo, write_iso
+
+FINDMNT = ["findmnt", "-J", "-l", "-o", "TARGET,SOURCE,FSTYPE"]
+
+
+def test_tar_argv_root_and_home() -> None:
+    excludes = ("/proc/*", "/home/*/.cache", "*.swp")
+    root = Source("/dev/sda2", "ext4", "/", Path("/mnt/sys"), "tar")
+    assert tar_argv(root, excludes, [Path("/mnt/sys/var/lib/mkrec")]) == [
+        "tar", "--create", "--file=-", "--format=posix", "--one-file-system", "--numeric-owner",
+        "--xattrs", "--xattrs-include=*", "--acls", "--selinux", "--sparse", "--warning=no-file-ignored",
+        "--directory=/mnt/sys",
+        "--anchored", "--exclude=./proc/*", "--exclude=./home/*/.cache", "--exclude=./var/lib/mkrec",
+        "--no-anchored", "--exclude=*.swp",
+        ".",
+    ]  # fmt: skip
+    home = Source("/dev/sda3", "xfs", "/home", Path("/mnt/sys/home"), "tar")
+    argv = tar_argv(home, excludes, [Path("/var/lib/mkrec")])
+    tail = ["--anchored", "--exclude=./*/.cache", "--no-anchored", "--exclude=*.swp", "."]
+    assert argv[argv.index("--directory=/mnt/sys/home") + 1 :] == tail
+
+
+def test_sources_from_findmnt(fp: FakeProcess, tmp_path: Path) -> None:
+    mounts = {
+        "filesystems": [
+            {"target": "/", "source": "/dev/vda1", "fstype": "ext4"},
+            {"target": "/mnt/sys", "source": "/dev/sdb2", "fstype": "ext4"},
+            {"target": "/mnt/sys/boot/efi", "source": "/dev/sdb1", "fstype": "vfat"},
+            {"target": "/mnt/sys/win", "source": "/dev/sdb4", "fstype": "ntfs"},
+            {"target": "/mnt/sys/proc", "source": "proc", "fstype": "proc"},
+            {"target": "/mnt/sys/srv", "source": "/dev/sdb2[/srv]", "fstype": "ext4"},
+            {"target": "/mnt/sys/backup", "source": "/dev/sdc1", "fstype": "ext4"},
+            {"target": "/mnt/system2", "source": "/dev/sdd1", "fstype": "ext4"},
+        ]
+    }
+    fp.register(FINDMNT, stdout=json.dumps(mounts))
+    cfg = config_from_dict({"source": {"root": "/mnt/sys", "raw": ["/dev/sdb9"]}})
+    found = sources(Context(cfg, started=datetime(2026, 1, 1)), [Path("/mnt/sys/backup")])
+    assert [(s.device, s.mountpoint, s.kind, s.stream) for s in found] == [
+        ("/dev/sdb2", "/", "tar", "sdb2.ext4.tar.zst"),
+        ("/dev/sdb1", "/boot/efi", "tar", "sdb1.vfat.tar.zst"),
+        ("/dev/sdb4", "/win", "image", "sdb4.ntfs.img.zst"),
+        ("/dev/sdb9", "", "image", "sdb9.raw.img.zst"),
+    ]
+
+
+def test_tar_exit_codes(caplog: pytest.LogCaptureFixture) -> None:
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    _check_tar(proc, 1, ["tar: ./var/log/syslog: file changed as we read it"])
+    assert "warning: tar: ./var/log/syslog: file changed as we read it" in caplog.text
+    with pytest.raises(CommandError) as err:
+        _check_tar(proc, 2, ["tar: ./etc: Cannot open: Permission denied", "tar: Exiting with failure"])
+    assert err.value.message == "true failed (exit 2): tar: Exiting with failure"
+
+
+def test_burn_retries_then_succeeds(fp: FakeProcess, tmp_path: Path) -> None:
+    iso = tmp_path / "CDrec-20260101-1200-vol2.iso"
+    argv = burn_argv(iso)
+    assert argv == ["xorriso", "-as", "cdrecord", "-v", "dev=/dev/sr0", "blank=as_needed", "-eject", str(iso)]
+    fp.register(argv, returncode=1, stderr="libburn : SORRY : No disc in drive\n")
+    fp.register(argv, returncode=0)
+    prompts: list[str] = []
+    burn(iso, 2, prompts.append)
+    assert prompts == [
+        "Insert a blank disc for volume 2 into /dev/sr0 and press Enter",
+        "Insert another blank disc for volume 2 into /dev/sr0 and press Enter",
+    ]
+    assert fp.call_count(argv) == 2
+
+
+def test_burn_gives_up_with_a_hint(fp: FakeProcess, tmp_path: Path) -> None:
+    iso = tmp_path / "v.iso"
+    for _ in range(3):
+        fp.register(burn_argv(iso), returncode=5, stderr="write error\n")
+    with pytest.raises(MkrecError) as err:
+        burn(iso, 1, lambda _prompt: None)
+    assert err.value.message == "could not burn volume 1 (v.iso) after 3 attempts"
+    assert err.value.hint is not None and str(tmp_path) in err.value.hint
+
+
+def test_block_writer_writes_whole_blocks() -> None:
+    out = io.BytesIO()
+    sizes: list[int] = []
+    real = out.write
+    out.write = lambda b: sizes.append(len(b)) or real(b)  # type: ignore[method-assign,assignment]
+    w = BlockWriter(out, 1024)
+    for chunk in (b"a" * 100, b"b" * 2000, b"c" * 30):
+        w.write(chunk)
+    w.close()
+    assert all(s % 1024 == 0 for s in sizes) and len(out.getvalue()) == 3072
+    assert out.getvalue()[:2130] == b"a" * 100 + b"b" * 2000 + b"c" * 30
+
+
+def test_patch_set_size(tmp_path: Path) -> None:
+    f = tmp_path / "f"
+    f.write_text("x")
+    iso_file = write_iso(tmp_path / "v.iso", [(f, "/f")], VolumeInfo("CDREC_2", "S", set_size=2, seqnum=2))
+    patch_set_size(iso_file, 7)
+    iso = pycdlib.PyCdlib()
+    iso.open(str(iso_file))
+    assert (iso.pvd.set_size, iso.pvd.seqnum) == (7, 2)
+    assert iso.joliet_vd is not None and iso.joliet_vd.set_size == 7
+    iso.close()
