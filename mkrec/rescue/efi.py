@@ -24,7 +24,7 @@ def grub_mkstandalone_argv(out: Path, embedded_cfg: Path) -> list[str]:
         "-O", "x86_64-efi",
         "-o", str(out),
         "--install-modules", modules,
-        "--modules", "part_msdos part_gpt iso9660 fat search search_fs_file configfile normal",
+        "--modules", "part_msdos part_gpt iso9660 fat search search_fs_file configfile normal linux serial terminal all_video",
         "--fonts=", "--locales=", "--themes=",
         f"boot/grub/grub.cfg={embedded_cfg}",
     ]  # fmt: skip

@@ -1,0 +1,164 @@
+"""The built rescue ISO, end to end: its contents read back with pycdlib, and booted under QEMU
+(TCG) as a CD on SeaBIOS, as a USB stick on SeaBIOS and as a CD under OVMF (UEFI), each time
+reaching the rescue shell on the serial console and running the tools and Python inside."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import pycdlib
+import pytest
+from rescue_guest import OVMF_CODE, Guest, qemu_argv
+
+from mkrec.config import config_from_dict
+from mkrec.context import Context
+from mkrec.layout import capture_for_build
+from mkrec.rescue import build_rescue, write_rescue_set
+from mkrec.rescue.rdbase import MARKER
+
+BOOT_TIMEOUT = 240  # TCG on two cores: about 35 s here; generous for a loaded machine
+
+
+@dataclass(frozen=True)
+class Built:
+    iso: Path
+    ctx: Context
+    seconds: float
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> Built:
+    """One rescue ISO for the whole module: serial console, 1 s menu, the shell as default."""
+    tmp = tmp_path_factory.mktemp("rescue")
+    config = config_from_dict(
+        {
+            "build": {"mode": "rescue", "output": str(tmp / "out")},
+            "rescue": {"console": "ttyS0,115200", "timeout": 1},
+        }
+    )
+    ctx = Context(config, staging=tmp / "isofs", hostname="rescuetest", started=datetime(2026, 11, 23, 7, 12))
+    start = time.monotonic()
+    capture_for_build(ctx)
+    iso = write_rescue_set(ctx, build_rescue(ctx))
+    return Built(iso, ctx, time.monotonic() - start)
+
+
+def _read(iso: pycdlib.PyCdlib, path: str) -> bytes:
+    out = io.BytesIO()
+    iso.get_file_from_iso_fp(out, rr_path=path)
+    return out.getvalue()
+
+
+def test_set_layout_and_names(built: Built) -> None:
+    assert (
+        built.iso
+        == built.ctx.config.build.output / "rescuetest" / "20261123" / "CDrec-20261123-0712-vol1.iso"
+    )
+    sums = (built.iso.parent / "SHA256SUMS").read_text()
+    assert sums == f"{hashlib.sha256(built.iso.read_bytes()).hexdigest()}  {built.iso.name}\n"
+    assert built.iso.stat().st_mode & 0o777 == 0o600
+    assert built.iso.parent.stat().st_mode & 0o777 == 0o700
+    assert not list(built.iso.parent.parent.glob(".*")), "no partial or old set left behind"
+
+
+def test_iso_contents_checksums_and_boot_records(built: Built) -> None:
+    iso = pycdlib.PyCdlib()
+    iso.open(str(built.iso))
+    try:
+        pvd = iso.pvds[0]
+        assert pvd.volume_identifier.decode().strip() == "CDREC_1"
+        assert pvd.volume_set_identifier.decode().strip() == "CDrec-20261123-0712"
+        assert iso.eltorito_boot_catalog is not None
+        sections = iso.eltorito_boot_catalog.sections
+        assert [s.platform_id for s in sections] == [0xEF], "second El Torito entry is the EFI image"
+        # Every file listed in SHA256SUMS on the disc has that checksum on the disc.
+        sums = _read(iso, "/SHA256SUMS").decode().splitlines()
+        names = {line.split("  ", 1)[1] for line in sums}
+        assert {
+            "boot/vmlinuz",
+            "boot/initrd.img",
+            "boot/rdbase.img",
+            "boot/grub/efi.img",
+            "README.txt",
+        } <= names
+        assert "etc/recovery/config.json" in names and "isolinux/isolinux.cfg" in names
+        for line in sums:
+            digest, name = line.split("  ", 1)
+            assert hashlib.sha256(_read(iso, "/" + name)).hexdigest() == digest, name
+        sfv = _read(iso, "/Checksums.sfv").decode().splitlines()
+        assert sfv[0].startswith(";") and len(sfv) - 1 == len(sums)
+        assert b"rescue" in _read(iso, "/README.txt")
+    finally:
+        iso.close()
+    mbr = built.iso.read_bytes()[:512]
+    assert mbr[510:] == b"\x55\xaa", "isohybrid MBR"
+    part_types = [mbr[446 + 16 * i + 4] for i in range(4)]
+    assert 0xEF in part_types, f"an EFI system partition entry for USB on UEFI, got {part_types}"
+
+
+def _check_shell(guest: Guest) -> None:
+    guest.expect(MARKER, BOOT_TIMEOUT)
+    code, out = guest.command("sfdisk --version; mkfs.xfs -V; lvm version | head -1")
+    assert code == 0, out
+    assert "sfdisk from util-linux" in out and "mkfs.xfs version" in out and "LVM version" in out
+    code, out = guest.command(
+        "python3 -c 'import mkrec, zstandard, pycdlib, jinja2, psutil; print(\"py-ok\", zstandard.__version__)'"
+    )
+    assert code == 0 and "py-ok" in out, out
+    code, out = guest.command(
+        "cat /etc/recovery/hostname; ls /usr/local/bin; start-restore --help >/dev/null"
+    )
+    assert "rescuetest" in out and "start-restore" in out and "clone-disk" in out, out
+    assert code == 0, f"start-restore --help failed: {out}"
+
+
+@pytest.fixture
+def guest_log(tmp_path: Path) -> Iterator[Path]:
+    log = tmp_path / "serial.log"
+    yield log
+
+
+@pytest.mark.vm
+def test_boots_as_cd_on_seabios(built: Built, tmp_path: Path) -> None:
+    guest = Guest(qemu_argv(["-cdrom", str(built.iso), "-boot", "d"], tmp_path), tmp_path / "serial.log")
+    try:
+        _check_shell(guest)
+        # Modules for the CD-ROM drive are loaded: the disc itself is visible to the rescue system.
+        code, out = guest.command("blkid /dev/sr0")
+        assert code == 0 and 'LABEL="CDREC_1"' in out, out
+    finally:
+        guest.kill()
+
+
+@pytest.mark.vm
+def test_boots_as_usb_stick_on_seabios(built: Built, tmp_path: Path) -> None:
+    media = [
+        "-drive", f"file={built.iso},format=raw,if=none,id=stick,readonly=on",
+        "-device", "qemu-xhci", "-device", "usb-storage,drive=stick,bootindex=0",
+    ]  # fmt: skip
+    guest = Guest(qemu_argv(media, tmp_path), tmp_path / "serial.log")
+    try:
+        _check_shell(guest)
+        code, out = guest.command("cat /sys/block/sda/removable; blkid /dev/sda")
+        assert code == 0 and "CDREC_1" in out, out
+    finally:
+        guest.kill()
+
+
+@pytest.mark.vm
+@pytest.mark.skipif(not OVMF_CODE.exists(), reason=f"needs {OVMF_CODE} (apt-get install ovmf)")
+def test_boots_as_cd_under_uefi(built: Built, tmp_path: Path) -> None:
+    media = ["-cdrom", str(built.iso)]
+    guest = Guest(qemu_argv(media, tmp_path, uefi=True), tmp_path / "serial.log")
+    try:
+        _check_shell(guest)
+        code, out = guest.command("ls -d /sys/firmware/efi; ls /sys/firmware/efi/efivars | grep -c -")
+        assert code == 0 and int(out.splitlines()[-1]) > 0, f"booted through UEFI, efivarfs mounted: {out}"
+    finally:
+        guest.kill()
