@@ -12,18 +12,25 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
 import pytest
-import zstandard
 from sourcesys import SourceSystem, build_source_system
 from support import LoopDisks, sh
 
+from mkrec.backup import cutstream, run_backup
+from mkrec.backup.setreader import open_set
+from mkrec.config import config_from_dict
+from mkrec.context import Context
+from mkrec.errors import MkrecError
+from mkrec.iso import BootPayload, BootSpec
 from mkrec.layout.capture import capture
+from mkrec.restore.source import open_set as open_restore_set
 
 pytestmark = pytest.mark.root
-PIECE = 4 * 1024 * 1024  # small pieces: every stream is pasted back from several
+PIECE = 4 * 1024 * 1024
 LOGS = {"var/log/mkrec-restore.log", "var/log/mkrec-restore.journal", "lost+found"}
 
 
@@ -58,49 +65,64 @@ def _corpus(root: Path) -> None:
     (root / "etc" / "deep" / "er" / "f").write_text("deep\n")
 
 
-def _write_stream(src: subprocess.Popen[bytes] | Path, out_dir: Path, name: str) -> None:
-    """tar (or a device) -> zstd frames -> pieces <name>.NNN, the set's format."""
-    cctx = zstandard.ZstdCompressor(level=3)
-    data = bytearray()
-    if isinstance(src, Path):
-        with open(src, "rb") as fh:
-            while chunk := fh.read(1 << 20):
-                data += cctx.compress(chunk)
-    else:
-        assert src.stdout is not None
-        while chunk := src.stdout.read(1 << 20):
-            data += cctx.compress(chunk)  # independent frames, as the backup writes them
-        assert src.wait() == 0
-    for i in range(0, max(len(data), 1), PIECE):
-        (out_dir / f"{name}.{i // PIECE:03d}").write_bytes(data[i : i + PIECE])
+STARTED = datetime(2026, 1, 2, 3, 4)
 
 
-def backup(src: SourceSystem, set_dir: Path) -> None:
-    """Capture with the layout code, then one stream per filesystem (the ESP as an image)."""
-    capture([src.disk], set_dir / "etc" / "recovery", src.root, "srchost", datetime(2026, 1, 2, 3, 4))
-    out = set_dir / "backup"
-    out.mkdir(parents=True)
-    for dev, mnt in ((src.root_dev, src.root), (src.data_dev, src.root / "data")):
-        tar = subprocess.Popen(
-            ["tar", "-c", "-f", "-", "-C", str(mnt), "--one-file-system", "--numeric-owner", "--xattrs",
-             "--xattrs-include=*", "--acls", "--sparse", "."],
-            stdout=subprocess.PIPE,
-        )  # fmt: skip
-        _write_stream(tar, out, f"{Path(dev).name}.ext4.tar.zst")
-    if src.esp_dev:
-        _write_stream(Path(src.esp_dev), out, f"{Path(src.esp_dev).name}.vfat.img.zst")
+def real_backup(root: Path, work: Path, mode: str, raw: tuple[str, ...] = (),
+                started: datetime = STARTED, payload: BootPayload | None = None) -> Path:  # fmt: skip
+    """The real backup (mkrec.backup.run.backup) of every filesystem mounted under root; raw: partitions
+    imaged. Mode path writes a set directory, mode cd 16 MiB ISO volumes. Returns the set's directory."""
+    data = {
+        "build": {"mode": mode, "output": str(work / "out")},
+        "media": {"size": "16M"},
+        "source": {"root": str(root), "raw": list(raw)},
+        "path": {"dir": str(work / "pathset")},
+    }
+    ctx = Context(config_from_dict(data), hostname="srchost", started=started, staging=work / "isofs")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(cutstream, "PIECE_MAX", PIECE)  # small pieces: every stream is pasted back from several
+        return run_backup(ctx, payload)
+
+
+def layout_payload(recovery: Path, work: Path) -> BootPayload:
+    """What volume 1 carries besides the backup: a (stand-in) boot image and etc/recovery, which the
+    restore reads its layout from when no --layout is given."""
+    boot = work / "isolinux.bin"
+    boot.write_bytes(bytes(24 * 1024))
+    entries = [(boot, "/isolinux/isolinux.bin")]
+    entries += [(f, f"/etc/recovery/{f.name}") for f in sorted(recovery.iterdir()) if f.is_file()]
+    return BootPayload(tuple(entries), BootSpec("/isolinux/isolinux.bin", None, hybrid=False))
+
+
+@dataclass(frozen=True)
+class Saved:
+    src: SourceSystem
+    path_set: Path  # mode path: one directory
+    iso_set: Path  # mode cd: a directory of ISO volumes, the layout on volume 1
+    layout: Path  # the captured etc/recovery
+
+
+def backup(src: SourceSystem, work: Path, iso: bool = False) -> Saved:
+    """Capture with the layout code, then the real backup (the unmounted ESP as a raw image)."""
+    recovery = work / "recovery"
+    capture([src.disk], recovery, src.root, "srchost", STARTED)
+    raw = (src.esp_dev,) if src.esp_dev else ()
+    path_set = real_backup(src.root, work, "path", raw)
+    iso_set = (
+        real_backup(src.root, work, "cd", raw, payload=layout_payload(recovery, work)) if iso else path_set
+    )
+    return Saved(src, path_set, iso_set, recovery)
 
 
 @pytest.fixture(scope="module")
-def gpt_source(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[SourceSystem, Path]]:
+def gpt_source(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Saved]:
     work = tmp_path_factory.mktemp("gpt-src")
     disks = LoopDisks(work)
     try:
         src = build_source_system(disks, work, "gpt", "gpt-marker")
         _corpus(src.root)
         sh("sync")
-        backup(src, work / "set")
-        yield src, work / "set"
+        yield backup(src, work, iso=True)
     finally:
         disks.cleanup()
 
@@ -187,8 +209,15 @@ def mkrec(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     return proc
 
 
-def restore(action: str, set_dir: Path, src_disk: str, target: str, root: Path, *extra: str) -> str:
-    proc = mkrec(action, "--source", str(set_dir), "--map", f"{Path(src_disk).name}={target}",
+def source_args(saved: Saved, iso: bool = False) -> list[str]:
+    """The ISO set carries its layout on volume 1; the path set is given the captured one."""
+    if iso:
+        return ["--source", str(saved.iso_set)]
+    return ["--source", str(saved.path_set), "--layout", str(saved.layout)]
+
+
+def restore(action: str, saved: Saved, target: str, root: Path, *extra: str, iso: bool = False) -> str:
+    proc = mkrec(action, *source_args(saved, iso), "--map", f"{Path(saved.src.disk).name}={target}",
                  "--target", str(root), "--yes", *extra)  # fmt: skip
     return proc.stdout + proc.stderr
 
@@ -223,36 +252,42 @@ def check_same_system(
 # ---- the tests ----
 
 
-def test_start_restore_same_size_disk(gpt_source: tuple[SourceSystem, Path], loop_disks: LoopDisks,
-                                      tmp_path: Path) -> None:  # fmt: skip
-    src, set_dir = gpt_source
+def test_start_restore_same_size_disk_from_iso_volumes(gpt_source: Saved, loop_disks: LoopDisks,
+                                                       tmp_path: Path) -> None:  # fmt: skip
+    src = gpt_source.src
+    isos = sorted(gpt_source.iso_set.glob("CDrec-*-vol*.iso"))
+    assert len(isos) >= 3, isos
+    bset = open_set(gpt_source.iso_set)
+    spread = {p.volume for s in bset.streams.values() for p in s.pieces}
+    bset.close()
+    assert len(spread) >= 3, "the streams must be read across three volumes or more"
     target = loop_disks.create("256M")
     t0 = time.monotonic()
-    out = restore("start", set_dir, src.disk, target, tmp_path / "target")
-    print(f"start-restore same size: {time.monotonic() - t0:.1f} s")
+    out = restore("start", gpt_source, target, tmp_path / "target", iso=True)
+    print(f"start-restore same size from {len(isos)} ISO volumes: {time.monotonic() - t0:.1f} s")
     assert f"ERASE {target}" in out
+    assert "Backup set CDrec-20260102-0304" in out
     loop_disks.rescan(target)
     check_same_system(src, target, loop_disks, tmp_path / "check", same_table=True)
 
 
-def test_start_restore_larger_disk(gpt_source: tuple[SourceSystem, Path], loop_disks: LoopDisks,
-                                   tmp_path: Path) -> None:  # fmt: skip
-    src, set_dir = gpt_source
+def test_start_restore_larger_disk(gpt_source: Saved, loop_disks: LoopDisks, tmp_path: Path) -> None:
+    src = gpt_source.src
     target = loop_disks.create("400M")
-    restore("start", set_dir, src.disk, target, tmp_path / "target")
+    restore("start", gpt_source, target, tmp_path / "target")
     loop_disks.rescan(target)
     check_same_system(src, target, loop_disks, tmp_path / "check", same_table=True)
 
 
 def test_too_small_target_is_refused_before_any_write(
-    gpt_source: tuple[SourceSystem, Path], loop_disks: LoopDisks, tmp_path: Path
+    gpt_source: Saved, loop_disks: LoopDisks, tmp_path: Path
 ) -> None:
-    src, set_dir = gpt_source
+    src = gpt_source.src
     target = loop_disks.create("200M")
     with open(target, "r+b") as fh:
         fh.write(os.urandom(1 << 20))
     before = sha(target)
-    proc = mkrec("start", "--source", str(set_dir), "--map", f"{Path(src.disk).name}={target}",
+    proc = mkrec("start", *source_args(gpt_source), "--map", f"{Path(src.disk).name}={target}",
                  "--target", str(tmp_path / "t"), "--yes", check=False)  # fmt: skip
     assert proc.returncode == 1
     assert f"{target} (200.0 MiB) is smaller than saved disk" in proc.stderr
@@ -260,22 +295,20 @@ def test_too_small_target_is_refused_before_any_write(
     assert sha(target) == before
 
 
-def test_the_disk_holding_the_backup_is_refused(
-    gpt_source: tuple[SourceSystem, Path], tmp_path: Path
-) -> None:
-    src, set_dir = gpt_source
+def test_the_disk_holding_the_backup_is_refused(gpt_source: Saved, tmp_path: Path) -> None:
+    src = gpt_source.src
     # the source disk has filesystems mounted: it is never a target
-    proc = mkrec("start", "--source", str(set_dir), "--map", f"{Path(src.disk).name}={src.disk}",
+    proc = mkrec("start", *source_args(gpt_source), "--map", f"{Path(src.disk).name}={src.disk}",
                  "--target", str(tmp_path / "t"), "--yes", check=False)  # fmt: skip
     assert proc.returncode == 1 and f"refusing to write {src.disk}" in proc.stderr
 
 
-def test_killed_restore_resumes_to_the_same_tree(gpt_source: tuple[SourceSystem, Path], loop_disks: LoopDisks,
+def test_killed_restore_resumes_to_the_same_tree(gpt_source: Saved, loop_disks: LoopDisks,
                                                  tmp_path: Path) -> None:  # fmt: skip
-    src, set_dir = gpt_source
+    src = gpt_source.src
     target = loop_disks.create("256M")
     root = tmp_path / "target"
-    argv = [sys.executable, "-m", "mkrec", "--log", "/dev/null", "restore", "start", "--source", str(set_dir),
+    argv = [sys.executable, "-m", "mkrec", "--log", "/dev/null", "restore", "start", *source_args(gpt_source),
             "--map", f"{Path(src.disk).name}={target}", "--target", str(root), "--yes"]  # fmt: skip
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     journal = root / "var" / "log" / "mkrec-restore.journal"
@@ -295,18 +328,17 @@ def test_killed_restore_resumes_to_the_same_tree(gpt_source: tuple[SourceSystem,
     for j in Path("/tmp").glob("mkrec-restore-*.journal"):
         if f'"table:{target}"' in j.read_text():
             j.unlink()
-    out = restore("start", set_dir, src.disk, target, root)
+    out = restore("start", gpt_source, target, root)
     assert "finished in an earlier run, skipped" in out
     assert "Unpack /: finished in an earlier run" in out or "Unpack /" in out
     loop_disks.rescan(target)
     check_same_system(src, target, loop_disks, tmp_path / "check", same_table=True)
 
 
-def test_clone_to_a_larger_disk(gpt_source: tuple[SourceSystem, Path], loop_disks: LoopDisks,
-                                tmp_path: Path) -> None:  # fmt: skip
-    src, set_dir = gpt_source
+def test_clone_to_a_larger_disk(gpt_source: Saved, loop_disks: LoopDisks, tmp_path: Path) -> None:
+    src = gpt_source.src
     target = loop_disks.create(str(int(256 * 1.4)) + "M")
-    out = restore("clone", set_dir, src.disk, target, tmp_path / "target")
+    out = restore("clone", gpt_source, target, tmp_path / "target")
     assert "before" in out and "after" in out
     loop_disks.rescan(target)
     n_root = int(src.root_dev.rsplit("p", 1)[1])
@@ -316,13 +348,54 @@ def test_clone_to_a_larger_disk(gpt_source: tuple[SourceSystem, Path], loop_disk
     check_same_system(src, target, loop_disks, tmp_path / "check", same_table=False)
 
 
-def test_clone_to_a_smaller_disk_that_fits(gpt_source: tuple[SourceSystem, Path], loop_disks: LoopDisks,
-                                          tmp_path: Path) -> None:  # fmt: skip
-    src, set_dir = gpt_source
+def test_clone_to_a_smaller_disk_that_fits(gpt_source: Saved, loop_disks: LoopDisks, tmp_path: Path) -> None:
+    src = gpt_source.src
     target = loop_disks.create("230M")
-    restore("clone", set_dir, src.disk, target, tmp_path / "target")
+    restore("clone", gpt_source, target, tmp_path / "target")
     loop_disks.rescan(target)
     check_same_system(src, target, loop_disks, tmp_path / "check", same_table=False)
+
+
+def test_a_missing_volume_is_asked_for_and_another_sets_volume_refused(
+    gpt_source: Saved, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    src = gpt_source.src
+    other = real_backup(src.root / "data", tmp_path / "other", "cd", started=datetime(2026, 5, 6, 7, 8))
+    foreign = next(other.glob("*.iso"))
+    isos = sorted(gpt_source.iso_set.glob("*.iso"), key=lambda p: int(p.stem.rsplit("vol", 1)[1]))
+    setdir = tmp_path / "set"
+    setdir.mkdir()
+    for iso in isos[:1] + isos[2:]:
+        os.link(iso, setdir / iso.name)
+    name, total = "CDrec-20260102-0304", len(isos)
+    unattended = open_restore_set(setdir)
+    stream = next(n for n, s in unattended.streams.items() if any(p.volume == 2 for p in s.pieces))
+    with pytest.raises(MkrecError, match=f"^volume 2 of {total} of {name} is missing"):
+        for _ in unattended.chunks(stream):
+            pass
+    unattended.close()
+
+    prompts: list[str] = []
+
+    def person(prompt: str) -> str:
+        prompts.append(prompt)
+        if len(prompts) == 1:
+            os.link(foreign, setdir / "zz-wrong-disc.iso")  # first the wrong disc ...
+        else:
+            (setdir / "zz-wrong-disc.iso").unlink()  # ... then the right one
+            os.link(isos[1], setdir / isos[1].name)
+        return ""
+
+    asking = open_restore_set(setdir, person)
+    digest = hashlib.sha256()
+    for chunk in asking.chunks(stream):
+        digest.update(chunk)
+    asking.close()
+    assert digest.hexdigest() == asking.streams[stream].sha256
+    assert prompts == [f"Please insert volume 2 of {total} of {name}, then press Enter (q: stop): "] * 2
+    said = capsys.readouterr().out
+    assert "zz-wrong-disc.iso is volume 1 of CDrec-20260506-0708" in said
+    assert f"another backup set than {name}" in said
 
 
 # ---- restore-fs ----
@@ -335,9 +408,9 @@ def one_partition_disk(disks: LoopDisks, size: str) -> tuple[str, str]:
     return disk, f"{disk}p1"
 
 
-def test_restore_fs_ext4_as_xfs_updates_fstab(gpt_source: tuple[SourceSystem, Path], loop_disks: LoopDisks,
+def test_restore_fs_ext4_as_xfs_updates_fstab(gpt_source: Saved, loop_disks: LoopDisks,
                                               tmp_path: Path) -> None:  # fmt: skip
-    src, set_dir = gpt_source
+    src = gpt_source.src
     _disk, node = one_partition_disk(loop_disks, "330M")  # mkfs.xfs wants 300 MiB
     other, other_node = one_partition_disk(loop_disks, "64M")
     sh("mkfs.ext4", "-q", "-L", "untouched", other_node)
@@ -345,7 +418,7 @@ def test_restore_fs_ext4_as_xfs_updates_fstab(gpt_source: tuple[SourceSystem, Pa
     system = tmp_path / "system"  # a restored system, mounted: its fstab must follow
     (system / "etc").mkdir(parents=True)
     (system / "etc" / "fstab").write_text((src.root / "etc" / "fstab").read_text())
-    proc = mkrec("fs", "--source", str(set_dir), "--map", f"{Path(src.data_dev).name}={node}",
+    proc = mkrec("fs", *source_args(gpt_source, iso=True), "--map", f"{Path(src.data_dev).name}={node}",
                  "--as-type", "xfs", "--target", str(system), "--yes")  # fmt: skip
     assert "make xfs" in proc.stdout
     fstype, uuid, label = fs_ids(node)
@@ -367,15 +440,11 @@ def test_restore_fs_ext3_as_ext4(loop_disks: LoopDisks, tmp_path: Path) -> None:
     (root / "data").mkdir()
     _corpus(root)
     sh("sync")
-    set_dir = tmp_path / "set"
-    capture([disk], set_dir / "etc" / "recovery", root, "h3", datetime(2026, 1, 2, 3, 4))
-    (set_dir / "backup").mkdir()
-    argv = ["tar", "-c", "-f", "-", "-C", str(root), "--numeric-owner", "--xattrs", "--xattrs-include=*",
-            "--acls", "--sparse", "."]  # fmt: skip
-    tar = subprocess.Popen(argv, stdout=subprocess.PIPE)
-    _write_stream(tar, set_dir / "backup", f"{Path(part).name}.ext3.tar.zst")
+    capture([disk], tmp_path / "recovery", root, "h3", STARTED)
+    set_dir = real_backup(root, tmp_path, "path")
     _target_disk, node = one_partition_disk(loop_disks, "96M")
-    mkrec("fs", "--source", str(set_dir), "--map", f"{Path(part).name}={node}", "--as-type", "ext4",
+    mkrec("fs", "--source", str(set_dir), "--layout", str(tmp_path / "recovery"),
+          "--map", f"{Path(part).name}={node}", "--as-type", "ext4",
           "--target", str(tmp_path / "nosystem"), "--yes")  # fmt: skip
     fstype, _uuid, label = fs_ids(node)
     assert (fstype, label) == ("ext4", "old3")
@@ -383,9 +452,9 @@ def test_restore_fs_ext3_as_ext4(loop_disks: LoopDisks, tmp_path: Path) -> None:
     assert tree(tmp_path / "check") == tree(root)
 
 
-def test_restore_fs_refuses_a_mounted_target(gpt_source: tuple[SourceSystem, Path], tmp_path: Path) -> None:
-    src, set_dir = gpt_source
-    proc = mkrec("fs", "--source", str(set_dir), "--map", f"{Path(src.data_dev).name}={src.data_dev}",
+def test_restore_fs_refuses_a_mounted_target(gpt_source: Saved, tmp_path: Path) -> None:
+    src = gpt_source.src
+    proc = mkrec("fs", *source_args(gpt_source), "--map", f"{Path(src.data_dev).name}={src.data_dev}",
                  "--target", str(tmp_path), "--yes", check=False)  # fmt: skip
     assert proc.returncode == 1 and f"refusing to write {src.data_dev}" in proc.stderr
 
@@ -394,8 +463,8 @@ def test_start_restore_mbr_disk(loop_disks: LoopDisks, tmp_path: Path) -> None:
     src = build_source_system(loop_disks, tmp_path, "dos", "mbr-marker")
     _corpus(src.root)
     sh("sync")
-    backup(src, tmp_path / "set")
+    saved = backup(src, tmp_path)
     target = loop_disks.create("300M")
-    restore("start", tmp_path / "set", src.disk, target, tmp_path / "target")
+    restore("start", saved, target, tmp_path / "target")
     loop_disks.rescan(target)
     check_same_system(src, target, loop_disks, tmp_path / "check", same_table=True)

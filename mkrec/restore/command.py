@@ -19,7 +19,7 @@ from mkrec.restore.mapping import parse_map
 from mkrec.restore.plan import Plan, make_plan, render_plan
 from mkrec.restore.resize import min_fs_bytes
 from mkrec.restore.sfdisk import parse_dump, render_script
-from mkrec.restore.source import StreamReader, open_set
+from mkrec.restore.source import RestoreSet, open_set
 from mkrec.runner import run
 from mkrec.sizes import format_size
 
@@ -65,20 +65,11 @@ def finish_unattended(after: str) -> None:
         run([after, "-f"], check=False)
 
 
-def default_source() -> Path:
-    """Without --source: the first mounted backup medium the rescue system found."""
-    for candidate in (Path("/run/mkrec/backup"), Path("/media/backup")):
-        if candidate.is_dir():
-            return candidate
-    raise MkrecError("no backup set given", hint="mount the backup and name it with --source DIR")
-
-
-def build_plan(req: Request, asker: ask.Input | None) -> tuple[Plan, StreamReader]:
-    source = req.source or default_source()
-    reader = open_set(source)
-    system = load_saved(source, req.layout, reader.names())
+def build_plan(req: Request, asker: ask.Input | None) -> tuple[Plan, RestoreSet]:
+    reader = open_set(req.source, asker)
+    system = load_saved(reader, req.layout)
     present = present_disks()
-    protected = find_protected(present, source, req.target)
+    protected = find_protected(present, reader.nodes(), req.target)
     chooser = ask.make_chooser(asker) if asker is not None else None
     plan = make_plan(
         system,
@@ -134,7 +125,10 @@ def run_restore(req: Request) -> int:
             print(render_plan(plan))
             plan = edit_clone_tables(plan, asker)
         ask.confirm_erase(render_plan(plan), req.yes, asker)
-        restore_disks(plan, reader, req.target, ask_each=asker if req.action == "clone" else None)
+        try:
+            restore_disks(plan, reader, req.target, ask_each=asker if req.action == "clone" else None)
+        finally:
+            reader.close()
         finish_unattended(req.after)
         return 0
     if req.action == "fs":

@@ -54,26 +54,6 @@ def sfdisk_argv(device: str) -> list[str]:
     return ["sfdisk", "-q", "--wipe", "always", "--wipe-partitions", "always", device]
 
 
-def tar_extract_argv(dest: Path) -> list[str]:
-    """Unpack a stream (stdin) as it was taken: numeric owners, permissions, xattrs (SELinux labels
-    included, as raw xattrs), ACLs; existing files are replaced, so a resumed unpack converges."""
-    return [
-        "tar",
-        "-x",
-        "-f",
-        "-",
-        "-C",
-        str(dest),
-        "--numeric-owner",
-        "--same-permissions",
-        "--same-owner",
-        "--xattrs",
-        "--xattrs-include=*",
-        "--acls",
-        "--warning=no-timestamp",
-    ]
-
-
 def grub_bios_argv(disk: str, boot_dir: Path | None = None, modules: str = "") -> list[str]:
     """grub-install for BIOS. With boot_dir: run from outside the restored system (it has no GRUB of
     its own); without: inside its chroot, where /boot is where GRUB expects it."""

@@ -11,8 +11,6 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
-from mkrec.errors import MkrecError
-
 if TYPE_CHECKING:
     from mkrec.restore.command import Request
 
@@ -111,19 +109,14 @@ def compare_command(req: Request) -> int:
     from mkrec.restore.layout_adapter import load_saved
     from mkrec.restore.source import open_set
 
-    source = req.source
-    if source is None:
-        raise MkrecError("compare needs the backup set", hint="give it with --source DIR")
+    reader = open_set(req.source)
     try:
-        from mkrec.backup.setreader import open_set as open_backup
-    except ImportError:
-        raise MkrecError("this mkrec cannot read backup catalogs yet") from None
-    system = load_saved(source, req.layout, open_set(source).names())
-    backup = open_backup(source)
-    try:
-        entries, _missing = backup.catalog()
+        system = load_saved(reader, req.layout)
+        entries, missing = reader.bset.catalog()
     finally:
-        backup.close()
+        reader.close()
+    for n in missing:
+        log.warning("warning: the catalog part of %s is missing: its files show as added", reader.describe(n))
     root = req.target if req.target != Path("/mnt/target") or req.target.is_dir() else Path("/")
     found: list[tuple[str, str]] = []
     for fs in system.mounted_in_order():

@@ -4,6 +4,7 @@ the one the rescue system booted from, and any disk with something mounted or sw
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -122,17 +123,29 @@ def protected_disks(
     return why
 
 
-def find_protected(disks: list[PresentDisk], source: Path | None, target_root: Path) -> dict[str, str]:
-    """protected_disks() with the facts read from this machine."""
-    source_node = source_device(source) if source else ""
+def find_protected(disks: list[PresentDisk], sources: list[Path], target_root: Path) -> dict[str, str]:
+    """protected_disks() with the facts read from this machine; sources: where the backup's
+    volumes are read from (block devices, or files and directories on a disk)."""
+    source_nodes = [str(p) if is_block(p) else source_device(p) for p in sources]
     boot_node = BOOT_DEVICE_FILE.read_text().strip() if BOOT_DEVICE_FILE.is_file() else ""
     try:
         swaps = swap_devices(Path("/proc/swaps").read_text())
     except OSError:
         swaps = []
-    return protected_disks(
-        disks, source_node=source_node, boot_node=boot_node, swaps=swaps, allowed_mount_root=str(target_root)
-    )
+    why: dict[str, str] = {}
+    for node in source_nodes or [""]:
+        found = protected_disks(
+            disks, source_node=node, boot_node=boot_node, swaps=swaps, allowed_mount_root=str(target_root)
+        )
+        why = {**found, **why}
+    return why
+
+
+def is_block(path: Path) -> bool:
+    try:
+        return stat.S_ISBLK(path.stat().st_mode)
+    except OSError:
+        return False
 
 
 def fs_identity(node: str) -> tuple[str, str]:

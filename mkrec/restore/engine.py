@@ -19,7 +19,7 @@ from mkrec.restore.journal import ON_DISK, Journal, read_steps
 from mkrec.restore.mounts import mount_all, mounts_below, umount_all, where
 from mkrec.restore.plan import FsTarget, Plan
 from mkrec.restore.runlog import RunLog
-from mkrec.restore.source import StreamReader
+from mkrec.restore.source import RestoreSet
 from mkrec.restore.steps import Steps
 from mkrec.restore.unpack import unpack_tar, write_raw
 from mkrec.runner import run
@@ -78,7 +78,7 @@ def fix_system_files(plan: Plan, root: Path) -> None:
             path.write_text(text)
 
 
-def restore_disks(plan: Plan, reader: StreamReader, root: Path, ask_each: Input | None = None) -> None:
+def restore_disks(plan: Plan, reader: RestoreSet, root: Path, ask_each: Input | None = None) -> None:
     with RunLog() as runlog:
         journal = open_journal(plan, root)
         steps = Steps(journal, plan.action, ask_each)
@@ -90,9 +90,7 @@ def restore_disks(plan: Plan, reader: StreamReader, root: Path, ask_each: Input 
                 umount_all(root)
 
 
-def _run(
-    plan: Plan, reader: StreamReader, root: Path, steps: Steps, journal: Journal, runlog: RunLog
-) -> None:
+def _run(plan: Plan, reader: RestoreSet, root: Path, steps: Steps, journal: Journal, runlog: RunLog) -> None:
     for d in plan.disks:
         steps.run(
             f"table:{d.device}", f"Partition table on {d.device}", partial(write_table, d.device, d.table)
@@ -124,9 +122,9 @@ def _run(
     log.info("Restore finished; log in %s", runlog.file)
 
 
-def _raw(reader: StreamReader, target: FsTarget) -> None:
+def _raw(reader: RestoreSet, target: FsTarget) -> None:
     write_raw(reader, target.saved.raw, target.node)
 
 
-def _unpack(reader: StreamReader, target: FsTarget, dest: Path) -> None:
+def _unpack(reader: RestoreSet, target: FsTarget, dest: Path) -> None:
     unpack_tar(reader, target.saved.stream, dest)

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 from pathlib import Path, PurePosixPath
 
+from mkrec.backup.manifest import StreamRecord
 from mkrec.errors import MkrecError
 from mkrec.layout.model import Disk, Layout
 from mkrec.restore.model import BootKind, SavedBoot, SavedDisk, SavedFs, SavedSystem
 from mkrec.restore.sfdisk import Partition, Table
-from mkrec.restore.source import stream_for
+from mkrec.restore.source import RestoreSet, stream_for
 
 LAYOUT_FILE = "layout.toml"
 RESCUE_RECOVERY = Path("/etc/recovery")
@@ -59,7 +60,7 @@ def relative_mountpoint(mountpoint: str | None, source_root: str) -> str:
     return mountpoint
 
 
-def saved_system(layout: Layout, streams: list[str], set_id: str = "") -> SavedSystem:
+def saved_system(layout: Layout, streams: dict[str, StreamRecord], set_id: str = "") -> SavedSystem:
     disks = tuple(
         SavedDisk(
             name=_dev(d.name),
@@ -74,8 +75,8 @@ def saved_system(layout: Layout, streams: list[str], set_id: str = "") -> SavedS
     fstab = {e.file: e for e in layout.fstab}
     filesystems: list[SavedFs] = []
     for fs in layout.filesystems:
-        tar, img = stream_for(streams, fs.device)
         mountpoint = relative_mountpoint(fs.mountpoint, layout.source_root)
+        tar, img = stream_for(streams, fs.device, mountpoint)
         entry = fstab.get(mountpoint)
         filesystems.append(
             SavedFs(
@@ -109,28 +110,28 @@ def saved_system(layout: Layout, streams: list[str], set_id: str = "") -> SavedS
     return SavedSystem(disks, tuple(filesystems), boots, set_id or layout.captured)
 
 
-def find_layout(source: Path | None, explicit: Path | None) -> Path:
-    """The layout file: --layout, else the set's readable copy of etc/recovery, else the rescue's."""
-    candidates: list[Path] = []
+def read_saved_layout(reader: RestoreSet | None, explicit: Path | None) -> Layout:
+    """The layout: --layout (a file or its etc/recovery directory), else the copy on a volume of the
+    set, else the rescue system's own /etc/recovery."""
+    from mkrec.layout.textfmt import parse_layout, read_layout
+
     if explicit is not None:
-        candidates.append(explicit / LAYOUT_FILE if explicit.is_dir() else explicit)
-    else:
-        if source is not None:
-            candidates.append(source / "etc" / "recovery" / LAYOUT_FILE)
-            candidates += sorted(source.glob(f"*/etc/recovery/{LAYOUT_FILE}"))
-        candidates.append(RESCUE_RECOVERY / LAYOUT_FILE)
-    for path in candidates:
-        if path.is_file():
-            return path
+        path = explicit / LAYOUT_FILE if explicit.is_dir() else explicit
+        if not path.is_file():
+            raise MkrecError(
+                f"--layout {explicit}: no {LAYOUT_FILE} there", hint="give the etc/recovery directory"
+            )
+        return read_layout(path)
+    text = reader.layout_text() if reader is not None else None
+    if text is not None:
+        return parse_layout(text, f"{reader.set_name if reader else 'set'}:etc/recovery/{LAYOUT_FILE}")
+    if (RESCUE_RECOVERY / LAYOUT_FILE).is_file():
+        return read_layout(RESCUE_RECOVERY / LAYOUT_FILE)
     raise MkrecError(
-        f"no saved layout found (looked at {', '.join(str(c) for c in candidates)})",
+        f"no saved layout found (not on the set's volumes, not in {RESCUE_RECOVERY})",
         hint="give it with --layout DIR (the etc/recovery directory of the backup)",
     )
 
 
-def load_saved(
-    source: Path | None, explicit: Path | None, streams: list[str], set_id: str = ""
-) -> SavedSystem:
-    from mkrec.layout.textfmt import read_layout
-
-    return saved_system(read_layout(find_layout(source, explicit)), streams, set_id)
+def load_saved(reader: RestoreSet, explicit: Path | None) -> SavedSystem:
+    return saved_system(read_saved_layout(reader, explicit), reader.streams, reader.set_id)

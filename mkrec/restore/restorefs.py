@@ -20,7 +20,7 @@ from mkrec.restore.layout_adapter import load_saved
 from mkrec.restore.mapping import parse_map
 from mkrec.restore.model import SavedFs, SavedSystem
 from mkrec.restore.resize import min_fs_bytes
-from mkrec.restore.source import open_set
+from mkrec.restore.source import RestoreSet, open_set
 from mkrec.restore.unpack import unpack_tar
 from mkrec.runner import run
 from mkrec.sizes import format_size
@@ -64,13 +64,13 @@ def present_uuids(exclude: str) -> set[str]:
     return taken
 
 
-def check_target(node: str, source: Path) -> None:
+def check_target(node: str, sources: list[Path]) -> None:
     """Only the chosen node is written: it must not be in use, nor on the backup's or boot disk."""
     disks = present_disks()
     holders = disk_holding(node, disks)
     if not holders:
         raise MkrecError(f"{node} is not a block device here", hint="see lsblk")
-    protected = find_protected(disks, source, Path("/nonexistent"))
+    protected = find_protected(disks, sources, Path("/nonexistent"))
     for disk in holders:
         reason = protected.get(disk.path, "")
         if reason in ("holds the backup set", "the rescue system booted from it"):
@@ -83,13 +83,15 @@ def check_target(node: str, source: Path) -> None:
 def restore_fs(req: Request, asker: ask.Input | None) -> int:
     if len(req.maps) != 1:
         raise MkrecError("restore fs needs exactly one --map SAVED=DEV", hint="e.g. --map sda3=/dev/vdb1")
-    source = req.source
-    if source is None:
-        from mkrec.restore.command import default_source
+    reader = open_set(req.source, asker)
+    try:
+        return _restore_fs(req, asker, reader)
+    finally:
+        reader.close()
 
-        source = default_source()
-    reader = open_set(source)
-    system = load_saved(source, req.layout, reader.names())
+
+def _restore_fs(req: Request, asker: ask.Input | None, reader: RestoreSet) -> int:
+    system = load_saved(reader, req.layout)
     ((name, node),) = parse_map(list(req.maps)).items()
     saved = find_saved_fs(system, name)
     fstype = req.as_type or saved.fstype
@@ -101,7 +103,7 @@ def restore_fs(req: Request, asker: ask.Input | None) -> int:
         raise MkrecError(
             f"saved {name} has no tar stream in the set", hint="raw images restore with start-restore"
         )
-    check_target(node, source)
+    check_target(node, reader.nodes())
     size, need = device_size(node), min_fs_bytes(fstype, saved.used)
     if size < need:
         raise MkrecError(

@@ -1,101 +1,289 @@
-"""Reading a stream back out of a backup set: the thin seam between the restore engine and the backup
-package. The engine only needs `names()` and `open(name)` (the uncompressed bytes, in order).
+"""The backup set as the restore reads it: the thin seam between the restore engine and the backup
+package (mkrec.backup.setreader reads the volumes and manifests, mkrec.backup.extract.FrameReader
+the frames). What this module adds is what only a restore needs:
 
-Until the backup package's reader is importable this reads the set format of the design: pieces
-`backup/<dev>.<fs>.tar.zst.<NNN>` in one directory or in several (mounted volumes), pasted back in
-order and decompressed (zstd frames decompress as one stream)."""
+- finding the volumes: --source (a set directory, a directory of ISO files, an ISO or tape file, a
+  block device), else every optical drive, every block device labelled CDREC_<N> and
+  /run/mkrec/backup;
+- volumes of one set only (the set id of the first volume found decides; another set's volume is
+  refused by name);
+- a stream read start to end across volumes: a volume that is not there is asked for by number and
+  set name ("insert volume 3 of 5 of CDrec-20261123-0712, then press Enter") and the drives are
+  scanned again; under --yes it is an error naming the volume;
+- the uncompressed bytes checked against the manifest's SHA-256 of the whole stream."""
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import io
+import itertools
+import logging
 import re
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import BinaryIO, Protocol
+from typing import BinaryIO
 
-import zstandard
+import pycdlib
 
+from mkrec.backup.extract import FrameReader
+from mkrec.backup.manifest import StreamRecord, parse_manifest
+from mkrec.backup.setreader import MANIFEST, BackupSet, OpenVolume, Volume, open_volume, volume_sources
 from mkrec.errors import MkrecError
+from mkrec.restore.devices import is_block
+from mkrec.runner import run_json
 
-PIECE = re.compile(r"^(?P<stream>.+\.zst)\.(?P<n>\d{3,})$")
+log = logging.getLogger("mkrec.restore")
+
+RESCUE_MOUNT = Path("/run/mkrec/backup")  # where the rescue system mounts a backup it found
+LAYOUT_IN_SET = "etc/recovery/layout.toml"  # volume 1 of a cd set carries the readable copy
+VOLUME_LABEL = re.compile(r"^CDREC_\d+$")
+
+Ask = Callable[[str], str]
 
 
-class StreamReader(Protocol):
-    def names(self) -> list[str]: ...
+def labelled_volumes(lsblk: dict[str, object]) -> list[Path]:
+    """Block devices whose ISO volume label is CDREC_<N> (a volume written to a USB stick)."""
+    found = []
+    for dev in lsblk.get("blockdevices") or []:  # type: ignore[attr-defined]
+        if VOLUME_LABEL.match(str(dev.get("label") or "")):
+            found.append(Path(str(dev.get("path"))))
+    return found
 
-    def open(self, name: str) -> BinaryIO: ...
+
+def drives() -> list[tuple[str, Path]]:
+    """Every optical drive and every block device with a CDREC_<N> label."""
+    found = [("iso", p) for p in sorted(Path("/dev").glob("sr[0-9]*")) if is_block(p)]
+    data = run_json(["lsblk", "-J", "-l", "-p", "-o", "PATH,LABEL"], check=False)
+    found += [("iso", p) for p in labelled_volumes(data) if ("iso", p) not in found]
+    return found
 
 
-class _Concat(io.RawIOBase):
-    """The pieces of one stream read as one file."""
+def candidates(source: Path | None) -> list[tuple[str, Path]]:
+    """(kind, path) of each place a volume may be. With --source only what it names (plus the
+    drives once a volume has to be asked for); without, the rescue mount and every drive."""
+    if source is not None:
+        if is_block(source):
+            return [("iso", source)]
+        return volume_sources(source)
+    found = volume_sources(RESCUE_MOUNT) if RESCUE_MOUNT.is_dir() else []
+    return found + drives()
 
-    def __init__(self, pieces: list[Path]) -> None:
-        self._pieces = list(pieces)
-        self._fh: BinaryIO | None = None
+
+def _read_volume(kind: str, path: Path) -> tuple[Volume, OpenVolume] | None:
+    """The volume at path with its manifest; None for an empty drive or something that is not one."""
+    try:
+        vol = open_volume(kind, path)
+    except (MkrecError, OSError):
+        return None
+    try:
+        with vol.open(MANIFEST) as fh:
+            manifest = parse_manifest(fh.read().decode(), f"{vol.name}:{MANIFEST}")
+    except (KeyError, OSError, UnicodeError, MkrecError, pycdlib.pycdlibexception.PyCdlibException):
+        vol.close()
+        return None
+    return vol, OpenVolume(manifest.volume, vol, manifest)
+
+
+def merge(bset: BackupSet) -> BackupSet:
+    """Streams and pieces of all volumes present, each piece's frame index from the volume that holds
+    it (what setreader.open_set does for one path; here the volumes come from several places)."""
+    bset.streams.clear()
+    bset.pieces.clear()
+    for ov in sorted(bset.volumes.values(), key=lambda v: v.number):
+        if ov.manifest.volumes is not None:
+            bset.total = ov.manifest.volumes
+        for s in ov.manifest.streams:
+            bset.streams[s.name] = s
+            for p in s.pieces:
+                if p.frames is not None or p.name not in bset.pieces:
+                    bset.pieces[p.name] = p
+    for s in bset.streams.values():
+        s.pieces = [bset.pieces.get(p.name, p) for p in s.pieces]
+    return bset
+
+
+class RestoreSet:
+    """The volumes of one backup set found so far; reads streams, asks for what is missing."""
+
+    def __init__(self, source: Path | None, ask: Ask | None) -> None:
+        self.source = source
+        self.ask = ask  # None: nobody to ask (--yes, or no terminal)
+        self.set_id = ""
+        self.set_name = ""
+        self.bset = BackupSet(source or RESCUE_MOUNT)
+        self.scan(candidates(source))
+        if not self.bset.volumes:
+            where = str(source) if source else f"{RESCUE_MOUNT}, /dev/sr*, devices labelled CDREC_<N>"
+            raise MkrecError(
+                f"no volume of a backup set found (looked at {where})",
+                hint="insert volume 1 or attach the set's disk, or name the set with --source",
+            )
+
+    # ---- volumes ----
+
+    def scan(self, places: list[tuple[str, Path]]) -> list[str]:
+        """Open the volumes at places (closing those read before); returns why any were refused."""
+        self.close()
+        refused = []
+        for kind, path in places:
+            found = _read_volume(kind, path)
+            if found is None:
+                continue
+            vol, ov = found
+            m = ov.manifest
+            if not self.set_id:
+                self.set_id, self.set_name = m.set_id, m.set_name
+                log.info("Backup set %s (id %s)", m.set_name, m.set_id)
+            if m.set_id != self.set_id:
+                refused.append(
+                    f"{vol.name} is volume {m.volume} of {m.set_name} (set id {m.set_id}), "
+                    f"another backup set than {self.set_name}"
+                )
+                vol.close()
+                continue
+            if m.volume in self.bset.volumes:
+                vol.close()  # the same volume seen twice (an ISO file and a drive): keep the first
+                continue
+            self.bset.volumes[m.volume] = ov
+        if self.source is not None and refused and not self.bset.volumes:
+            raise MkrecError(refused[0], hint="keep the volumes of one set together")
+        for why in refused:
+            log.warning("warning: %s: not used", why)
+        merge(self.bset)
+        return refused
+
+    def describe(self, number: int) -> str:
+        total = f" of {self.bset.total}" if self.bset.total else ""
+        return f"volume {number}{total} of {self.set_name}"
+
+    def need(self, number: int, why: str) -> None:
+        """Volume `number` is not here: ask for it until it is (or stop under --yes)."""
+        while number not in self.bset.volumes:
+            if self.ask is None:
+                raise MkrecError(
+                    f"{self.describe(number)} is missing ({why})",
+                    hint="attach it (drive, USB disk, or the ISO file next to the others) and run the "
+                    "restore again: finished steps are skipped",
+                )
+            answer = self.ask(f"Please insert {self.describe(number)}, then press Enter (q: stop): ")
+            if answer.strip().lower() in ("q", "quit", "stop"):
+                raise MkrecError(f"stopped: {self.describe(number)} was not inserted ({why})")
+            places = candidates(self.source) if self.source is not None else []
+            refused = self.scan(places + [c for c in drives() if c not in places])
+            for reason in refused:
+                print(f"That is not a volume of this set: {reason}.", flush=True)
+
+    def nodes(self) -> list[Path]:
+        """Where the volumes are read from: those disks must not be written."""
+        return [Path(ov.volume.name) for ov in self.bset.volumes.values()]
+
+    def close(self) -> None:
+        self.bset.close()
+        self.bset.volumes.clear()
+
+    # ---- what the set holds ----
+
+    @property
+    def streams(self) -> dict[str, StreamRecord]:
+        return self.bset.streams
+
+    def layout_text(self) -> str | None:
+        """The readable copy of etc/recovery/layout.toml a volume carries (volume 1 of a cd set)."""
+        for ov in sorted(self.bset.volumes.values(), key=lambda v: v.number):
+            with (
+                contextlib.suppress(KeyError, OSError, pycdlib.pycdlibexception.PyCdlibException),
+                ov.volume.open(LAYOUT_IN_SET) as fh,
+            ):
+                return fh.read().decode()
+        return None
+
+    # ---- reading a stream ----
+
+    def chunks(self, name: str) -> Iterator[bytes]:
+        """The uncompressed stream from its first byte to its last, asking for volumes on the way."""
+        if name not in self.streams:
+            raise MkrecError(
+                f"stream {name} is not in {self.set_name}", hint=f"it has: {', '.join(self.streams)}"
+            )
+        digest = hashlib.sha256()
+        pos = 0
+        while True:
+            record = self.streams[name]
+            reader = FrameReader(self.bset, name)
+            for f in reader.frames:
+                if f.uoffset + f.usize <= pos or f.uoffset > pos:
+                    continue
+                out = io.BytesIO()
+                if not reader.copy(pos, f.uoffset + f.usize, out):
+                    raise MkrecError(
+                        f"{self.describe(f.volume)}: piece {f.piece} is damaged (a frame is unreadable)",
+                        hint="run 'mkrec verify' on the set; copy the volume again from another medium",
+                    )
+                data = out.getvalue()
+                digest.update(data)
+                pos += len(data)
+                yield data
+            if record.complete and record.size is not None and pos >= record.size:
+                break
+            self.need(self._volume_at(record, pos), f"stream {name} goes on there")
+        if record.sha256 and digest.hexdigest() != record.sha256:
+            raise MkrecError(
+                f"stream {name}: the bytes read differ from the backup's checksum",
+                hint="run 'mkrec verify' on the set",
+            )
+
+    def _volume_at(self, record: StreamRecord, pos: int) -> int:
+        """The volume holding uncompressed offset pos of a stream (the next one when no piece known
+        so far reaches it: its manifest is on a later volume)."""
+        for p in record.pieces:
+            if p.uoffset <= pos < p.uoffset + p.usize:
+                return p.volume
+        last = max((p.volume for p in record.pieces), default=1)
+        return next(n for n in itertools.count(last) if n not in self.bset.volumes)
+
+    def open(self, name: str) -> BinaryIO:
+        return io.BufferedReader(_ChunkReader(self.chunks(name)), buffer_size=1 << 20)
+
+
+class _ChunkReader(io.RawIOBase):
+    def __init__(self, chunks: Iterator[bytes]) -> None:
+        self._chunks = chunks
+        self._left = b""
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, buf: bytearray | memoryview) -> int:  # type: ignore[override]
-        while True:
-            if self._fh is None:
-                if not self._pieces:
-                    return 0
-                self._fh = open(self._pieces.pop(0), "rb")  # noqa: SIM115 (closed at its end)
-            n = self._fh.readinto(buf)  # type: ignore[attr-defined]
-            if n:
-                return int(n)
-            self._fh.close()
-            self._fh = None
-
-    def close(self) -> None:
-        if self._fh is not None:
-            self._fh.close()
-        super().close()
+        while not self._left:
+            self._left = next(self._chunks, b"")
+            if not self._left:
+                return 0
+        n = min(len(buf), len(self._left))
+        buf[:n] = self._left[:n]
+        self._left = self._left[n:]
+        return n
 
 
-class PiecesReader:
-    def __init__(self, roots: list[Path]) -> None:
-        self.pieces: dict[str, dict[int, Path]] = {}
-        for root in roots:
-            for path in sorted(root.glob("**/backup/*")):
-                match = PIECE.match(path.name)
-                if match:
-                    self.pieces.setdefault(match["stream"], {})[int(match["n"])] = path
-        if not self.pieces:
-            where = ", ".join(str(r) for r in roots)
-            raise MkrecError(f"no backup streams found in {where}", hint="point --source at the backup set")
-
-    def names(self) -> list[str]:
-        return sorted(self.pieces)
-
-    def open(self, name: str) -> BinaryIO:
-        if name not in self.pieces:
-            raise MkrecError(
-                f"stream {name} is not in the backup set", hint=f"it has: {', '.join(self.names())}"
-            )
-        numbers = sorted(self.pieces[name])
-        missing = [n for n in range(numbers[0], numbers[-1] + 1) if n not in self.pieces[name]]
-        if numbers[0] != 0 or missing:
-            first = missing[0] if missing else 0
-            raise MkrecError(
-                f"stream {name}: piece {first:03d} is missing",
-                hint="insert or mount the volume that holds it",
-            )
-        raw = io.BufferedReader(_Concat([self.pieces[name][n] for n in numbers]), buffer_size=1 << 20)
-        return zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True)
+def open_set(source: Path | None, ask: Ask | None = None) -> RestoreSet:
+    """The backup set at --source, or found on the drives; ask: how to ask for a missing volume."""
+    if source is not None and not source.exists():
+        raise MkrecError(f"{source}: no such backup set", hint="give the set's directory, an ISO or a drive")
+    return RestoreSet(source, ask)
 
 
-def open_set(source: Path) -> StreamReader:
-    """The reader for a backup set at `source` (a directory set, or a directory of mounted volumes)."""
-    if not source.exists():
-        raise MkrecError(f"{source}: no such backup set", hint="give the set's directory with --source")
-    return PiecesReader([source])
-
-
-def stream_for(names: list[str], device: str) -> tuple[str, str]:
-    """(tar stream, raw image stream) of a saved device ("sda3" or "/dev/sda3"): "<dev>.<fs>.tar.zst"
-    and "<dev>.<fs>.img.zst" by the set's naming; "" for what the set does not have."""
-    dev = device.removeprefix("/dev/").replace("/", "-")
-    tar = next((n for n in names if n.startswith(dev + ".") and ".tar." in n), "")
-    img = next((n for n in names if n.startswith(dev + ".") and ".tar." not in n), "")
+def stream_for(streams: dict[str, StreamRecord], device: str, mountpoint: str = "") -> tuple[str, str]:
+    """(tar stream, raw image stream) of a saved device, by the manifest: its device ("sda3", "vg0/root",
+    "cryptroot" as the layout names it; /dev/sda3, /dev/mapper/vg0-root as the backup did), else its
+    mount point. "" for what the set does not have."""
+    names = {
+        f"/dev/{device}",
+        f"/dev/mapper/{device}",
+        "/dev/mapper/" + device.replace("-", "--").replace("/", "-"),
+    }
+    found = [s for s in streams.values() if s.device in names]
+    if not found and mountpoint:
+        found = [s for s in streams.values() if s.mountpoint == mountpoint and s.kind == "tar"]
+    tar = next((s.name for s in found if s.kind == "tar"), "")
+    img = next((s.name for s in found if s.kind == "image"), "")
     return tar, img

@@ -1,5 +1,5 @@
 """Putting data back: a tar stream unpacked into a mounted filesystem, a raw image written onto its
-node. Both read the stream from the backup set through the StreamReader seam."""
+node. Both read the stream from the backup set through the RestoreSet (mkrec.restore.source)."""
 
 from __future__ import annotations
 
@@ -8,16 +8,16 @@ import os
 import subprocess
 from pathlib import Path
 
+from mkrec.backup.extract import tar_extract_argv
 from mkrec.errors import MkrecError
 from mkrec.progress import Progress
-from mkrec.restore.commands import tar_extract_argv
-from mkrec.restore.source import StreamReader
+from mkrec.restore.source import RestoreSet
 from mkrec.runner import popen, wait_checked
 
 CHUNK = 1 << 20
 
 
-def unpack_tar(reader: StreamReader, name: str, dest: Path) -> int:
+def unpack_tar(reader: RestoreSet, name: str, dest: Path) -> int:
     """Feed the stream to tar -x in dest; returns the bytes unpacked."""
     progress = Progress(f"Unpacking {name}")
     done = 0
@@ -39,7 +39,7 @@ def unpack_tar(reader: StreamReader, name: str, dest: Path) -> int:
     return done
 
 
-def write_raw(reader: StreamReader, name: str, node: str) -> int:
+def write_raw(reader: RestoreSet, name: str, node: str) -> int:
     """Write an image back block for block; refuses an image larger than the node."""
     progress = Progress(f"Writing {name} to {node}")
     done = 0
