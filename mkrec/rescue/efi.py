@@ -17,6 +17,13 @@ GRUB_MODULES = (
 )  # fmt: skip
 
 
+# Loaded before the embedded config runs: find the disc, then the menu, serial and kernel loading.
+PRELOAD = (
+    "part_msdos", "part_gpt", "iso9660", "fat", "search", "search_fs_file", "configfile", "normal",
+    "linux", "serial", "terminal", "all_video",
+)  # fmt: skip
+
+
 def grub_mkstandalone_argv(out: Path, embedded_cfg: Path) -> list[str]:
     modules = " ".join(GRUB_MODULES)
     return [
@@ -24,7 +31,7 @@ def grub_mkstandalone_argv(out: Path, embedded_cfg: Path) -> list[str]:
         "-O", "x86_64-efi",
         "-o", str(out),
         "--install-modules", modules,
-        "--modules", "part_msdos part_gpt iso9660 fat search search_fs_file configfile normal linux serial terminal all_video",
+        "--modules", " ".join(PRELOAD),
         "--fonts=", "--locales=", "--themes=",
         f"boot/grub/grub.cfg={embedded_cfg}",
     ]  # fmt: skip

@@ -1,0 +1,84 @@
+"""The modules.dep resolver: dependencies first, each module once, names as the kernel compares
+them, built-in modules skipped, and errors that name the setting."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from mkrec.errors import MkrecError
+from mkrec.kernel import find_kernel
+from mkrec.rescue import modules
+
+FIXTURES = Path(__file__).parent / "fixtures" / "rescue"
+
+
+@pytest.fixture
+def index() -> modules.ModuleIndex:
+    return modules.parse_modules_dep(
+        (FIXTURES / "modules.dep").read_text(), (FIXTURES / "modules.builtin").read_text()
+    )
+
+
+def test_dependencies_come_first_and_once(index: modules.ModuleIndex) -> None:
+    order = modules.resolve(index, ["sr_mod", "usb_storage"])
+    assert order == [
+        "kernel/drivers/scsi/scsi_common.ko",
+        "kernel/drivers/scsi/scsi_mod.ko",
+        "kernel/drivers/cdrom/cdrom.ko",
+        "kernel/drivers/scsi/sr_mod.ko",
+        "kernel/drivers/usb/common/usb-common.ko.xz",
+        "kernel/drivers/usb/core/usbcore.ko.xz",
+        "kernel/drivers/usb/storage/usb-storage.ko.xz",
+    ]
+
+
+def test_dash_and_underscore_are_the_same_name(index: modules.ModuleIndex) -> None:
+    assert modules.resolve(index, ["usb-storage"]) == modules.resolve(index, ["usb_storage"])
+    assert modules.module_name("kernel/drivers/usb/storage/usb-storage.ko.xz") == "usb_storage"
+
+
+def test_builtin_and_unknown_wanted_modules_are_skipped(index: modules.ModuleIndex) -> None:
+    assert modules.resolve(index, ["ext4", "virtio-blk", "no_such_driver"]) == []
+
+
+def test_required_module_must_exist(index: modules.ModuleIndex) -> None:
+    assert modules.resolve(index, [], ["ext4"]) == []  # built in: fine
+    with pytest.raises(MkrecError) as err:
+        modules.resolve(index, [], ["no_such_driver"])
+    assert err.value.message == "[rescue] modules: no kernel module 'no_such_driver' for this kernel"
+    assert "modinfo" in (err.value.hint or "")
+
+
+def test_dependency_loop_is_reported(index: modules.ModuleIndex) -> None:
+    with pytest.raises(MkrecError, match="dependency loop loopa -> loopb -> loopa"):
+        modules.resolve(index, ["loopa"])
+
+
+def test_bad_line_names_the_line() -> None:
+    with pytest.raises(MkrecError, match=r"modules\.dep line 2: no ':'"):
+        modules.parse_modules_dep("a.ko:\nbroken line\n")
+
+
+def test_real_kernel_reaches_disks_cdroms_and_usb_sticks() -> None:
+    kernel = find_kernel()
+    index = modules.load_index(kernel.modules)
+    order = modules.resolve(index, modules.DEFAULT_MODULES)
+    names = [modules.module_name(p) for p in order]
+    for needed in (
+        "ahci",
+        "sd_mod",
+        "sr_mod",
+        "virtio_blk",
+        "virtio_scsi",
+        "nvme",
+        "usb_storage",
+        "uas",
+        "isofs",
+    ):
+        assert needed in names or needed in index.builtin, needed
+    # Every module's dependencies were placed before it.
+    for i, path in enumerate(order):
+        for dep in index.deps[modules.module_name(path)]:
+            assert names.index(dep) < i, f"{dep} after {path}"
