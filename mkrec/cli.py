@@ -166,6 +166,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", type=Path, help="compare: the list of changes (default /tmp/changed.txt)")
     p.add_argument("--resize-swap", action="store_true", help="clone: scale swap like the other partitions")
     p.add_argument("--unattended", action="store_true", help="--yes, then [restore] after (autorun)")
+    p.add_argument(
+        "--luks-key", type=Path, help="start/clone: the new LUKS passphrase as a key file (unattended)"
+    )
+    p.add_argument(
+        "--luks-pbkdf-iterations",
+        type=int,
+        default=0,
+        help="LUKS: PBKDF2 with N iterations (slow machines, tests)",
+    )
     p.set_defaults(handler=cmd_restore, logs=True)
     return parser
 

@@ -10,7 +10,9 @@ from pathlib import Path
 import pytest
 
 from mkrec.errors import MkrecError
+from mkrec.layout.model import LogicalVolume, LuksContainer, PhysicalVolume, RaidArray, VolumeGroup
 from mkrec.restore import commands as cmd
+from mkrec.restore import stack
 from mkrec.restore.devices import PresentDisk, parse_lsblk, protected_disks, swap_devices
 from mkrec.restore.fstab import fix_crypttab, fix_fstab
 from mkrec.restore.journal import Journal, read_steps
@@ -455,3 +457,78 @@ def test_fstab_type_change_drops_fs_specific_options() -> None:
 def test_crypttab() -> None:
     new, changes = fix_crypttab("cryptroot /dev/sda3 none luks\n", {"/dev/sda3": "UUID=l1"})
     assert new == "cryptroot\tUUID=l1\tnone\tluks\n" and changes
+
+
+# ---- RAID / LVM / LUKS from the layout model ----
+
+
+MD_UUID = "0a1b2c3d:4e5f6a7b:8c9d0e1f:2a3b4c5d"
+PV_UUID = "Pv0AbC-dEfG-hIjK-lMnO-pQrS-tUvW-xYz012"
+LUKS_UUID = "11111111-2222-3333-4444-555555555555"
+
+
+def _stack_layout() -> tuple[RaidArray, VolumeGroup, LuksContainer]:
+    raid = RaidArray("md0", "raid1", ("vda2", "vdb2"), metadata="1.2", uuid=MD_UUID, md_name="host:0",
+                     raid_devices=2)  # fmt: skip
+    lvs = (LogicalVolume("root", 64 * MIB), LogicalVolume("my-home", 32 * MIB, stripes=1))
+    vg = VolumeGroup("vg-0", 4 * MIB, pvs=(PhysicalVolume("md0", uuid=PV_UUID),), lvs=lvs)
+    luks = LuksContainer("vg-0/my-home", "crypthome", 2, uuid=LUKS_UUID, cipher="aes-xts-plain64",
+                         key_size=512, label="home")  # fmt: skip
+    return raid, vg, luks
+
+
+def test_stack_layers_are_ordered_and_named() -> None:
+    raid, vg, luks = _stack_layout()
+    assert [x.name for x in stack.layers((raid,), (vg,), (luks,))] == ["md0", "vg-0", "crypthome"]
+    assert [x.name for x in stack.layers((), (vg,), (luks,))] == ["vg-0", "crypthome"]
+    nodes = stack.Nodes(
+        {"/dev/vda2": "/dev/sdb2"}, frozenset({"vg-0/my-home", "vg-0/root"}), frozenset({"crypthome"})
+    )
+    assert [nodes(n) for n in ("vda2", "md0", "vg-0/my-home", "crypthome")] == [
+        "/dev/sdb2", "/dev/md0", "/dev/mapper/vg--0-my--home", "/dev/mapper/crypthome"
+    ]  # fmt: skip
+
+
+def test_stack_argv() -> None:
+    raid, vg, luks = _stack_layout()
+    conf = ["--config", "devices { use_devicesfile=0 } activation { udev_sync=0 udev_rules=0 }"]
+    assert stack.mdadm_create_argv(raid, ["/dev/sdb2", "/dev/sdc2"]) == [
+        "mdadm", "--create", "/dev/md0", "--run", "--level=raid1", "--raid-devices=2", "--metadata=1.2",
+        f"--uuid={MD_UUID}", "--name=host:0", "/dev/sdb2", "/dev/sdc2",
+    ]  # fmt: skip
+    assert stack.pvcreate_argv(vg.pvs[0].uuid, "/dev/md0") == [
+        "pvcreate", *conf, "-ff", "-y", "--uuid", PV_UUID, "--norestorefile",
+        "/dev/md0",
+    ]  # fmt: skip
+    assert stack.vgcreate_argv(vg, ["/dev/md0"]) == [
+        "vgcreate", *conf, "-y", "--physicalextentsize", "4096k", "vg-0", "/dev/md0"
+    ]  # fmt: skip
+    assert stack.lvcreate_argv(vg, 1) == [
+        "lvcreate", *conf, "-y", "-W", "y", "-Z", "y", "--name", "my-home", "--size", f"{32 * MIB}b", "vg-0"
+    ]  # fmt: skip
+    assert stack.luks_format_argv(luks, "/dev/mapper/vg--0-my--home", "/root/key") == [
+        "cryptsetup", "luksFormat", "--batch-mode", "--type=luks2", f"--uuid={LUKS_UUID}",
+        "--cipher=aes-xts-plain64", "--key-size=512", "--label=home", "--key-file=/root/key",
+        "/dev/mapper/vg--0-my--home",
+    ]  # fmt: skip
+    assert stack.luks_format_argv(luks, "/dev/x", "-", 1000)[-4:] == [
+        "--pbkdf=pbkdf2", "--pbkdf-force-iterations=1000", "--key-file=-", "/dev/x"
+    ]  # fmt: skip
+    assert stack.luks_open_argv(luks, "/dev/x", "-") == [
+        "cryptsetup",
+        "open",
+        "--key-file=-",
+        "/dev/x",
+        "crypthome",
+    ]
+
+
+def test_a_luks_container_without_a_key_stops_with_what_to_do() -> None:
+    _raid, _vg, luks = _stack_layout()
+    ran: list[list[str]] = []
+    nodes = stack.Nodes({}, frozenset({"vg-0/my-home"}))
+    with pytest.raises(
+        MkrecError, match="LUKS container crypthome on /dev/mapper/vg--0-my--home needs a new"
+    ):
+        stack.make_layer(luks, nodes, None, lambda argv, **kw: ran.append(argv))
+    assert ran == [["wipefs", "-a", "-q", "/dev/mapper/vg--0-my--home"]]

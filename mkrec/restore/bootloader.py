@@ -8,6 +8,7 @@ import logging
 from pathlib import Path
 
 from mkrec.errors import MkrecError
+from mkrec.layout.model import BootKind, BootLoader
 from mkrec.restore.commands import (
     chroot_argv,
     efibootmgr_argv,
@@ -16,7 +17,6 @@ from mkrec.restore.commands import (
     grub_efi_argv,
     grub_modules_for,
 )
-from mkrec.restore.model import BootKind, SavedBoot
 from mkrec.restore.mounts import bind_system, unbind
 from mkrec.restore.plan import Plan
 from mkrec.restore.sfdisk import partition_node
@@ -25,6 +25,7 @@ from mkrec.runner import run, which
 log = logging.getLogger("mkrec.restore")
 
 EFIVARS = Path("/sys/firmware/efi/efivars")
+EFI_FALLBACK = "\\EFI\\BOOT\\BOOTX64.EFI"  # the NVRAM entry's loader: the path every firmware boots
 
 
 def has_own(root: Path, tool: str) -> bool:
@@ -47,10 +48,10 @@ def _in_chroot(root: Path, argv: list[str]) -> None:
         unbind(binds)
 
 
-def install_boot(plan: Plan, boot: SavedBoot, root: Path) -> None:
+def install_boot(plan: Plan, boot: BootLoader, root: Path) -> None:
     if boot.kind is BootKind.NONE:
         return
-    disk, label = target_disk(plan, boot.disk)
+    disk, label = target_disk(plan, boot.disk or "")
     if boot.kind is BootKind.GRUB_BIOS:
         if has_own(root, "grub-install"):
             _in_chroot(root, grub_bios_argv(disk))
@@ -67,8 +68,9 @@ def install_boot(plan: Plan, boot: SavedBoot, root: Path) -> None:
             run(extlinux_argv(root / "boot"))
 
 
-def _install_efi(plan: Plan, boot: SavedBoot, root: Path, disk: str) -> None:
-    esp = plan.system.fs_on(boot.esp)
+def _install_efi(plan: Plan, boot: BootLoader, root: Path, disk: str) -> None:
+    esp_node = f"/dev/{boot.esp}" if boot.esp else ""
+    esp = plan.system.fs_on(esp_node)
     if esp is not None and esp.raw:
         # The ESP came back block for block: its loaders are the saved ones, byte for byte.
         log.info("    %s: ESP restored as an image, its EFI loaders are the saved ones", boot.esp)
@@ -87,12 +89,12 @@ def _install_efi(plan: Plan, boot: SavedBoot, root: Path, disk: str) -> None:
         log.warning("warning: efibootmgr is missing: no NVRAM entry made (the fallback path boots)")
         return
     number = next(
-        (n for saved, n in _esp_numbers(plan) if saved == boot.esp),
+        (n for saved, n in _esp_numbers(plan) if saved == esp_node),
         None,
     )
     if number is None:
         raise MkrecError(f"GRUB EFI: the ESP {boot.esp} is not a partition of a restored disk")
-    run(efibootmgr_argv(disk, number, boot.efi_loader))
+    run(efibootmgr_argv(disk, number, EFI_FALLBACK))
 
 
 def _esp_numbers(plan: Plan) -> list[tuple[str, int]]:

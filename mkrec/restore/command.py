@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import getpass
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,7 @@ from mkrec.restore.plan import Plan, make_plan, render_plan
 from mkrec.restore.resize import min_fs_bytes
 from mkrec.restore.sfdisk import parse_dump, render_script
 from mkrec.restore.source import RestoreSet, open_set
+from mkrec.restore.stack import LuksKey
 from mkrec.runner import run
 from mkrec.sizes import format_size
 
@@ -40,6 +42,8 @@ class Request:
     output: Path = Path("/tmp/changed.txt")
     resize_swap: bool = False
     after: str = ""  # unattended: poweroff | reboot | shell once it is done
+    luks_key: Path | None = None  # the new LUKS passphrase as a key file
+    luks_iterations: int = 0
 
 
 def request_from_args(ctx: Context, args: argparse.Namespace) -> Request:
@@ -54,6 +58,8 @@ def request_from_args(ctx: Context, args: argparse.Namespace) -> Request:
         output=args.output or Path("/tmp/changed.txt"),
         resize_swap=args.resize_swap,
         after=str(ctx.config.restore.after) if args.unattended else "",
+        luks_key=args.luks_key,
+        luks_iterations=args.luks_pbkdf_iterations,
     )
 
 
@@ -117,6 +123,23 @@ def check_fits(plan: Plan) -> None:
                 )
 
 
+def luks_key(req: Request, plan: Plan, asker: ask.Input | None) -> LuksKey | None:
+    """The new passphrase for the LUKS containers: --luks-key, else asked (twice) on the terminal."""
+    if not plan.system.luks:
+        return None
+    if req.luks_key is not None:
+        if not req.luks_key.is_file():
+            raise MkrecError(f"--luks-key {req.luks_key}: no such file; nothing was written")
+        return LuksKey(req.luks_key.resolve(), pbkdf_iterations=req.luks_iterations)
+    if asker is None:
+        return None  # the LUKS step stops with what to do
+    names = ", ".join(c.name for c in plan.system.luks)
+    first = getpass.getpass(f"New passphrase for the LUKS container(s) {names}: ")
+    if not first or first != getpass.getpass("The same passphrase again: "):
+        raise MkrecError("the passphrases are empty or differ; nothing was written")
+    return LuksKey(passphrase=first, pbkdf_iterations=req.luks_iterations)
+
+
 def run_restore(req: Request) -> int:
     asker = None if req.yes or not ask.interactive() else input
     if req.action in ("start", "clone"):
@@ -125,8 +148,9 @@ def run_restore(req: Request) -> int:
             print(render_plan(plan))
             plan = edit_clone_tables(plan, asker)
         ask.confirm_erase(render_plan(plan), req.yes, asker)
+        key = luks_key(req, plan, asker)
         try:
-            restore_disks(plan, reader, req.target, ask_each=asker if req.action == "clone" else None)
+            restore_disks(plan, reader, req.target, asker if req.action == "clone" else None, key)
         finally:
             reader.close()
         finish_unattended(req.after)

@@ -20,6 +20,7 @@ from mkrec.restore.mounts import mount_all, mounts_below, umount_all, where
 from mkrec.restore.plan import FsTarget, Plan
 from mkrec.restore.runlog import RunLog
 from mkrec.restore.source import RestoreSet
+from mkrec.restore.stack import LuksKey, activate_layer, layers, make_layer
 from mkrec.restore.steps import Steps
 from mkrec.restore.unpack import unpack_tar, write_raw
 from mkrec.runner import run
@@ -78,22 +79,41 @@ def fix_system_files(plan: Plan, root: Path) -> None:
             path.write_text(text)
 
 
-def restore_disks(plan: Plan, reader: RestoreSet, root: Path, ask_each: Input | None = None) -> None:
+def restore_disks(
+    plan: Plan, reader: RestoreSet, root: Path, ask_each: Input | None = None, key: LuksKey | None = None
+) -> None:
     with RunLog() as runlog:
         journal = open_journal(plan, root)
         steps = Steps(journal, plan.action, ask_each)
         try:
-            _run(plan, reader, root, steps, journal, runlog)
+            _run(plan, reader, root, steps, journal, runlog, key)
         finally:
             if str(root) in mounts_below(root):
                 runlog.detach()
                 umount_all(root)
 
 
-def _run(plan: Plan, reader: RestoreSet, root: Path, steps: Steps, journal: Journal, runlog: RunLog) -> None:
+def _run(
+    plan: Plan,
+    reader: RestoreSet,
+    root: Path,
+    steps: Steps,
+    journal: Journal,
+    runlog: RunLog,
+    key: LuksKey | None,
+) -> None:
     for d in plan.disks:
         steps.run(
             f"table:{d.device}", f"Partition table on {d.device}", partial(write_table, d.device, d.table)
+        )
+    nodes = plan.nodes()
+    for layer in layers(plan.system.raids, plan.system.vgs, plan.system.luks):
+        kind = type(layer).__name__
+        steps.run(
+            f"layer:{kind}:{layer.name}",
+            f"{kind} {layer.name}",
+            partial(make_layer, layer, nodes, key, run),
+            again=partial(activate_layer, layer, nodes, key, run),
         )
     for f in plan.filesystems:
         if f.saved.raw:

@@ -7,12 +7,12 @@ from pathlib import Path, PurePosixPath
 
 from mkrec.backup.manifest import StreamRecord
 from mkrec.errors import MkrecError
-from mkrec.layout.model import Disk, Layout
-from mkrec.restore.model import BootKind, SavedBoot, SavedDisk, SavedFs, SavedSystem
+from mkrec.layout.model import BootKind, Disk, Layout
+from mkrec.layout.textfmt import LAYOUT_FILE
+from mkrec.restore.model import SavedDisk, SavedFs, SavedSystem
 from mkrec.restore.sfdisk import Partition, Table
 from mkrec.restore.source import RestoreSet, stream_for
 
-LAYOUT_FILE = "layout.toml"
 RESCUE_RECOVERY = Path("/etc/recovery")
 
 
@@ -102,12 +102,16 @@ def saved_system(layout: Layout, streams: dict[str, StreamRecord], set_id: str =
                 size=sw.size or 0,
             )
         )
-    boots = tuple(
-        SavedBoot(kind=BootKind(b.kind.value), disk=_dev(b.disk), esp=_dev(b.esp))
-        for b in layout.boot
-        if b.kind.value != BootKind.NONE
+    boots = tuple(b for b in layout.boot if b.kind is not BootKind.NONE)
+    return SavedSystem(
+        disks,
+        tuple(filesystems),
+        boots,
+        set_id or layout.captured,
+        raids=layout.raids,
+        vgs=layout.vgs,
+        luks=layout.luks,
     )
-    return SavedSystem(disks, tuple(filesystems), boots, set_id or layout.captured)
 
 
 def read_saved_layout(reader: RestoreSet | None, explicit: Path | None) -> Layout:

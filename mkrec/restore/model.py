@@ -1,20 +1,19 @@
-"""What the restore engine needs to know about the saved system: the restore-side view of a captured
-layout. The layout package owns capture and the layout file; `layout_adapter` turns its model into
-this one, so the engine does not depend on every field of the capture format."""
+"""What the restore engine needs to know about the saved system. The layout package's model
+(mkrec.layout.model) is the one model of a captured system: boot loaders, RAID arrays, volume groups
+and LUKS containers are used as they are. Only two restore-side types remain, each adding what the
+layout does not have:
+
+- SavedDisk: the disk as a partition Table the restore writes, edits (clone-disk's editable sfdisk
+  script) and compares after writing (restore.sfdisk: sector-exact, the sfdisk dump format);
+- SavedFs: a filesystem or swap joined with where its data is in the backup set (tar or image stream
+  from the manifest), its mount point relative to the restored root, and its fstab options."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import StrEnum
 
+from mkrec.layout.model import BootLoader, LuksContainer, RaidArray, VolumeGroup
 from mkrec.restore.sfdisk import Table, partition_node
-
-
-class BootKind(StrEnum):
-    GRUB_BIOS = "grub-bios"
-    GRUB_EFI = "grub-efi"
-    EXTLINUX = "extlinux"
-    NONE = "none"
 
 
 @dataclass(frozen=True)
@@ -57,19 +56,14 @@ class SavedFs:
 
 
 @dataclass(frozen=True)
-class SavedBoot:
-    kind: BootKind = BootKind.NONE
-    disk: str = ""  # the saved disk the BIOS loader or the NVRAM entry points at
-    esp: str = ""  # the saved ESP node (GRUB EFI)
-    efi_loader: str = "\\EFI\\BOOT\\BOOTX64.EFI"  # the NVRAM entry's loader path on the ESP
-
-
-@dataclass(frozen=True)
 class SavedSystem:
     disks: tuple[SavedDisk, ...]
     filesystems: tuple[SavedFs, ...]
-    boots: tuple[SavedBoot, ...] = ()  # GRUB BIOS and GRUB EFI can both be there (hybrid disks)
+    boots: tuple[BootLoader, ...] = ()  # GRUB BIOS and GRUB EFI can both be there (hybrid disks)
     set_id: str = ""  # the backup set this layout belongs to
+    raids: tuple[RaidArray, ...] = ()  # recreated before anything on top of them (layout order)
+    vgs: tuple[VolumeGroup, ...] = ()
+    luks: tuple[LuksContainer, ...] = ()
 
     def disk(self, name: str) -> SavedDisk:
         for disk in self.disks:

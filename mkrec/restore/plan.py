@@ -15,6 +15,7 @@ from mkrec.restore.mapping import Chooser, DiskChoice, map_disks
 from mkrec.restore.model import SavedFs, SavedSystem
 from mkrec.restore.resize import Row, clone_layout, min_fs_bytes, render_rows
 from mkrec.restore.sfdisk import Table, partition_node, render_script
+from mkrec.restore.stack import Nodes, below, layers, provides
 from mkrec.sizes import format_size
 
 
@@ -62,8 +63,16 @@ class Plan:
                 out[d.choice.saved.node(p.number)] = partition_node(d.device, p.number)
         return out
 
+    def nodes(self) -> Nodes:
+        return stack_nodes(self.node_map(), self.system)
+
     def target(self, mountpoint: str) -> FsTarget | None:
         return next((f for f in self.filesystems if f.saved.mountpoint == mountpoint), None)
+
+
+def stack_nodes(partitions: dict[str, str], system: SavedSystem) -> Nodes:
+    lvs = frozenset(f"{vg.name}/{lv.name}" for vg in system.vgs for lv in vg.lvs)
+    return Nodes(partitions, lvs, frozenset(c.name for c in system.luks))
 
 
 def _partition_of(fs: SavedFs, system: SavedSystem) -> tuple[str, int] | None:
@@ -105,11 +114,19 @@ def make_plan(
         disk_plans.append(DiskPlan(choice, layout.table, layout.rows))
     targets = []
     by_disk = {d.choice.saved.name: d for d in disk_plans}
+    nodes = stack_nodes(
+        {
+            d.choice.saved.node(p.number): partition_node(d.device, p.number)
+            for d in disk_plans
+            for p in d.table.partitions
+        },
+        system,
+    )
     for fs in system.filesystems:
         where = _partition_of(fs, system)
         if where is None:
-            # On RAID, LVM or LUKS: the same name once those are recreated.
-            targets.append(FsTarget(fs, fs.device, 0))
+            # On RAID, LVM or LUKS: its node once those are recreated.
+            targets.append(FsTarget(fs, nodes(fs.device.removeprefix("/dev/")), 0))
             continue
         dp = by_disk[where[0]]
         part = dp.table.partition(where[1])
@@ -135,6 +152,11 @@ def render_plan(plan: Plan) -> str:
         )
         if d.rows:
             lines += ["    " + line for line in render_rows(d.rows).splitlines()]
+    nodes = plan.nodes()
+    for layer in layers(plan.system.raids, plan.system.vgs, plan.system.luks):
+        on = ", ".join(nodes(n) for n in below(layer))
+        made = ", ".join(provides(layer))
+        lines.append(f"  CREATE {type(layer).__name__} {made} on {on}")
     for f in plan.filesystems:
         fs = f.saved
         what = "raw image" if fs.raw else ("tar" if fs.stream else "empty")

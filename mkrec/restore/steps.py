@@ -20,9 +20,15 @@ class Steps:
         self.action = action
         self.ask_each = ask_each  # clone-disk on a terminal: each step can be skipped
 
-    def run(self, name: str, title: str, fn: Callable[[], None]) -> None:
+    def run(
+        self, name: str, title: str, fn: Callable[[], None], again: Callable[[], None] | None = None
+    ) -> None:
+        """again: for a step that finished in an earlier run, what makes its result usable now (a
+        RAID array assembled, a LUKS container opened after a reboot)."""
         if self.journal.done(name):
             log.info("    %s: finished in an earlier run, skipped", title)
+            if again is not None:
+                again()
             return
         if self.ask_each is not None and not ask_step(title, self.ask_each):
             log.info("    %s: skipped on request", title)
