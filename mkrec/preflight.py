@@ -18,7 +18,6 @@ from mkrec.config import Config, Mode
 from mkrec.context import Context
 from mkrec.errors import MkrecError
 from mkrec.kernel import find_kernel
-from mkrec.rescue import measured_rescue_size
 from mkrec.runner import run_json, which
 from mkrec.sizes import format_size
 from mkrec.tools import PACKAGE, needed_tools
@@ -161,10 +160,7 @@ def _meminfo(key: str) -> int:
 
 def check_ram(ctx: Context) -> Iterable[Result]:
     total = _meminfo("MemTotal")
-    # The last build's measured size when there is one. Twice it: the kernel unpacks the initrds
-    # into a tmpfs root, which may take at most half of the RAM.
-    measured = measured_rescue_size(ctx.staging)
-    need = 2 * measured if measured else RESCUE_RAM_ESTIMATE
+    need = RESCUE_RAM_ESTIMATE
     detail = f"{format_size(total)} RAM; the rescue system needs about {format_size(need)} unpacked"
     if total < need:
         yield fail("ram", detail, "the rescue system will not fit; add RAM or trim [rescue] modules")
