@@ -189,6 +189,8 @@ def test_iso_contents_checksums_and_boot_records(built: Built) -> None:
 
 def _check_shell(guest: Guest) -> None:
     guest.expect(MARKER, BOOT_TIMEOUT)
+    # Shown with pytest -s: the boot time from QEMU start to the rescue shell.
+    print(f"\n{guest.log.parent.name}: rescue shell after {time.monotonic() - guest.started:.1f} s")
     code, out = guest.command("sfdisk --version; mkfs.xfs -V; lvm version | head -1")
     assert code == 0, out
     assert "sfdisk from util-linux" in out and "mkfs.xfs version" in out and "LVM version" in out
