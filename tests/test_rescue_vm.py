@@ -20,6 +20,8 @@ import pytest
 
 from mkrec.config import config_from_dict
 from mkrec.context import Context
+from mkrec.errors import MkrecError
+from mkrec.iso import BootPayload
 from mkrec.layout import capture_for_build
 from mkrec.rescue import build_rescue, write_rescue_set
 from mkrec.rescue.rdbase import MARKER
@@ -114,6 +116,7 @@ BOOT_TIMEOUT = 240  # TCG on two cores: about 35 s here; generous for a loaded m
 class Built:
     iso: Path
     ctx: Context
+    payload: BootPayload
     seconds: float
 
 
@@ -130,8 +133,27 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Built:
     ctx = Context(config, staging=tmp / "isofs", hostname="rescuetest", started=datetime(2026, 11, 23, 7, 12))
     start = time.monotonic()
     capture_for_build(ctx)
-    iso = write_rescue_set(ctx, build_rescue(ctx))
-    return Built(iso, ctx, time.monotonic() - start)
+    payload = build_rescue(ctx)
+    iso = write_rescue_set(ctx, payload)
+    return Built(iso, ctx, payload, time.monotonic() - start)
+
+
+def test_same_day_set_is_replaced_only_when_the_new_one_is_complete(built: Built, tmp_path: Path) -> None:
+    ctx = Context(
+        config_from_dict({"build": {"mode": "rescue", "output": str(tmp_path / "out")}}),
+        staging=built.ctx.staging,
+        hostname=built.ctx.hostname,
+        started=built.ctx.started,
+    )
+    ctx.set_dir.mkdir(parents=True)
+    (ctx.set_dir / "old-volume.iso").write_text("the set written earlier today")
+    broken = BootPayload((*built.payload.entries, (tmp_path / "vanished", "/x")), built.payload.boot)
+    with pytest.raises((MkrecError, OSError)):
+        write_rescue_set(ctx, broken)
+    assert (ctx.set_dir / "old-volume.iso").exists(), "a failed run keeps the earlier set"
+    iso = write_rescue_set(ctx, built.payload)
+    assert sorted(p.name for p in ctx.set_dir.iterdir()) == sorted(["SHA256SUMS", iso.name])
+    assert [p.name for p in ctx.set_dir.parent.iterdir()] == [ctx.set_dir.name]
 
 
 def _read(iso: pycdlib.PyCdlib, path: str) -> bytes:
@@ -189,6 +211,9 @@ def test_iso_contents_checksums_and_boot_records(built: Built) -> None:
 
 def _check_shell(guest: Guest) -> None:
     guest.expect(MARKER, BOOT_TIMEOUT)
+    welcome = guest.text()
+    assert "mkrec rescue system for rescuetest" in welcome and "Backup of 2026-11-23 07:12" in welcome
+    assert "start-restore" in welcome and "clone-disk" in welcome
     # Shown with pytest -s: the boot time from QEMU start to the rescue shell.
     print(f"\n{guest.log.parent.name}: rescue shell after {time.monotonic() - guest.started:.1f} s")
     code, out = guest.command("sfdisk --version; mkfs.xfs -V; lvm version | head -1")
