@@ -19,6 +19,9 @@ from mkrec.layout.model import LuksContainer, RaidArray, VolumeGroup
 # consult a devices file written for another machine.
 LVM_CONFIG = "devices { use_devicesfile=0 } activation { udev_sync=0 udev_rules=0 }"
 
+# ... and libdevmapper (cryptsetup) must not wait for udev to confirm the nodes it makes.
+NO_UDEV = {"DM_DISABLE_UDEV": "1"}
+
 Layer = RaidArray | VolumeGroup | LuksContainer
 
 
@@ -214,8 +217,12 @@ def make_layer(layer: Layer, nodes: Nodes, key: LuksKey | None, run: Runner) -> 
                 f"LUKS container {layer.name} on {devs[0]} needs a new passphrase",
                 hint="give a key file with --luks-key FILE, or run it on a terminal",
             )
-        run(luks_format_argv(layer, devs[0], key.argv_file(), key.pbkdf_iterations), input=key.stdin())
-        run(luks_open_argv(layer, devs[0], key.argv_file()), input=key.stdin())
+        run(
+            luks_format_argv(layer, devs[0], key.argv_file(), key.pbkdf_iterations),
+            input=key.stdin(),
+            env=NO_UDEV,
+        )
+        run(luks_open_argv(layer, devs[0], key.argv_file()), input=key.stdin(), env=NO_UDEV)
 
 
 def activate_layer(layer: Layer, nodes: Nodes, key: LuksKey | None, run: Runner) -> None:
@@ -228,6 +235,6 @@ def activate_layer(layer: Layer, nodes: Nodes, key: LuksKey | None, run: Runner)
     elif isinstance(layer, VolumeGroup):
         run(vgchange_argv(layer))
     elif key is not None:
-        run(luks_open_argv(layer, devs[0], key.argv_file()), input=key.stdin())
+        run(luks_open_argv(layer, devs[0], key.argv_file()), input=key.stdin(), env=NO_UDEV)
     else:
         raise MkrecError(f"LUKS container {layer.name} must be opened again", hint="give --luks-key FILE")
