@@ -23,15 +23,27 @@ def require_available(mode: Mode) -> None:
         )
 
 
+def require_separate_path(ctx: Context) -> None:
+    """Mode path puts the backup in [path] dir/<host>/<date>/ and the rescue disc in
+    [build] output/<host>/<date>/; each replaces its directory whole, so they must differ."""
+    cfg = ctx.config
+    if cfg.build.mode is Mode.PATH and cfg.path.dir and cfg.path.dir.resolve() == cfg.build.output.resolve():
+        die(
+            f"[path] dir and [build] output are the same directory ({cfg.path.dir})",
+            hint="the rescue disc goes to [build] output: point [path] dir elsewhere",
+        )
+
+
 def build(ctx: Context) -> None:
     mode = ctx.config.build.mode
     require_available(mode)
+    require_separate_path(ctx)
     with step("Capturing the disk layout"):
         capture_for_build(ctx)
     with step("Building the rescue system"):
         rescue = build_rescue(ctx)
-    if mode is Mode.RESCUE:
+    if not mode.needs_volumes():  # in mode cd, volume 1 itself is the rescue disc
         with step("Writing the rescue disc"):
             write_rescue_set(ctx, rescue)
-    else:
+    if mode.writes_backup():
         run_backup(ctx, rescue)

@@ -158,10 +158,19 @@ def _meminfo(key: str) -> int:
     return 0
 
 
+def rescue_ram_need(ctx: Context) -> int:
+    """RAM the rescue system needs: the kernel unpacks both initrds into its rootfs, which may fill
+    only half the RAM, so twice what the last build measured (an estimate before the first build)."""
+    from mkrec.rescue import measured_rescue_size
+
+    measured = measured_rescue_size(ctx.staging)
+    return 2 * measured if measured else RESCUE_RAM_ESTIMATE
+
+
 def check_ram(ctx: Context) -> Iterable[Result]:
     total = _meminfo("MemTotal")
-    need = RESCUE_RAM_ESTIMATE
-    detail = f"{format_size(total)} RAM; the rescue system needs about {format_size(need)} unpacked"
+    need = rescue_ram_need(ctx)
+    detail = f"{format_size(total)} RAM; the rescue system needs about {format_size(need)}"
     if total < need:
         yield fail("ram", detail, "the rescue system will not fit; add RAM or trim [rescue] modules")
     elif total < 2 * need:
@@ -256,6 +265,12 @@ def check_mode(ctx: Context) -> Iterable[Result]:
             yield fail("path", "mode path needs [path] dir", 'set [path] dir = "/mnt/backup"')
         elif not target.is_dir():
             yield fail("path", f"{target} is not a directory", "create it, or mount the NFS/SMB share there")
+        elif target.resolve() == cfg.build.output.resolve():
+            yield fail(
+                "path",
+                f"{target} is also [build] output, where the rescue disc goes",
+                "point [path] dir at another directory",
+            )
         elif not os.access(target, os.W_OK):
             yield fail(
                 "path", f"{target} is not writable", "fix its permissions or the share's mount options"

@@ -126,8 +126,19 @@ def test_output_on_a_raw_partition_fails(tmp_path: Path, loop_disks) -> None:  #
     assert ok.status is pf.Status.PASS
 
 
+def test_ram_need_follows_the_last_measured_rescue_build(tmp_path: Path) -> None:
+    from mkrec.rescue import SIZE_FILE
+
+    ctx = Context(Config(), staging=tmp_path / "isofs")
+    assert pf.rescue_ram_need(ctx) == pf.RESCUE_RAM_ESTIMATE  # nothing built yet
+    (tmp_path / "isofs").mkdir()
+    (tmp_path / "isofs" / SIZE_FILE).write_text('{"unpacked": 160000000}')
+    assert pf.rescue_ram_need(ctx) == 320000000
+
+
 def test_ram(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     ctx = ctx_with(tmp_path)
+    monkeypatch.setattr(pf, "rescue_ram_need", lambda ctx: pf.RESCUE_RAM_ESTIMATE)
     for total, status in [
         (8 * 1024**3, pf.Status.PASS),
         (768 * 1024**2, pf.Status.WARN),
@@ -185,6 +196,12 @@ def test_mode_path(tmp_path: Path) -> None:
     assert only(rows(pf.check_mode, missing)).detail.endswith("is not a directory")
     ok = ctx_with(tmp_path, build={"mode": "path"}, path={"dir": str(tmp_path)})
     assert only(rows(pf.check_mode, ok)).status is pf.Status.PASS
+    (tmp_path / "out").mkdir()
+    same = ctx_with(tmp_path, build={"mode": "path"}, path={"dir": str(tmp_path / "out")})
+    row = only(rows(pf.check_mode, same))
+    assert row.status is pf.Status.FAIL and row.detail.endswith(
+        "is also [build] output, where the rescue disc goes"
+    )
 
 
 def test_mode_tape(tmp_path: Path) -> None:
