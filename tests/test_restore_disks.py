@@ -468,3 +468,33 @@ def test_start_restore_mbr_disk(loop_disks: LoopDisks, tmp_path: Path) -> None:
     restore("start", saved, target, tmp_path / "target")
     loop_disks.rescan(target)
     check_same_system(src, target, loop_disks, tmp_path / "check", same_table=True)
+
+
+# ---- compare ----
+
+
+def test_compare_a_live_tree_against_the_backup(loop_disks: LoopDisks, tmp_path: Path) -> None:
+    disk, part = one_partition_disk(loop_disks, "64M")
+    sh("mkfs.ext4", "-q", "-L", "live", part)
+    root = loop_disks.mount(part, tmp_path / "live")
+    (root / "data").mkdir()
+    (root / "etc").mkdir()
+    _corpus(root)
+    sh("sync")
+    capture([disk], tmp_path / "recovery", root, "live", STARTED)
+    set_dir = real_backup(root, tmp_path, "path")
+    (root / "data" / "corpus" / "text.txt").write_text("changed\n")
+    (root / "data" / "corpus" / "new file").write_text("added\n")
+    (root / "etc" / "deep" / "er" / "f").unlink()
+    os.chmod(root / "data" / "corpus" / "secret", 0o644)
+    out = tmp_path / "changed.txt"
+    proc = mkrec("compare", "--source", str(set_dir), "--layout", str(tmp_path / "recovery"),
+                 "--target", str(root), "--output", str(out))  # fmt: skip
+    assert out.read_text().splitlines() == [
+        "changed /data/corpus/hardlink.txt",  # one inode with text.txt: both names changed
+        "added /data/corpus/new file",
+        "changed /data/corpus/secret",
+        "changed /data/corpus/text.txt",
+        "missing /etc/deep/er/f",
+    ]
+    assert f"3 changed, 1 added, 1 missing (list in {out})" in proc.stdout

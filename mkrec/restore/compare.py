@@ -60,6 +60,19 @@ def differs(e: Entry, path: Path, st: os.stat_result) -> bool:
     return False
 
 
+def _link_changed(e: Entry, top: Path, st: os.stat_result, changed: set[str]) -> bool:
+    """A hard link (tar stores it once, as a link to the first name) changed with its first name's
+    data, or is no longer a link to it."""
+    if e.type != "hardlink":
+        return False
+    first = _norm(e.link)
+    try:
+        same = (top / first).lstat().st_ino == st.st_ino
+    except FileNotFoundError:
+        return True
+    return not same or first in changed
+
+
 def walk(top: Path) -> Iterable[str]:
     """Paths below top, relative, staying on top's filesystem."""
     dev = top.stat().st_dev
@@ -77,6 +90,7 @@ def compare_tree(entries: Iterable[Entry], top: Path, mountpoint: str) -> list[t
     """(kind, absolute path on the system) for every difference between the catalog and top."""
     found: list[tuple[str, str]] = []
     known: set[str] = set()
+    changed: set[str] = set()
 
     def shown(rel: str) -> str:
         return mountpoint if rel == "." else os.path.join(mountpoint, rel)
@@ -90,8 +104,9 @@ def compare_tree(entries: Iterable[Entry], top: Path, mountpoint: str) -> list[t
         except FileNotFoundError:
             found.append(("missing", shown(rel)))
             continue
-        if rel != "." and differs(e, path, st):
+        if rel != "." and (differs(e, path, st) or _link_changed(e, top, st, changed)):
             found.append(("changed", shown(rel)))
+            changed.add(rel)
     for rel in walk(top):
         if rel not in known:
             found.append(("added", shown(rel)))
