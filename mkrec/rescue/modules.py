@@ -22,6 +22,11 @@ DEFAULT_MODULES = (
     # USB sticks and keyboards
     "xhci_pci", "xhci_hcd", "ehci_pci", "ehci_hcd", "ohci_pci", "uhci_hcd", "usb_storage", "uas", "usbhid",
     "hid_generic",
+    # Soft dependencies the kernel asks for by alias at mount/format time (modules.softdep), which
+    # modules.dep does not list: ext4/jbd2 metadata checksums need crc32c, btrfs xxhash and blake2b,
+    # LUKS2 aes-xts plus the AF_ALG sockets cryptsetup uses. Listed first: insmod order is this order.
+    "crc32c_generic", "crc32c_intel", "libcrc32c", "xxhash_generic", "blake2b_generic",
+    "xts", "af_alg", "algif_skcipher", "algif_hash",
     # filesystems and the layers under them
     "isofs", "vfat", "nls_cp437", "nls_iso8859_1", "nls_utf8", "ext4", "xfs", "btrfs", "loop",
     "dm_mod", "dm_crypt", "raid0", "raid1", "raid10", "raid456", "md_mod", "efivarfs",
