@@ -26,7 +26,7 @@ DEFAULT_MODULES = (
     # modules.dep does not list: ext4/jbd2 metadata checksums need crc32c, btrfs xxhash and blake2b,
     # LUKS2 aes-xts plus the AF_ALG sockets cryptsetup uses. Listed first: insmod order is this order.
     "crc32c_generic", "crc32c_intel", "libcrc32c", "xxhash_generic", "blake2b_generic",
-    "xts", "af_alg", "algif_skcipher", "algif_hash",
+    "ecb", "xts", "af_alg", "algif_skcipher", "algif_hash",
     # filesystems and the layers under them
     "isofs", "vfat", "nls_cp437", "nls_iso8859_1", "nls_utf8", "ext4", "xfs", "btrfs", "loop",
     "dm_mod", "dm_crypt", "raid0", "raid1", "raid10", "raid456", "md_mod", "efivarfs",
