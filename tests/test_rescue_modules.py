@@ -115,3 +115,31 @@ def test_real_kernel_soft_dependencies_load_first() -> None:
             assert min(packed) < names.index(module), f"{wanted} loads after {module}"
             checked += 1
     assert checked >= 2  # ext4 and jbd2 at least
+
+
+def test_parse_softdeps_resolves_aliases_and_merges_lines() -> None:
+    softdep = (
+        "# comment\n"
+        "softdep ext4 pre: crypto-crc32c\n"
+        "softdep btrfs pre: blake2b-256\n"
+        "softdep btrfs pre: sha256 post: late_mod\n"
+        "softdep cifs gcm\n"  # no pre: section
+    )
+    alias = (
+        "alias crypto-crc32c crc32c_generic\n"
+        "alias crypto-crc32c crc32c-intel\n"
+        "alias blake2b-256 blake2b_generic\n"
+        "alias sha256 sha256_ssse3\n"
+    )
+    known = ["crc32c_generic", "crc32c_intel", "blake2b_generic", "late_mod"]  # sha256_ssse3 absent
+    assert modules.parse_softdeps(softdep, alias, known) == {
+        "ext4": ("crc32c_generic", "crc32c_intel"),
+        "btrfs": ("blake2b_generic",),
+        "cifs": (),
+    }
+
+
+def test_resolve_loads_soft_dependencies_first() -> None:
+    index = modules.parse_modules_dep("fs/ext4.ko: fs/jbd2.ko\nfs/jbd2.ko:\ncrypto/crc32c_generic.ko:\n")
+    index = modules.replace(index, softdeps={"ext4": ("crc32c_generic",)})
+    assert modules.resolve(index, ["ext4"]) == ["crypto/crc32c_generic.ko", "fs/jbd2.ko", "fs/ext4.ko"]

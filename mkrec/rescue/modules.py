@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from mkrec.errors import MkrecError
@@ -22,11 +22,10 @@ DEFAULT_MODULES = (
     # USB sticks and keyboards
     "xhci_pci", "xhci_hcd", "ehci_pci", "ehci_hcd", "ohci_pci", "uhci_hcd", "usb_storage", "uas", "usbhid",
     "hid_generic",
-    # Soft dependencies the kernel asks for by alias at mount/format time (modules.softdep), which
-    # modules.dep does not list: ext4/jbd2 metadata checksums need crc32c, btrfs xxhash and blake2b,
-    # LUKS2 aes-xts plus the AF_ALG sockets cryptsetup uses. Listed first: insmod order is this order.
-    "crc32c_generic", "crc32c_intel", "libcrc32c", "xxhash_generic", "blake2b_generic",
-    "ecb", "xts", "af_alg", "algif_skcipher", "algif_hash",
+    # Requested by name at run time, not through any dependency: LUKS2's aes-xts cipher (dm-crypt
+    # asks for "xts(aes)") and the AF_ALG sockets cryptsetup uses. (Soft dependencies such as
+    # ext4 -> crc32c come from modules.softdep in resolve().)
+    "xts", "af_alg", "algif_skcipher", "algif_hash",
     # filesystems and the layers under them
     "isofs", "vfat", "nls_cp437", "nls_iso8859_1", "nls_utf8", "ext4", "xfs", "btrfs", "loop",
     "dm_mod", "dm_crypt", "raid0", "raid1", "raid10", "raid456", "md_mod", "efivarfs",
@@ -38,6 +37,9 @@ class ModuleIndex:
     paths: dict[str, str]  # module name -> path relative to /lib/modules/<version>
     deps: dict[str, tuple[str, ...]]  # module name -> names it depends on
     builtin: frozenset[str]
+    # module name -> modules to load before it (modules.softdep "pre:", aliases resolved): what the
+    # kernel requests by alias at run time, e.g. ext4 -> crc32c for metadata checksums.
+    softdeps: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 def module_name(path: str) -> str:
@@ -62,10 +64,37 @@ def parse_modules_dep(text: str, builtin_text: str = "") -> ModuleIndex:
     return ModuleIndex(paths, deps, builtin)
 
 
+def parse_softdeps(softdep_text: str, alias_text: str, known: Iterable[str]) -> dict[str, tuple[str, ...]]:
+    """modules.softdep "pre:" entries, each alias (crypto-crc32c) resolved through modules.alias to
+    the modules that provide it (crc32c_generic, crc32c_intel); names no module provides (built in,
+    or absent from this kernel) are dropped."""
+    known = set(known)
+    providers: dict[str, set[str]] = {}
+    for line in alias_text.splitlines():
+        parts = line.split()
+        if len(parts) == 3 and parts[0] == "alias":
+            providers.setdefault(parts[1], set()).add(parts[2].replace("-", "_"))
+    softdeps: dict[str, tuple[str, ...]] = {}
+    for line in softdep_text.splitlines():
+        parts = line.split()
+        if len(parts) < 3 or parts[0] != "softdep":
+            continue
+        pre = parts[3:] if parts[2] == "pre:" else []
+        pre = pre[: pre.index("post:")] if "post:" in pre else pre
+        found = [m for want in pre for m in sorted(providers.get(want, set()) | {want.replace("-", "_")})]
+        name = parts[1].replace("-", "_")  # a module may have several softdep lines
+        softdeps[name] = tuple(dict.fromkeys([*softdeps.get(name, ()), *(m for m in found if m in known)]))
+    return softdeps
+
+
 def load_index(moddir: Path) -> ModuleIndex:
-    builtin = moddir / "modules.builtin"
-    return parse_modules_dep(
-        (moddir / "modules.dep").read_text(), builtin.read_text() if builtin.is_file() else ""
+    def text(name: str) -> str:
+        path = moddir / name
+        return path.read_text() if path.is_file() else ""
+
+    index = parse_modules_dep(text("modules.dep"), text("modules.builtin"))
+    return replace(
+        index, softdeps=parse_softdeps(text("modules.softdep"), text("modules.alias"), index.paths)
     )
 
 
@@ -81,7 +110,7 @@ def resolve(index: ModuleIndex, wanted: Iterable[str], required: Iterable[str] =
             return
         if name in chain:
             raise MkrecError(f"modules.dep: dependency loop {' -> '.join((*chain, name))}")
-        for dep in index.deps.get(name, ()):
+        for dep in (*index.softdeps.get(name, ()), *index.deps.get(name, ())):
             visit(dep, (*chain, name))
         seen.add(name)
         order.append(index.paths[name])
