@@ -1,56 +1,109 @@
-"""Booting disks and ISOs under QEMU (TCG) with the serial console captured, for VM tests."""
+"""QEMU guests (TCG) for VM tests: one argv builder and one driver that reads the serial console
+(stdio) and can type into it."""
 
 from __future__ import annotations
 
+import re
 import subprocess
+import threading
 import time
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from pathlib import Path
 
 OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE_4M.fd")
 OVMF_VARS = Path("/usr/share/OVMF/OVMF_VARS_4M.fd")
 
 
-@dataclass
-class Machine:
-    """One QEMU guest: disks and CDs attached in order, BIOS (SeaBIOS) or UEFI (OVMF)."""
-
-    workdir: Path
-    uefi: bool = False
-    memory: str = "1024"
-    disks: list[Path] = field(default_factory=list)
-    cdroms: list[Path] = field(default_factory=list)
-    boot_from_cd: bool = False
-
-    def argv(self, serial_log: Path) -> list[str]:
-        argv = ["qemu-system-x86_64", "-accel", "tcg", "-m", self.memory, "-nographic", "-net", "none"]
-        argv += ["-serial", f"file:{serial_log}", "-monitor", "none", "-no-reboot"]
-        if self.uefi:
-            vars_copy = self.workdir / "OVMF_VARS.fd"
-            vars_copy.write_bytes(OVMF_VARS.read_bytes())
-            argv += ["-machine", "q35"]
-            argv += ["-drive", f"if=pflash,format=raw,readonly=on,file={OVMF_CODE}"]
-            argv += ["-drive", f"if=pflash,format=raw,file={vars_copy}"]
-        for i, disk in enumerate(self.disks):
-            argv += ["-drive", f"file={disk},format=raw,if=virtio,index={i}"]
-        for cd in self.cdroms:
-            argv += ["-drive", f"file={cd},format=raw,media=cdrom,readonly=on"]
-        argv += ["-boot", "d" if self.boot_from_cd else "c"]
-        return argv
-
-    def run_until_poweroff(self, timeout: float, name: str = "serial") -> str:
-        """Boot, wait for the guest to power off (or the timeout), return the serial console text."""
-        log = self.workdir / f"{name}.log"
-        log.write_bytes(b"")
-        proc = subprocess.Popen(
-            self.argv(log), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+class Guest:
+    def __init__(self, argv: list[str], log: Path) -> None:
+        self.log = log
+        self.buffer = b""
+        self.lock = threading.Lock()
+        self.started = time.monotonic()
+        self.proc = subprocess.Popen(
+            argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
         )
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+        self.serial = 0
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        with open(self.log, "wb") as log:
+            while chunk := self.proc.stdout.read1(4096):
+                log.write(chunk)
+                log.flush()
+                with self.lock:
+                    self.buffer += chunk
+
+    def text(self) -> str:
+        with self.lock:
+            return self.buffer.decode(errors="replace")
+
+    def expect(self, pattern: str, timeout: float, since: int = 0) -> re.Match[str]:
         deadline = time.monotonic() + timeout
+        regex = re.compile(pattern)
+        while time.monotonic() < deadline:
+            found = regex.search(self.text(), since)
+            if found:
+                return found
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.2)
+        tail = self.text()[-3000:]
+        raise AssertionError(
+            f"no {pattern!r} on the serial console within {timeout:.0f} s; last output:\n{tail}"
+        )
+
+    def send(self, line: str) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(line.encode() + b"\n")
+        self.proc.stdin.flush()
+
+    def command(self, line: str, timeout: float = 120) -> tuple[int, str]:
+        """Run a shell command line in the guest; returns (exit status, output)."""
+        self.serial += 1
+        begin, end = f"BEGIN-{self.serial}", f"END-{self.serial}"
+        since = len(self.text())
+        self.send(f"echo {begin}; {line}; echo {end}-$?")
+        # The typed line is echoed with "$?" and "; " around the markers: only real output matches.
+        start = self.expect(rf"(?m)^{begin}\r?$", timeout, since)
+        done = self.expect(rf"{end}-(\d+)", timeout, start.end())
+        return int(done.group(1)), self.text()[start.end() : done.start()].replace("\r", "").strip()
+
+    def wait_poweroff(self, timeout: float) -> bool:
+        """Wait for the guest to power off (QEMU exits: -no-reboot); False on timeout."""
         try:
-            while proc.poll() is None and time.monotonic() < deadline:
-                time.sleep(0.5)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-        return log.read_bytes().decode(errors="replace")
+            self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return False
+        self.reader.join(timeout=5)
+        return True
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+        self.reader.join(timeout=5)
+
+
+def qemu_argv(media: list[str], workdir: Path, uefi: bool = False, memory: str = "1024") -> list[str]:
+    argv = ["qemu-system-x86_64", "-accel", "tcg", "-m", memory, "-display", "none", "-net", "none"]
+    argv += ["-serial", "stdio", "-monitor", "none", "-no-reboot"]
+    if uefi:
+        vars_copy = workdir / "OVMF_VARS.fd"
+        vars_copy.write_bytes(OVMF_VARS.read_bytes())
+        argv += ["-machine", "q35"]
+        argv += ["-drive", f"if=pflash,format=raw,readonly=on,file={OVMF_CODE}"]
+        argv += ["-drive", f"if=pflash,format=raw,file={vars_copy}"]
+    return argv + media
+
+
+def drive_args(disks: Sequence[Path], cdroms: Sequence[Path] = (), boot_cd: bool = False) -> list[str]:
+    """Disks on virtio, CDs on the IDE bus (up to four), booting from the first CD or disk."""
+    args: list[str] = []
+    for i, disk in enumerate(disks):
+        args += ["-drive", f"file={disk},format=raw,if=virtio,index={i}"]
+    for cd in cdroms:
+        args += ["-drive", f"file={cd},format=raw,media=cdrom,readonly=on"]
+    return [*args, "-boot", "d" if boot_cd else "c"]

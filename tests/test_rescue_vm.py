@@ -6,9 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import re
-import subprocess
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -17,6 +14,7 @@ from pathlib import Path
 
 import pycdlib
 import pytest
+from qemu import OVMF_CODE, Guest, qemu_argv
 
 from mkrec.config import config_from_dict
 from mkrec.context import Context
@@ -25,87 +23,6 @@ from mkrec.iso import BootPayload
 from mkrec.layout import capture_for_build
 from mkrec.rescue import build_rescue, write_rescue_set
 from mkrec.rescue.rdbase import MARKER
-
-# ---- a QEMU guest driven through its serial console (stdio pipes) ----
-OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE_4M.fd")
-OVMF_VARS = Path("/usr/share/OVMF/OVMF_VARS_4M.fd")
-
-
-class Guest:
-    def __init__(self, argv: list[str], log: Path) -> None:
-        self.log = log
-        self.buffer = b""
-        self.lock = threading.Lock()
-        self.started = time.monotonic()
-        self.proc = subprocess.Popen(
-            argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
-        )
-        self.reader = threading.Thread(target=self._read, daemon=True)
-        self.reader.start()
-        self.serial = 0
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        with open(self.log, "wb") as log:
-            while chunk := self.proc.stdout.read1(4096):
-                log.write(chunk)
-                log.flush()
-                with self.lock:
-                    self.buffer += chunk
-
-    def text(self) -> str:
-        with self.lock:
-            return self.buffer.decode(errors="replace")
-
-    def expect(self, pattern: str, timeout: float, since: int = 0) -> re.Match[str]:
-        deadline = time.monotonic() + timeout
-        regex = re.compile(pattern)
-        while time.monotonic() < deadline:
-            found = regex.search(self.text(), since)
-            if found:
-                return found
-            if self.proc.poll() is not None:
-                break
-            time.sleep(0.2)
-        tail = self.text()[-3000:]
-        raise AssertionError(
-            f"no {pattern!r} on the serial console within {timeout:.0f} s; last output:\n{tail}"
-        )
-
-    def send(self, line: str) -> None:
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(line.encode() + b"\n")
-        self.proc.stdin.flush()
-
-    def command(self, line: str, timeout: float = 120) -> tuple[int, str]:
-        """Run a shell command line in the guest; returns (exit status, output)."""
-        self.serial += 1
-        begin, end = f"BEGIN-{self.serial}", f"END-{self.serial}"
-        since = len(self.text())
-        self.send(f"echo {begin}; {line}; echo {end}-$?")
-        # The typed line is echoed with "$?" and "; " around the markers: only real output matches.
-        start = self.expect(rf"(?m)^{begin}\r?$", timeout, since)
-        done = self.expect(rf"{end}-(\d+)", timeout, start.end())
-        return int(done.group(1)), self.text()[start.end() : done.start()].replace("\r", "").strip()
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait()
-        self.reader.join(timeout=5)
-
-
-def qemu_argv(media: list[str], workdir: Path, uefi: bool = False, memory: str = "1024") -> list[str]:
-    argv = ["qemu-system-x86_64", "-accel", "tcg", "-m", memory, "-display", "none", "-net", "none"]
-    argv += ["-serial", "stdio", "-monitor", "none", "-no-reboot"]
-    if uefi:
-        vars_copy = workdir / "OVMF_VARS.fd"
-        vars_copy.write_bytes(OVMF_VARS.read_bytes())
-        argv += ["-machine", "q35"]
-        argv += ["-drive", f"if=pflash,format=raw,readonly=on,file={OVMF_CODE}"]
-        argv += ["-drive", f"if=pflash,format=raw,file={vars_copy}"]
-    return argv + media
-
 
 # ---- the tests ----
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from qemu import Machine
+from qemu import Guest, drive_args, qemu_argv
 from sourcesys import MARKER, build_source_system
 from support import LoopDisks, sh
 
@@ -18,5 +18,8 @@ def test_source_system_boots_under_bios(tmp_path: Path, loop_disks: LoopDisks) -
     sh("umount", system.root / "data")
     sh("umount", system.root)
     loop_disks.mounts.clear()
-    out = Machine(tmp_path, disks=[system.image]).run_until_poweroff(timeout=120)
-    assert f"{MARKER} fixture-ok" in out, out[-2000:]
+    guest = Guest(qemu_argv(drive_args([system.image]), tmp_path), tmp_path / "serial.log")
+    try:
+        guest.expect(f"{MARKER} fixture-ok", timeout=180)
+    finally:
+        guest.kill()

@@ -1,0 +1,114 @@
+"""The whole promise, end to end under QEMU (TCG): a bootable source system is backed up by
+`mkrec build` into several ISO volumes; the rescue CD boots with every volume attached and a blank
+disk, restores unattended (autorun) and powers off; the host checks the disk; then the restored
+disk boots on its own — under SeaBIOS and under OVMF — and prints the source system's marker."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+from qemu import Guest, drive_args, qemu_argv
+from sourcesys import MARKER, SourceSystem, build_source_system
+from support import LoopDisks, sh
+
+from mkrec.build import build
+from mkrec.config import config_from_dict
+from mkrec.context import Context
+
+RESTORE_TIMEOUT = 900  # rescue boot ~25 s + restore; generous for a loaded two-core machine
+BOOT_TIMEOUT = 240
+
+
+def back_up(system: SourceSystem, workdir: Path, media: str) -> list[Path]:
+    """mkrec build, mode cd, autorun restore: the ISO volumes of the set, volume 1 first."""
+    assert system.esp_dev is not None
+    config = config_from_dict(
+        {
+            "build": {"mode": "cd", "output": str(workdir / "out")},
+            "media": {"size": media},
+            # The host kernel has no vfat, so the ESP is unmounted here: image it, as [source] raw.
+            "source": {"root": str(system.root), "disks": [system.disk], "raw": [system.esp_dev]},
+            "rescue": {"console": "ttyS0,115200", "timeout": 1, "autorun": "start-restore"},
+            "restore": {"after": "poweroff"},
+        }
+    )
+    build(Context(config, staging=workdir / "isofs", hostname="e2e", started=datetime(2026, 11, 23, 7, 12)))
+    return sorted((workdir / "out").rglob("*.iso"), key=lambda p: int(p.stem.rsplit("vol", 1)[1]))
+
+
+def facts(dev: str) -> dict[str, str]:
+    """What must survive a restore: table ids, partition UUIDs/types, filesystem UUIDs/labels."""
+    dump = sh("sfdisk", "--dump", dev)
+    table = [line.split(":", 1)[1].strip() for line in dump.splitlines() if line.startswith(dev)]
+    out = {"label-id": next(line for line in dump.splitlines() if line.startswith("label-id"))}
+    for i, entry in enumerate(table, start=1):
+        out[f"part{i}"] = entry
+        node = f"{dev}p{i}"
+        out[f"fs{i}"] = sh("blkid", "-o", "export", "-s", "UUID", "-s", "LABEL", "-s", "TYPE", node)
+    return out
+
+
+def listing(root: Path) -> list[str]:
+    """Every entry of one filesystem with mode, size and link target, sorted (directory order differs
+    on a freshly written filesystem); lost+found is mkfs's, not data."""
+    out = sh("find", root, "-xdev", "-path", f"{root}/lost+found", "-prune", "-o", "-printf", "%P %m %s %l\n")
+    return sorted(out.splitlines())
+
+
+@pytest.mark.vm
+def test_backup_boot_rescue_restore_unattended_and_boot_the_restored_disk(
+    tmp_path: Path, loop_disks: LoopDisks
+) -> None:
+    system = build_source_system(loop_disks, tmp_path, "gpt", marker="e2e-gpt")
+    volumes = back_up(system, tmp_path, media="100M")
+    assert len(volumes) >= 2, volumes  # rescue (~70 MiB) + ~50 MiB of data
+    source_facts = facts(system.disk)
+    assert system.esp_dev is not None
+    esp_digest = hashlib.sha256(Path(system.esp_dev).read_bytes()).hexdigest()
+    tree = listing(system.root)
+
+    target = tmp_path / "target.img"
+    sh("truncate", "-s", "256M", target)
+    guest = Guest(
+        qemu_argv(drive_args([target], volumes, boot_cd=True), tmp_path, memory="1536"),
+        tmp_path / "restore.log",
+    )
+    try:
+        guest.expect(r"Restore plan", timeout=300)
+        guest.expect(r"Restore finished", timeout=RESTORE_TIMEOUT)
+        assert guest.wait_poweroff(120), "the rescue system did not power off after the restore"
+    finally:
+        guest.kill()
+    console = guest.text()
+    assert "mkrec: error" not in console
+
+    # The host checks the restored disk before booting it.
+    restored = loop_disks.attach(target)
+    loop_disks.rescan(restored)
+    assert facts(restored) == {k: v.replace(system.disk, restored) for k, v in source_facts.items()}
+    assert hashlib.sha256(Path(f"{restored}p2").read_bytes()).hexdigest() == esp_digest
+    mnt = loop_disks.mount(f"{restored}p3", tmp_path / "restored")
+    loop_disks.mount(f"{restored}p4", mnt / "data")
+    assert (mnt / "etc" / "marker").read_text() == "e2e-gpt\n"
+    assert (mnt / "var" / "log" / "mkrec-restore.log").is_file()
+    ignore = ("boot/grub", "var/log/mkrec-restore")  # grub-install rewrites its files; the log is new
+    assert [x for x in listing(mnt) if not x.startswith(ignore)] == [
+        x for x in tree if not x.startswith(ignore)
+    ]
+    assert (mnt / "data" / "hello.txt").read_text() == "data partition content\n"
+    sh("umount", mnt / "data")
+    sh("umount", mnt)
+    loop_disks.mounts.clear()
+    sh("losetup", "-d", restored)
+    loop_disks.devices.remove(restored)
+
+    # The restored disk boots on its own, on BIOS and on UEFI.
+    for uefi in (False, True):
+        guest = Guest(qemu_argv(drive_args([target]), tmp_path, uefi=uefi), tmp_path / f"boot-uefi{uefi}.log")
+        try:
+            guest.expect(f"{MARKER} e2e-gpt", timeout=BOOT_TIMEOUT)
+        finally:
+            guest.kill()
