@@ -22,16 +22,16 @@ RESTORE_TIMEOUT = 900  # rescue boot ~25 s + restore; generous for a loaded two-
 BOOT_TIMEOUT = 240
 
 
-def back_up(system: SourceSystem, workdir: Path, media: str) -> list[Path]:
-    """mkrec build, mode cd, autorun restore: the ISO volumes of the set, volume 1 first."""
-    assert system.esp_dev is not None
+def back_up(system: SourceSystem, workdir: Path, media: str, autorun: str = "start-restore") -> list[Path]:
+    """mkrec build, mode cd: the ISO volumes of the set, volume 1 first."""
+    # The host kernel has no vfat, so an ESP is unmounted here: image it, as [source] raw.
+    raw = [system.esp_dev] if system.esp_dev else []
     config = config_from_dict(
         {
             "build": {"mode": "cd", "output": str(workdir / "out")},
             "media": {"size": media},
-            # The host kernel has no vfat, so the ESP is unmounted here: image it, as [source] raw.
-            "source": {"root": str(system.root), "disks": [system.disk], "raw": [system.esp_dev]},
-            "rescue": {"console": "ttyS0,115200", "timeout": 1, "autorun": "start-restore"},
+            "source": {"root": str(system.root), "disks": [system.disk], "raw": raw},
+            "rescue": {"console": "ttyS0,115200", "timeout": 1, "autorun": autorun},
             "restore": {"after": "poweroff"},
         }
     )
@@ -112,3 +112,47 @@ def test_backup_boot_rescue_restore_unattended_and_boot_the_restored_disk(
             guest.expect(f"{MARKER} e2e-gpt", timeout=BOOT_TIMEOUT)
         finally:
             guest.kill()
+
+
+@pytest.mark.vm
+def test_mbr_system_cloned_onto_a_larger_disk_from_the_rescue_shell_boots(
+    tmp_path: Path, loop_disks: LoopDisks
+) -> None:
+    from mkrec.rescue.rdbase import MARKER as RESCUE_READY
+
+    system = build_source_system(loop_disks, tmp_path, "dos", marker="e2e-mbr")
+    volumes = back_up(system, tmp_path, media="100M", autorun="")
+    saved = Path(system.disk).name
+    source_sizes = [
+        int(x) for x in sh("lsblk", "-b", "-n", "-o", "SIZE", system.root_dev, system.data_dev).split()
+    ]
+
+    target = tmp_path / "larger.img"
+    sh("truncate", "-s", "384M", target)  # 1.5 times the source disk
+    guest = Guest(
+        qemu_argv(drive_args([target], volumes, boot_cd=True), tmp_path, memory="1536"),
+        tmp_path / "clone.log",
+    )
+    try:
+        guest.expect(RESCUE_READY, timeout=300)
+        code, out = guest.command(f"clone-disk --yes --map {saved}=/dev/vda", timeout=RESTORE_TIMEOUT)
+        assert code == 0, out[-3000:]
+        guest.send("poweroff -f")
+        assert guest.wait_poweroff(120)
+    finally:
+        guest.kill()
+
+    restored = loop_disks.attach(target)
+    loop_disks.rescan(restored)
+    sizes = [int(x) for x in sh("lsblk", "-b", "-n", "-o", "SIZE", f"{restored}p1", f"{restored}p2").split()]
+    assert all(new > old * 1.3 for new, old in zip(sizes, source_sizes, strict=True)), (sizes, source_sizes)
+    for old, new in ((system.root_dev, f"{restored}p1"), (system.data_dev, f"{restored}p2")):
+        assert sh("blkid", "-s", "UUID", "-o", "value", new) == sh("blkid", "-s", "UUID", "-o", "value", old)
+    sh("losetup", "-d", restored)
+    loop_disks.devices.remove(restored)
+
+    guest = Guest(qemu_argv(drive_args([target]), tmp_path), tmp_path / "boot.log")
+    try:
+        guest.expect(f"{MARKER} e2e-mbr", timeout=BOOT_TIMEOUT)
+    finally:
+        guest.kill()
