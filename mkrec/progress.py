@@ -67,6 +67,8 @@ class Progress:
         self.done = done
         if total:
             self.total = total
+        if self.total and done > self.total:  # totals are estimates (used blocks): never show 101%
+            self.total = done
         now = self.clock()
         if now - self.last_print >= self.interval:
             self.last_print = now

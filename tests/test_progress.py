@@ -41,3 +41,11 @@ def test_format_eta() -> None:
     assert format_eta(59) == "00:59"
     assert format_eta(3725) == "1:02:05"
     assert format_eta(float("nan")) == "--:--"
+
+
+def test_an_underestimated_total_grows_instead_of_passing_100_percent() -> None:
+    out, clock = io.StringIO(), Clock()
+    p = Progress("backup /", 100, stream=out, interval=0, clock=clock)
+    clock.now = 1.0
+    p.update(150)
+    assert "150 B of 150 B (100%)" in out.getvalue()
