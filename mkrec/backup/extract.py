@@ -76,7 +76,12 @@ class FrameReader:
 
     def __init__(self, bset: BackupSet, stream: str) -> None:
         self.bset = bset
-        self.frames = [f for f in bset.frames(stream) if f.volume in bset.volumes]
+        # A frame is readable only if its volume is here and its piece file is on it: a lost piece
+        # (mode path) is a gap exactly like a lost volume.
+        present = {n: set(ov.volume.files()) for n, ov in bset.volumes.items()}
+        self.frames = [
+            f for f in bset.frames(stream) if f.volume in present and f"backup/{f.piece}" in present[f.volume]
+        ]
         self.starts = [f.uoffset for f in self.frames]
         self.cache: dict[int, bytes] = {}
 
@@ -119,7 +124,9 @@ class FrameReader:
                 data = self._frame(f)
             except (FrameError, OSError) as exc:
                 log.debug("frame at %d of %s: %s", f.uoffset, f.piece, exc)
-                out.write(bytes(end - pos))
+                if pos > start:  # the header is out: zeros keep tar's stream in step
+                    out.write(bytes(end - pos))
+                # else nothing of this member was sent: zeros would read as end-of-archive
                 return False
             out.write(data[pos - f.uoffset : upto - f.uoffset])
             pos = upto
@@ -191,8 +198,11 @@ def _extract_tar(
     damaged: list[CatalogEntry] = []
     proc = popen(tar_extract_argv(target), stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)
     assert proc.stdin is not None
+    pending = list(members)
+    current: CatalogEntry | None = None
     try:
-        for e in members:
+        while pending:
+            e = current = pending.pop(0)
             if not reader.available(e.offset, e.end) or (e.type == "hardlink" and e.link in lost):
                 lost.add(e.path)
                 result.lost.append(absolute(bset, e))
@@ -206,7 +216,10 @@ def _extract_tar(
         proc.stdin.write(bytes(1024))  # the end-of-archive blocks
         proc.stdin.close()
     except BrokenPipeError:
-        pass
+        # tar stopped early: what it did not get in full is not restored, and must be named
+        done = set(result.restored) | set(result.lost)
+        unsent = [current] if current is not None and absolute(bset, current) not in done else []
+        result.lost += [absolute(bset, m) for m in [*unsent, *pending]]
     wait_checked(proc)
     for e in damaged:
         # written as zeros to keep the tar stream in shape: not a file anyone should trust
