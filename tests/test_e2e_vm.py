@@ -99,9 +99,9 @@ def test_backup_boot_rescue_restore_unattended_and_boot_the_restored_disk(
         x for x in tree if not x.startswith(ignore)
     ]
     assert (mnt / "data" / "hello.txt").read_text() == "data partition content\n"
-    sh("umount", mnt / "data")
-    sh("umount", mnt)
-    loop_disks.mounts.clear()
+    for done in (mnt / "data", mnt):
+        sh("umount", done)
+        loop_disks.mounts.remove(done)
     sh("losetup", "-d", restored)
     loop_disks.devices.remove(restored)
 
