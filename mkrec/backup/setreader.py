@@ -209,6 +209,22 @@ class BackupSet:
             fh.seek(offset)
             return fh.read(size)
 
+    def merge(self) -> None:
+        """Streams and pieces of every volume present. Later manifests know more; each piece keeps
+        the frame index of the volume that holds it. The last volume's manifest gives the set size."""
+        self.streams.clear()
+        self.pieces.clear()
+        for ov in sorted(self.volumes.values(), key=lambda v: v.number):
+            if ov.manifest.volumes is not None:
+                self.total = ov.manifest.volumes
+            for s in ov.manifest.streams:
+                self.streams[s.name] = s
+                for p in s.pieces:
+                    if p.frames is not None or p.name not in self.pieces:
+                        self.pieces[p.name] = p
+        for s in self.streams.values():
+            s.pieces = [self.pieces.get(p.name, p) for p in s.pieces]
+
     def close(self) -> None:
         for ov in self.volumes.values():
             ov.volume.close()
@@ -218,18 +234,11 @@ def open_set(path: Path) -> BackupSet:
     bset = BackupSet(path)
     set_id = None
     for kind, vpath in volume_sources(path):
-        try:
-            vol = open_volume(kind, vpath)
-        except MkrecError:
+        ov = read_volume(kind, vpath)
+        if ov is None:
             bset.unreadable.append(str(vpath))
             continue
-        try:
-            with vol.open(MANIFEST) as fh:
-                manifest = parse_manifest(fh.read().decode(), f"{vol.name}:{MANIFEST}")
-        except (KeyError, OSError, pycdlib.pycdlibexception.PyCdlibException, MkrecError, UnicodeError):
-            bset.unreadable.append(str(vpath))
-            vol.close()
-            continue
+        vol, manifest = ov.volume, ov.manifest
         if set_id is None:
             set_id = manifest.set_id
         elif manifest.set_id != set_id:
@@ -237,19 +246,24 @@ def open_set(path: Path) -> BackupSet:
                 f"{vol.name} belongs to another backup set ({manifest.set_name}, id {manifest.set_id})",
                 hint="keep the volumes of one set together in one directory",
             )
-        bset.volumes[manifest.volume] = OpenVolume(manifest.volume, vol, manifest)
-        if manifest.volumes is not None:
-            bset.total = manifest.volumes
+        bset.volumes[manifest.volume] = ov
     if not bset.volumes:
         raise MkrecError(f"{path}: no readable volume of a backup set", hint="run 'mkrec verify' on it")
-    # Later manifests know more: merge streams and pieces, keeping each piece's frame index
-    # from the volume that holds it.
-    for ov in sorted(bset.volumes.values(), key=lambda v: v.number):
-        for s in ov.manifest.streams:
-            bset.streams[s.name] = s
-            for p in s.pieces:
-                if p.frames is not None or p.name not in bset.pieces:
-                    bset.pieces[p.name] = p
-    for s in bset.streams.values():
-        s.pieces = [bset.pieces.get(p.name, p) for p in s.pieces]
+    bset.merge()
     return bset
+
+
+def read_volume(kind: str, path: Path) -> OpenVolume | None:
+    """The volume at path with its manifest; None when it cannot be opened or holds no manifest
+    (an empty drive, another disc, a damaged image)."""
+    try:
+        vol = open_volume(kind, path)
+    except (MkrecError, OSError):
+        return None
+    try:
+        with vol.open(MANIFEST) as fh:
+            manifest = parse_manifest(fh.read().decode(), f"{vol.name}:{MANIFEST}")
+    except (KeyError, OSError, pycdlib.pycdlibexception.PyCdlibException, MkrecError, UnicodeError):
+        vol.close()
+        return None
+    return OpenVolume(manifest.volume, vol, manifest)

@@ -27,8 +27,8 @@ from typing import BinaryIO
 import pycdlib
 
 from mkrec.backup.extract import FrameReader
-from mkrec.backup.manifest import StreamRecord, parse_manifest
-from mkrec.backup.setreader import MANIFEST, BackupSet, OpenVolume, Volume, open_volume, volume_sources
+from mkrec.backup.manifest import StreamRecord
+from mkrec.backup.setreader import BackupSet, read_volume, volume_sources
 from mkrec.errors import MkrecError
 from mkrec.restore.devices import is_block
 from mkrec.runner import run_json
@@ -70,39 +70,6 @@ def candidates(source: Path | None) -> list[tuple[str, Path]]:
     return found + drives()
 
 
-def _read_volume(kind: str, path: Path) -> tuple[Volume, OpenVolume] | None:
-    """The volume at path with its manifest; None for an empty drive or something that is not one."""
-    try:
-        vol = open_volume(kind, path)
-    except (MkrecError, OSError):
-        return None
-    try:
-        with vol.open(MANIFEST) as fh:
-            manifest = parse_manifest(fh.read().decode(), f"{vol.name}:{MANIFEST}")
-    except (KeyError, OSError, UnicodeError, MkrecError, pycdlib.pycdlibexception.PyCdlibException):
-        vol.close()
-        return None
-    return vol, OpenVolume(manifest.volume, vol, manifest)
-
-
-def merge(bset: BackupSet) -> BackupSet:
-    """Streams and pieces of all volumes present, each piece's frame index from the volume that holds
-    it (what setreader.open_set does for one path; here the volumes come from several places)."""
-    bset.streams.clear()
-    bset.pieces.clear()
-    for ov in sorted(bset.volumes.values(), key=lambda v: v.number):
-        if ov.manifest.volumes is not None:
-            bset.total = ov.manifest.volumes
-        for s in ov.manifest.streams:
-            bset.streams[s.name] = s
-            for p in s.pieces:
-                if p.frames is not None or p.name not in bset.pieces:
-                    bset.pieces[p.name] = p
-    for s in bset.streams.values():
-        s.pieces = [bset.pieces.get(p.name, p) for p in s.pieces]
-    return bset
-
-
 class RestoreSet:
     """The volumes of one backup set found so far; reads streams, asks for what is missing."""
 
@@ -127,11 +94,10 @@ class RestoreSet:
         self.close()
         refused = []
         for kind, path in places:
-            found = _read_volume(kind, path)
-            if found is None:
+            ov = read_volume(kind, path)
+            if ov is None:
                 continue
-            vol, ov = found
-            m = ov.manifest
+            vol, m = ov.volume, ov.manifest
             if not self.set_id:
                 self.set_id, self.set_name = m.set_id, m.set_name
                 log.info("Backup set %s (id %s)", m.set_name, m.set_id)
@@ -150,7 +116,7 @@ class RestoreSet:
             raise MkrecError(refused[0], hint="keep the volumes of one set together")
         for why in refused:
             log.warning("warning: %s: not used", why)
-        merge(self.bset)
+        self.bset.merge()
         return refused
 
     def describe(self, number: int) -> str:
