@@ -1,7 +1,8 @@
 """The whole promise, end to end under QEMU (TCG): a bootable source system is backed up by
 `mkrec build` into several ISO volumes; the rescue CD boots with every volume attached and a blank
-disk, restores unattended (autorun) and powers off; the host checks the disk; then the restored
-disk boots on its own — under SeaBIOS and under OVMF — and prints the source system's marker."""
+disk, restores unattended (autorun, under UEFI: with the firmware boot entry) and powers off; the
+host checks the disk; then the restored disk boots on its own — under SeaBIOS and under OVMF — and
+prints the source system's marker."""
 
 from __future__ import annotations
 
@@ -72,8 +73,9 @@ def test_backup_boot_rescue_restore_unattended_and_boot_the_restored_disk(
 
     target = tmp_path / "target.img"
     sh("truncate", "-s", "256M", target)
+    # The rescue CD boots under UEFI here, so the restore also makes the firmware's boot entry.
     guest = Guest(
-        qemu_argv(drive_args([target], volumes, boot_cd=True), tmp_path, memory="1536"),
+        qemu_argv(drive_args([target], volumes, boot_cd=True), tmp_path, uefi=True, memory="1536"),
         tmp_path / "restore.log",
     )
     try:
@@ -84,6 +86,8 @@ def test_backup_boot_rescue_restore_unattended_and_boot_the_restored_disk(
         guest.kill()
     console = guest.text()
     assert "mkrec: error" not in console
+    assert "NVRAM boot entry made" in console
+    assert "mkrec restored".encode("utf-16-le") in (tmp_path / "OVMF_VARS.fd").read_bytes()
 
     # The host checks the restored disk before booting it.
     restored = loop_disks.attach(target)

@@ -95,6 +95,7 @@ def _install_efi(plan: Plan, boot: BootLoader, root: Path, disk: str) -> None:
     if number is None:
         raise MkrecError(f"GRUB EFI: the ESP {boot.esp} is not a partition of a restored disk")
     run(efibootmgr_argv(disk, number, EFI_FALLBACK))
+    log.info("    NVRAM boot entry made: %s partition %d, %s", disk, number, EFI_FALLBACK)
 
 
 def _esp_numbers(plan: Plan) -> list[tuple[str, int]]:
