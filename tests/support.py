@@ -68,6 +68,11 @@ class LoopDisks:
     def cleanup(self) -> None:
         for target in reversed(self.mounts):
             subprocess.run(["umount", "-l", target], capture_output=True)
+        # Also what the code under test mounted from these disks (a restore leaves its target mounted).
+        for line in reversed(Path("/proc/mounts").read_text().splitlines()):
+            source, target = line.split()[:2]
+            if any(source == dev or source.startswith(dev + "p") for dev in self.devices):
+                subprocess.run(["umount", "-l", target.replace("\\040", " ")], capture_output=True)
         for dev in reversed(self.devices):
             subprocess.run(["losetup", "-d", dev], capture_output=True)
 

@@ -310,7 +310,10 @@ def test_killed_restore_resumes_to_the_same_tree(gpt_source: Saved, loop_disks: 
     root = tmp_path / "target"
     argv = [sys.executable, "-m", "mkrec", "--log", "/dev/null", "restore", "start", *source_args(gpt_source),
             "--map", f"{Path(src.disk).name}={target}", "--target", str(root), "--yes"]  # fmt: skip
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # Its own process group: a power loss stops tar and every other child too, not just Python.
+    proc = subprocess.Popen(
+        argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
     journal = root / "var" / "log" / "mkrec-restore.journal"
     deadline = time.monotonic() + 120
     # kill it once the root is unpacked and /data is under way: a power loss in the middle
@@ -319,7 +322,7 @@ def test_killed_restore_resumes_to_the_same_tree(gpt_source: Saved, loop_disks: 
             break
         time.sleep(0.05)
     assert proc.poll() is None, "the restore finished before it could be killed"
-    proc.send_signal(signal.SIGKILL)
+    os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     # a power loss: nothing stays mounted and /tmp is empty
     for line in reversed(Path("/proc/mounts").read_text().splitlines()):
