@@ -101,3 +101,53 @@ def run_in_guest(
     return subprocess.run(
         argv, capture_output=True, text=True, env=env, timeout=timeout, stdin=subprocess.DEVNULL
     )
+
+
+class Terminal:
+    """A command on a real pseudo-terminal, driven like a person at the console: wait for a prompt
+    (a regex over everything printed so far), type an answer."""
+
+    def __init__(self, argv: list[str]) -> None:
+        import pty
+
+        self.master, slave = pty.openpty()
+        self.proc = subprocess.Popen(argv, stdin=slave, stdout=slave, stderr=slave, start_new_session=True)
+        os.close(slave)
+        self.output = ""
+        self.seen = 0  # expect() searches only what came after the previous match
+
+    def _read(self, timeout: float) -> bool:
+        import select
+
+        ready, _, _ = select.select([self.master], [], [], timeout)
+        if not ready:
+            return True
+        try:
+            chunk = os.read(self.master, 65536)
+        except OSError:  # EIO: the command closed the terminal
+            return False
+        self.output += chunk.decode(errors="replace").replace("\r", "")
+        return bool(chunk)
+
+    def expect(self, pattern: str, timeout: float = 120) -> re.Match[str]:
+        import time
+
+        regex = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        while True:
+            found = regex.search(self.output, self.seen)
+            if found:
+                self.seen = found.end()
+                return found
+            if time.monotonic() > deadline or not self._read(0.2):
+                raise AssertionError(f"no {pattern!r} within {timeout:.0f} s; output:\n{self.output[-3000:]}")
+
+    def send(self, line: str) -> None:
+        os.write(self.master, line.encode() + b"\n")
+
+    def wait(self, timeout: float = 120) -> int:
+        while self._read(0.2):  # drain until the command closes the terminal
+            pass
+        code = self.proc.wait(timeout=timeout)
+        os.close(self.master)
+        return code

@@ -501,3 +501,41 @@ def test_compare_a_live_tree_against_the_backup(loop_disks: LoopDisks, tmp_path:
         "missing /etc/deep/er/f",
     ]
     assert f"3 changed, 1 added, 1 missing (list in {out})" in proc.stdout
+
+
+def test_clone_on_a_terminal_edits_the_table_and_skips_a_step(
+    gpt_source: Saved, loop_disks: LoopDisks, tmp_path: Path
+) -> None:
+    """clone-disk as a person runs it: the proposed table is a file to edit before it is applied,
+    the plan must be confirmed with "yes", and each step can be skipped."""
+    from support import Terminal
+
+    src = gpt_source.src
+    target = loop_disks.create("300M")
+    root = tmp_path / "target"
+    argv = [sys.executable, "-m", "mkrec", "--log", "/dev/null", "restore", "clone", *source_args(gpt_source),
+            "--map", f"{Path(src.disk).name}={target}", "--target", str(root)]  # fmt: skip
+    term = Terminal(argv)
+    table_file = Path(term.expect(r"The new table for \S+ is in (\S+); edit it").group(1))
+    table_file.write_text(table_file.read_text().replace('name="data"', 'name="edited-by-hand"'))
+    term.send("")
+    term.expect("Type yes to erase the disks above and restore: ")
+    term.send("yes")
+    skipped = []
+    while True:
+        step = term.expect(r"Run step '([^']*)'\? \[Y/n/skip\] |Restore finished", timeout=300)
+        if step.group(0).startswith("Restore finished"):
+            break
+        skip = step.group(1) == "Unpack /data"
+        skipped += [step.group(1)] if skip else []
+        term.send("skip" if skip else "")
+    assert term.wait() == 0, term.output[-3000:]
+    assert skipped == ["Unpack /data"], skipped
+    assert "Unpack /data: skipped on request" in term.output
+
+    loop_disks.rescan(target)
+    n_data = src.data_dev.rsplit("p", 1)[1]
+    assert sh("blkid", "-s", "PARTLABEL", "-o", "value", f"{target}p{n_data}").strip() == "edited-by-hand"
+    mnt = loop_disks.mount(f"{target}p{n_data}", tmp_path / "data")
+    assert not (mnt / "hello.txt").exists()  # made, but its data skipped on request
+    assert fs_ids(f"{target}p{n_data}") == fs_ids(src.data_dev)
