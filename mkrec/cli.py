@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
 from mkrec import __version__
@@ -15,8 +14,6 @@ from mkrec.errors import MkrecError
 from mkrec.log import setup_logging
 
 log = logging.getLogger("mkrec")
-
-Handler = Callable[[Context, argparse.Namespace], int]
 
 
 def default_config_path() -> Path | None:
@@ -97,13 +94,6 @@ def cmd_layout_show(ctx: Context, args: argparse.Namespace) -> int:
     for line in render_tree(read_layout(args.dir / LAYOUT_FILE)):
         print(line)
     return 0
-
-
-def not_available(what: str) -> Handler:
-    def handler(ctx: Context, args: argparse.Namespace) -> int:
-        raise MkrecError(f"{what} is not available yet in this version of mkrec")
-
-    return handler
 
 
 # Subcommands whose stage has not landed yet; each stage replaces its entries with real handlers.
