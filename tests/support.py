@@ -22,14 +22,15 @@ def sh(*argv: str | os.PathLike[str], input: str | None = None) -> str:
 
 
 def kernel_for_guests() -> tuple[Path, str] | None:
-    """The newest /boot/vmlinuz-* that has /lib/modules/<version>: the kernel guests boot."""
-    found = []
-    for image in Path("/boot").glob("vmlinuz-*"):
-        version = image.name.removeprefix("vmlinuz-")
-        if (Path("/lib/modules") / version / "modules.dep").exists():
-            found.append((image, version))
-    key = lambda c: [int(p) if p.isdigit() else p for p in re.split(r"[.\-]", c[1])]  # noqa: E731
-    return max(found, key=key) if found else None
+    """The kernel guests boot: the one the rescue system would take (newest with its modules)."""
+    from mkrec.errors import MkrecError
+    from mkrec.kernel import find_kernel
+
+    try:
+        kernel = find_kernel()
+    except MkrecError:
+        return None
+    return kernel.image, kernel.version
 
 
 class LoopDisks:
