@@ -18,7 +18,8 @@ from mkrec.cli import main
 from mkrec.config import Config, SourceConfig
 from mkrec.context import Context
 from mkrec.layout import capture_for_build, filesystems_to_back_up
-from mkrec.layout.model import BootKind, Partition, PartitionKind
+from mkrec.layout.bootloader import extlinux_on, syslinux_in_mbr
+from mkrec.layout.model import BootKind, BootLoader, Partition, PartitionKind
 from mkrec.layout.probe import can_open
 from mkrec.layout.textfmt import read_layout
 
@@ -251,6 +252,47 @@ def test_source_system_grub_bios_and_efi_through_the_build_stage(
         (f"{name}p3", "ext4", str(src.root)),
         (f"{name}p4", "ext4", str(src.root / "data")),
     ]
+
+
+def test_syslinux_boot_code_is_told_from_grubs_and_from_none() -> None:
+    mbrs = Path("/usr/lib/syslinux/mbr")
+    for name in ("mbr.bin", "gptmbr.bin", "altmbr.bin"):
+        assert syslinux_in_mbr((mbrs / name).read_bytes()), name
+    assert not syslinux_in_mbr(Path("/usr/lib/grub/i386-pc/boot.img").read_bytes())
+    assert not syslinux_in_mbr(bytes(512))
+
+
+def test_extlinux_directory_is_recorded(tmp_path: Path) -> None:
+    (tmp_path / "boot" / "syslinux").mkdir(parents=True)
+    (tmp_path / "boot" / "syslinux" / "ldlinux.sys").touch()
+    code = Path("/usr/lib/syslinux/mbr/mbr.bin").read_bytes()
+    assert extlinux_on(str(tmp_path), "sda", code) == BootLoader(
+        BootKind.EXTLINUX,
+        "sda",
+        detail=f"{tmp_path}/boot/syslinux/ldlinux.sys; syslinux boot code in the MBR",
+        directory=f"{tmp_path}/boot/syslinux",
+    )
+    assert extlinux_on(str(tmp_path), "sda", bytes(512)) == BootLoader(
+        BootKind.EXTLINUX,
+        "sda",
+        detail=f"{tmp_path}/boot/syslinux/ldlinux.sys",
+        directory=f"{tmp_path}/boot/syslinux",
+    )
+    assert extlinux_on(str(tmp_path / "boot"), "sda", bytes(512)) is not None  # /boot of its own
+    assert extlinux_on(str(tmp_path / "boot" / "syslinux"), "sda", bytes(512)) is None
+
+
+@pytest.mark.root
+def test_extlinux_belongs_to_the_filesystem_that_holds_it(tmp_path: Path, loop_disks: LoopDisks) -> None:
+    """/ and /boot mounted: ldlinux.sys seen through / is /boot's, recorded once, with /boot's disk."""
+    root = tmp_path / "root"
+    (root / "boot").mkdir(parents=True)
+    boot = loop_disks.mount("none", root / "boot", "-t", "tmpfs")
+    (boot / "extlinux").mkdir()
+    (boot / "extlinux" / "ldlinux.sys").touch()
+    assert extlinux_on(str(root), "sda", bytes(512)) is None
+    found = extlinux_on(str(boot), "sdb", bytes(512))
+    assert found is not None and (found.disk, found.directory) == ("sdb", f"{boot}/extlinux")
 
 
 @pytest.mark.root

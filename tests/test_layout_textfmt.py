@@ -93,6 +93,7 @@ FULL = Layout(
     boot=(
         BootLoader(BootKind.GRUB_BIOS, "sda", detail="GRUB boot code in MBR"),
         BootLoader(BootKind.GRUB_EFI, "sda", "sda2", "EFI/debian/grubx64.efi"),
+        BootLoader(BootKind.EXTLINUX, "sdb", detail="/boot/syslinux/ldlinux.sys", directory="/boot/syslinux"),
     ),
 )
 
@@ -196,6 +197,16 @@ def edited(old: str, new: str, count: int = 1) -> str:
             'kind = "grub-efi"',
             'kind = "lilo"',
             'layout.toml: boot "lilo": kind must be one of grub-bios, grub-efi, extlinux, none, got "lilo"',
+        ),
+        (
+            'directory = "/boot/syslinux"',
+            'directory = "boot/syslinux"',
+            'layout.toml: boot "extlinux": directory must be an absolute path, got "boot/syslinux"',
+        ),
+        (
+            'disk = "sdb"\ndetail',
+            'disk = "sdc"\ndetail',
+            'layout.toml: boot "extlinux": unknown device "sdc"',
         ),
     ],
 )

@@ -1,5 +1,6 @@
 """Which boot loader the system uses, and from which disk: GRUB in the MBR boot code (BIOS),
-GRUB on an EFI system partition, extlinux/syslinux on a mounted filesystem, or none."""
+GRUB on an EFI system partition, extlinux/syslinux on a mounted filesystem (and the directory
+holding its ldlinux.sys), or none."""
 
 from __future__ import annotations
 
@@ -11,7 +12,13 @@ from mkrec.layout.model import BootKind, BootLoader, Disk, Filesystem
 from mkrec.runner import run
 
 MBR_CODE = 440  # boot code ends where the disk signature and partition entries start
-EXTLINUX_FILES = ("boot/extlinux/ldlinux.sys", "boot/syslinux/ldlinux.sys", "extlinux/ldlinux.sys")
+# Relative to a filesystem's mount point: on the root filesystem, or on a /boot of its own.
+EXTLINUX_FILES = (
+    "boot/extlinux/ldlinux.sys",
+    "boot/syslinux/ldlinux.sys",
+    "extlinux/ldlinux.sys",
+    "syslinux/ldlinux.sys",
+)
 
 
 def read_sectors(path: str, offset: int, length: int) -> bytes:
@@ -25,6 +32,13 @@ def read_sectors(path: str, offset: int, length: int) -> bytes:
 def grub_in_mbr(mbr: bytes) -> bool:
     """GRUB's boot.img carries the string "GRUB " in its error messages, inside the boot code."""
     return b"GRUB" in mbr[:MBR_CODE]
+
+
+def syslinux_in_mbr(mbr: bytes) -> bool:
+    """Syslinux's mbr.bin, altmbr.bin and gptmbr.bin carry these messages inside the boot code
+    (other MBRs say "Missing operating system" too, so that one is not enough)."""
+    code = mbr[:MBR_CODE]
+    return b"Operating system load error" in code or b"Multiple active partitions" in code
 
 
 def esp_loaders(fs: Filesystem, path: str) -> list[str]:
@@ -60,10 +74,11 @@ def detect(
     disk_of: dict[str, list[str]],
 ) -> tuple[BootLoader, ...]:
     found: list[BootLoader] = []
+    mbrs = {d.name: read_sectors(paths[d.name], 0, 512) for d in disks if d.readable}
     for disk in disks:
         if not disk.readable:
             continue
-        if grub_in_mbr(read_sectors(paths[disk.name], 0, 512)):
+        if grub_in_mbr(mbrs[disk.name]):
             bios = [p.name for p in disk.partitions if p.is_bios_boot()]
             where = f"; core image in BIOS boot partition {bios[0]}" if bios else ""
             found.append(
@@ -87,11 +102,20 @@ def detect(
                 BootLoader(BootKind.GRUB_EFI, _first(disk_of, fs.device), esp=fs.device, detail=loader)
             )
     for fs in filesystems:
-        if fs.mountpoint is None:
-            continue
-        for rel in EXTLINUX_FILES:
-            if (Path(fs.mountpoint) / rel).is_file():
-                where = f"{fs.mountpoint}/{rel}"
-                found.append(BootLoader(BootKind.EXTLINUX, _first(disk_of, fs.device), detail=where))
-                break
+        on = _first(disk_of, fs.device)
+        if fs.mountpoint is not None and (boot := extlinux_on(fs.mountpoint, on, mbrs.get(on or "", b""))):
+            found.append(boot)
     return tuple(found) or (BootLoader(BootKind.NONE),)
+
+
+def extlinux_on(mountpoint: str, disk: str | None, mbr: bytes) -> BootLoader | None:
+    """extlinux installed on the filesystem mounted at mountpoint: the directory holding its
+    ldlinux.sys. A file seen through another filesystem mounted below (/boot under /) is that
+    filesystem's, not this one's."""
+    base = Path(mountpoint)
+    for rel in EXTLINUX_FILES:
+        path = base / rel
+        if path.is_file() and path.stat().st_dev == base.stat().st_dev:
+            code = "; syslinux boot code in the MBR" if syslinux_in_mbr(mbr) else ""
+            return BootLoader(BootKind.EXTLINUX, disk, detail=f"{path}{code}", directory=str(path.parent))
+    return None

@@ -183,6 +183,8 @@ class BootLoader:
     disk: str | None = None  # the disk it boots from
     esp: str | None = None  # grub-efi: the ESP partition
     detail: str | None = None  # what was seen, e.g. "GRUB in MBR boot code", "EFI/debian/grubx64.efi"
+    # extlinux: the directory that holds ldlinux.sys, a path as captured (like a mount point)
+    directory: str | None = None
 
 
 @dataclass(frozen=True)

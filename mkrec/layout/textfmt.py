@@ -87,6 +87,7 @@ KEY_COMMENTS = {
     ("luks", "key_size"): "bits; no key is ever stored",
     ("filesystem", "type"): "one of " + " ".join(FS_TYPES),
     ("boot", "kind"): "grub-bios | grub-efi | extlinux | none",
+    ("boot", "directory"): "where ldlinux.sys is: extlinux --install goes there",
 }
 
 
@@ -329,6 +330,12 @@ def _check(layout: Layout, r: _Reader) -> None:
         for device in (boot.disk, boot.esp):
             if device is not None:
                 ref(f'boot "{boot.kind}"', device)
+        if boot.directory is not None and not boot.directory.startswith("/"):
+            raise r.error(
+                f'boot "{boot.kind}"',
+                f'directory must be an absolute path, got "{boot.directory}"',
+                hint="a path like the mount points above, e.g. /boot/extlinux",
+            )
 
 
 def _span(p: Partition) -> str:
