@@ -3,6 +3,7 @@ target safety (on real lsblk output), exact command lines, the journal's resume 
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 from pathlib import Path
@@ -10,16 +11,24 @@ from pathlib import Path
 import pytest
 
 from mkrec.errors import MkrecError
-from mkrec.layout.model import LogicalVolume, LuksContainer, PhysicalVolume, RaidArray, VolumeGroup
+from mkrec.layout.model import (
+    BootKind,
+    BootLoader,
+    LogicalVolume,
+    LuksContainer,
+    PhysicalVolume,
+    RaidArray,
+    VolumeGroup,
+)
+from mkrec.restore import bootloader, mounts, stack
 from mkrec.restore import commands as cmd
-from mkrec.restore import stack
 from mkrec.restore.devices import PresentDisk, parse_lsblk, protected_disks, swap_devices
 from mkrec.restore.fstab import fix_crypttab, fix_fstab
 from mkrec.restore.journal import Journal, read_steps
 from mkrec.restore.mapping import map_disks, parse_map
 from mkrec.restore.model import SavedDisk, SavedFs, SavedSystem
 from mkrec.restore.mounts import mounts_below
-from mkrec.restore.plan import make_plan, render_plan
+from mkrec.restore.plan import Plan, make_plan, render_plan
 from mkrec.restore.resize import clone_layout, min_fs_bytes, render_rows, scale_volumes
 from mkrec.restore.sfdisk import MIB, parse_dump, partition_node, render_script, same_table
 
@@ -72,6 +81,13 @@ def test_script_for_another_device_keeps_ids_and_drops_old_device_facts() -> Non
     assert "label-id: 5B5F19E8-2EAE-0F41-BE06-89BBFA5BBEF7" in script
     assert "/dev/loop7p3 : start=       69632, size=      327680, type=0FC63DAF" in script
     assert same_table(parse_dump(script), t)
+    # the flags BIOS boot code looks for must come back too (gptmbr.bin, mbr.bin)
+    flagged = t.with_partitions((dataclasses.replace(t.partitions[0], attrs="LegacyBIOSBootable"),
+                                 *t.partitions[1:]))  # fmt: skip
+    assert 'attrs="LegacyBIOSBootable"' in render_script(flagged, "/dev/loop7")
+    assert not same_table(flagged, t)
+    assert not same_table(t.with_partitions((dataclasses.replace(t.partitions[0], bootable=True),
+                                             *t.partitions[1:])), t)  # fmt: skip
 
 
 def test_mbr_with_extended_and_logical_partitions() -> None:
@@ -394,6 +410,127 @@ def test_bootloader_argv() -> None:
         "/dev/vdb",
     ]
     assert cmd.grub_modules_for("xfs", "dos") == "part_msdos xfs"
+    assert cmd.extlinux_argv(Path("/mnt/t/boot/syslinux")) == [
+        "extlinux",
+        "--install",
+        "/mnt/t/boot/syslinux",
+    ]
+
+
+# ---- extlinux: where it goes, which MBR code ----
+
+SYSLINUX_MBR = Path("/usr/lib/syslinux/mbr")
+EXTLINUX = BootLoader(
+    BootKind.EXTLINUX, "sda", detail="/boot/extlinux/ldlinux.sys", directory="/boot/extlinux"
+)
+
+
+def extlinux_plan(mbr: bytes, *boots: BootLoader) -> Plan:
+    disk = dataclasses.replace(gpt(), mbr=mbr)
+    saved = dataclasses.replace(system(disk), boots=boots or (EXTLINUX,))
+    return make_plan(
+        saved, "start", [PresentDisk("/dev/loop9", 300 * MIB, type="loop")], {"sda": "/dev/loop9"}, {}
+    )
+
+
+def restored_root(tmp_path: Path, own_extlinux: bool = False) -> Path:
+    root = tmp_path / "target"
+    (root / "boot" / "extlinux").mkdir(parents=True)
+    if own_extlinux:
+        (root / "usr" / "bin").mkdir(parents=True)
+        (root / "usr" / "bin" / "extlinux").touch()
+    return root
+
+
+class Recorder:
+    """Stands in for run() and write_boot_code(): records what would have run and been written."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.argvs: list[list[str]] = []
+        self.written: list[tuple[str, bytes]] = []
+        monkeypatch.setattr(bootloader, "run", self.run)
+        monkeypatch.setattr(mounts, "run", self.run)
+        monkeypatch.setattr(bootloader, "write_boot_code", lambda dev, code: self.written.append((dev, code)))
+
+    def run(self, argv: list[str | Path], check: bool = True) -> None:
+        self.argvs.append([str(a) for a in argv])
+
+
+def test_extlinux_from_the_rescue_system_into_the_saved_directory_and_the_saved_mbr_code(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    saved_mbr = (SYSLINUX_MBR / "gptmbr.bin").read_bytes() + bytes(72)  # the sector as captured
+    rec = Recorder(monkeypatch)
+    root = restored_root(tmp_path)
+    bootloader.install_boot(extlinux_plan(saved_mbr), EXTLINUX, root)
+    assert rec.argvs == [["extlinux", "--install", f"{root}/boot/extlinux"]]
+    assert rec.written == [("/dev/loop9", saved_mbr[:440])]
+
+
+def test_extlinux_in_the_restored_systems_chroot(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    rec = Recorder(monkeypatch)
+    root = restored_root(tmp_path, own_extlinux=True)
+    bootloader.install_boot(extlinux_plan(bytes(512)), EXTLINUX, root)
+    assert ["chroot", str(root), "extlinux", "--install", "/boot/extlinux"] in rec.argvs
+    assert rec.argvs[:3] == [["mount", "--bind", f"/{d}", str(root / d)] for d in ("dev", "proc", "sys")]
+
+
+def test_mbr_code_saved_when_syslinux_else_the_rescue_systems(tmp_path: Path) -> None:
+    mbr, gptmbr = (SYSLINUX_MBR / "mbr.bin").read_bytes(), (SYSLINUX_MBR / "gptmbr.bin").read_bytes()
+    altmbr = (SYSLINUX_MBR / "altmbr.bin").read_bytes() + b"\x02"  # boots partition 2
+    assert bootloader.mbr_code(altmbr + bytes(72), "dos") == (altmbr, "the saved MBR")
+    grub = Path("/usr/lib/grub/i386-pc/boot.img").read_bytes()
+    for saved in (bytes(512), grub, b""):  # no code, GRUB's, nothing saved: syslinux's own file
+        assert bootloader.mbr_code(saved, "dos") == (mbr, str(SYSLINUX_MBR / "mbr.bin"))
+        assert bootloader.mbr_code(saved, "gpt") == (gptmbr, str(SYSLINUX_MBR / "gptmbr.bin"))
+    with pytest.raises(MkrecError, match=r"syslinux's gptmbr\.bin is not here") as err:
+        bootloader.mbr_code(bytes(512), "gpt", (tmp_path,))
+    assert "syslinux-common" in (err.value.hint or "")
+
+
+def test_no_syslinux_code_and_no_bootable_partition_is_warned(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    rec = Recorder(monkeypatch)
+    bootloader.install_boot(extlinux_plan(bytes(512)), EXTLINUX, restored_root(tmp_path))
+    assert rec.written == [("/dev/loop9", (SYSLINUX_MBR / "gptmbr.bin").read_bytes())]
+    assert "no partition has the LegacyBIOSBootable attribute" in caplog.text
+
+
+def test_grub_keeps_the_mbr_when_it_boots_the_same_disk(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rec = Recorder(monkeypatch)
+    plan = extlinux_plan(bytes(512), BootLoader(BootKind.GRUB_BIOS, "sda"), EXTLINUX)
+    bootloader.install_boot(plan, EXTLINUX, restored_root(tmp_path))
+    assert rec.argvs[-1][:2] == ["extlinux", "--install"] and rec.written == []
+
+
+def test_extlinux_directory_recorded_or_found_or_asked_for(tmp_path: Path) -> None:
+    root = restored_root(tmp_path)
+    assert bootloader.extlinux_dir(EXTLINUX, root) == "/boot/extlinux"
+    old = dataclasses.replace(EXTLINUX, directory=None)  # a layout from before the directory was recorded
+    (root / "boot" / "syslinux").mkdir()
+    (root / "boot" / "syslinux" / "ldlinux.sys").touch()
+    assert bootloader.extlinux_dir(old, root) == "/boot/syslinux"
+    with pytest.raises(
+        MkrecError, match=r"^extlinux: its directory \(/extlinux\) is not in the restored"
+    ) as e:
+        bootloader.extlinux_dir(dataclasses.replace(EXTLINUX, directory="/extlinux"), root)
+    assert 'directory = "/boot/extlinux"' in (e.value.hint or "")
+
+
+def test_boot_code_is_written_without_touching_the_table(tmp_path: Path) -> None:
+    disk = tmp_path / "disk.img"
+    sector = bytes(range(256)) * 2
+    disk.write_bytes(sector + bytes(4096))
+    code = b"\xeb\x3c" + b"code" * 100
+    bootloader.write_boot_code(str(disk), code)
+    data = disk.read_bytes()
+    assert data[: len(code)] == code and data[len(code) : 512] == sector[len(code) :]
+    assert len(data) == 512 + 4096
+    with pytest.raises(MkrecError, match="441 bytes of boot code, more than the 440"):
+        bootloader.write_boot_code(str(disk), bytes(441))
 
 
 # ---- journal ----

@@ -1,13 +1,18 @@
 """Making the restored disk boot again: the boot loaders that were captured, reinstalled for the
-disk they are on now. Inside the restored system's chroot when it has its own GRUB (its version
-matches its config), else from the rescue system with --boot-directory."""
+disk they are on now. Inside the restored system's chroot when it has its own GRUB or extlinux
+(its version matches its config and modules), else from the rescue system (--boot-directory, or
+the restored directory's path). extlinux also needs syslinux's boot code in the MBR: the saved
+one when it was syslinux's, else the rescue system's mbr.bin / gptmbr.bin; only the first 440
+bytes are written, never the partition table."""
 
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 from mkrec.errors import MkrecError
+from mkrec.layout.bootloader import EXTLINUX_FILES, MBR_CODE, syslinux_in_mbr
 from mkrec.layout.model import BootKind, BootLoader
 from mkrec.restore.commands import (
     chroot_argv,
@@ -18,26 +23,39 @@ from mkrec.restore.commands import (
     grub_modules_for,
 )
 from mkrec.restore.mounts import bind_system, unbind
-from mkrec.restore.plan import Plan
-from mkrec.restore.sfdisk import partition_node
+from mkrec.restore.plan import DiskPlan, Plan
+from mkrec.restore.sfdisk import Table, partition_node
 from mkrec.runner import run, which
 
 log = logging.getLogger("mkrec.restore")
 
 EFIVARS = Path("/sys/firmware/efi/efivars")
 EFI_FALLBACK = "\\EFI\\BOOT\\BOOTX64.EFI"  # the NVRAM entry's loader: the path every firmware boots
+# syslinux-common has the boot code here; the extlinux package has a copy in /usr/lib/EXTLINUX.
+SYSLINUX_MBR_DIRS = (Path("/usr/lib/syslinux/mbr"), Path("/usr/lib/EXTLINUX"))
 
 
 def has_own(root: Path, tool: str) -> bool:
     return any((root / d / tool).exists() for d in ("usr/sbin", "sbin", "usr/bin", "bin"))
 
 
-def target_disk(plan: Plan, saved_disk: str) -> tuple[str, str]:
-    """(device now, table label) of a saved disk."""
+def disk_plan(plan: Plan, saved_disk: str) -> DiskPlan:
     for d in plan.disks:
         if d.choice.saved.name.removeprefix("/dev/") == saved_disk.removeprefix("/dev/"):
-            return d.device, d.table.label
+            return d
     raise MkrecError(f"the boot loader was on saved disk {saved_disk}, which is not being restored")
+
+
+def target_disk(plan: Plan, saved_disk: str) -> tuple[str, str]:
+    """(device now, table label) of a saved disk."""
+    d = disk_plan(plan, saved_disk)
+    return d.device, d.table.label
+
+
+def bios_bootable(table: Table) -> bool:
+    """Whether a partition carries what syslinux's mbr.bin (the active flag) or gptmbr.bin
+    (LegacyBIOSBootable) looks for."""
+    return any(p.bootable or "LegacyBIOSBootable" in p.attrs for p in table.partitions)
 
 
 def _in_chroot(root: Path, argv: list[str]) -> None:
@@ -62,10 +80,69 @@ def install_boot(plan: Plan, boot: BootLoader, root: Path) -> None:
     elif boot.kind is BootKind.GRUB_EFI:
         _install_efi(plan, boot, root, disk)
     elif boot.kind is BootKind.EXTLINUX:
-        if has_own(root, "extlinux"):
-            _in_chroot(root, extlinux_argv(Path("/boot")))
-        else:
-            run(extlinux_argv(root / "boot"))
+        _install_extlinux(plan, boot, root, disk, label)
+
+
+def extlinux_dir(boot: BootLoader, root: Path) -> str:
+    """Where ldlinux.sys goes, as the restored system sees it ("/boot/extlinux"): the directory the
+    capture recorded, else (a layout from before it was recorded) where the backup put ldlinux.sys."""
+    directory = boot.directory
+    if directory is None:
+        found = [rel for rel in EXTLINUX_FILES if (root / rel).is_file()]
+        directory = "/" + str(Path(found[0]).parent) if found else None
+    if directory is None or not (root / directory.lstrip("/")).is_dir():
+        raise MkrecError(
+            f"extlinux: its directory ({directory or 'not recorded'}) is not in the restored system",
+            hint='set directory = "/boot/extlinux" (where ldlinux.sys was) in the extlinux [[boot]] of '
+            "layout.toml, or install a boot loader by hand",
+        )
+    return directory
+
+
+def mbr_code(saved: bytes, label: str, dirs: tuple[Path, ...] = SYSLINUX_MBR_DIRS) -> tuple[bytes, str]:
+    """The boot code extlinux needs in the MBR, and where it came from: the saved MBR's when it is
+    syslinux's (the version and variant the system had), else syslinux's mbr.bin (gptmbr.bin on GPT)."""
+    if syslinux_in_mbr(saved):
+        return saved[:MBR_CODE], "the saved MBR"
+    name = "gptmbr.bin" if label == "gpt" else "mbr.bin"
+    for d in dirs:
+        if (d / name).is_file():
+            return (d / name).read_bytes()[:MBR_CODE], str(d / name)
+    raise MkrecError(
+        f"extlinux: syslinux's {name} is not here ({', '.join(map(str, dirs))}) and the saved MBR has no "
+        "syslinux code",
+        hint="install syslinux-common, or write a boot code to the first 440 bytes of the disk by hand",
+    )
+
+
+def write_boot_code(device: str, code: bytes) -> None:
+    """Only the boot code: the disk signature and the partition table (bytes 440-511) stay."""
+    if len(code) > MBR_CODE:
+        raise MkrecError(f"{device}: {len(code)} bytes of boot code, more than the {MBR_CODE} the MBR holds")
+    fd = os.open(device, os.O_WRONLY)
+    try:
+        os.pwrite(fd, code, 0)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _install_extlinux(plan: Plan, boot: BootLoader, root: Path, disk: str, label: str) -> None:
+    directory = extlinux_dir(boot, root)
+    if has_own(root, "extlinux"):
+        _in_chroot(root, extlinux_argv(Path(directory)))
+    else:
+        run(extlinux_argv(root / directory.lstrip("/")))
+    if any(b.kind is BootKind.GRUB_BIOS and b.disk == boot.disk for b in plan.system.boots):
+        log.info("    %s: GRUB owns the MBR boot code; extlinux is chain-loaded from it", disk)
+        return
+    d = disk_plan(plan, boot.disk or "")
+    code, origin = mbr_code(d.choice.saved.mbr, label)
+    if not syslinux_in_mbr(d.choice.saved.mbr) and not bios_bootable(d.table):
+        flag = "the LegacyBIOSBootable attribute" if label == "gpt" else "the active flag"
+        log.warning("warning: %s: no partition has %s: syslinux's boot code finds none to boot", disk, flag)
+    write_boot_code(disk, code)
+    log.info("    %s: syslinux boot code from %s in the MBR (partition table untouched)", disk, origin)
 
 
 def _install_efi(plan: Plan, boot: BootLoader, root: Path, disk: str) -> None:

@@ -3,6 +3,7 @@ into the restore engine's SavedSystem, with each filesystem's stream found in th
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path, PurePosixPath
 
 from mkrec.backup.manifest import StreamRecord
@@ -60,7 +61,13 @@ def relative_mountpoint(mountpoint: str | None, source_root: str) -> str:
     return mountpoint
 
 
-def saved_system(layout: Layout, streams: dict[str, StreamRecord], set_id: str = "") -> SavedSystem:
+def saved_system(
+    layout: Layout,
+    streams: dict[str, StreamRecord],
+    set_id: str = "",
+    mbrs: dict[str, bytes] | None = None,
+) -> SavedSystem:
+    """mbrs: the saved first sector of each disk by its layout name (mbr-<disk>.bin)."""
     disks = tuple(
         SavedDisk(
             name=_dev(d.name),
@@ -69,6 +76,7 @@ def saved_system(layout: Layout, streams: dict[str, StreamRecord], set_id: str =
             model=d.model or "",
             serial=d.serial or "",
             wwn=d.wwn or "",
+            mbr=(mbrs or {}).get(d.name, b""),
         )
         for d in layout.disks
     )
@@ -102,7 +110,11 @@ def saved_system(layout: Layout, streams: dict[str, StreamRecord], set_id: str =
                 size=sw.size or 0,
             )
         )
-    boots = tuple(b for b in layout.boot if b.kind is not BootKind.NONE)
+    boots = tuple(
+        replace(b, directory=relative_mountpoint(b.directory, layout.source_root) or None)
+        for b in layout.boot
+        if b.kind is not BootKind.NONE
+    )
     return SavedSystem(
         disks,
         tuple(filesystems),
@@ -137,5 +149,19 @@ def read_saved_layout(reader: RestoreSet | None, explicit: Path | None) -> Layou
     )
 
 
+def read_saved_file(reader: RestoreSet | None, explicit: Path | None, name: str) -> bytes | None:
+    """Another file of the capture (mbr-sda.bin ...), from where the layout is read: --layout's
+    directory, else a volume of the set, else the rescue system's /etc/recovery."""
+    if explicit is not None:
+        path = (explicit if explicit.is_dir() else explicit.parent) / name
+        return path.read_bytes() if path.is_file() else None
+    if reader is not None and reader.layout_text() is not None:
+        return reader.recovery_file(name)
+    path = RESCUE_RECOVERY / name
+    return path.read_bytes() if path.is_file() else None
+
+
 def load_saved(reader: RestoreSet, explicit: Path | None) -> SavedSystem:
-    return saved_system(read_saved_layout(reader, explicit), reader.streams, reader.set_id)
+    layout = read_saved_layout(reader, explicit)
+    mbrs = {d.name: read_saved_file(reader, explicit, f"mbr-{d.name}.bin") or b"" for d in layout.disks}
+    return saved_system(layout, reader.streams, reader.set_id, mbrs)

@@ -161,14 +161,18 @@ def render_script(table: Table, device: str) -> str:
 
 
 def same_table(a: Table, b: Table) -> bool:
-    """Equal where it matters for a restore: label, disk id and every partition (ids compared
-    case-insensitively: sfdisk prints GPT UUIDs in upper case whatever was written)."""
+    """Equal where it matters for a restore: label, disk id and every partition, with the flags a
+    BIOS boot code looks for (the active flag, LegacyBIOSBootable). Ids are compared
+    case-insensitively: sfdisk prints GPT UUIDs in upper case whatever was written."""
 
     def key(t: Table) -> tuple[object, ...]:
         return (
             t.label,
             t.label_id.lower(),
-            tuple((p.number, p.start, p.size, p.type.lower(), p.uuid.lower(), p.name) for p in t.partitions),
+            tuple(
+                (p.number, p.start, p.size, p.type.lower(), p.uuid.lower(), p.name, p.attrs, p.bootable)
+                for p in t.partitions
+            ),
         )
 
     return key(a) == key(b)

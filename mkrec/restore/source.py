@@ -36,7 +36,7 @@ from mkrec.runner import run_json
 log = logging.getLogger("mkrec.restore")
 
 RESCUE_MOUNT = Path("/run/mkrec/backup")  # where the rescue system mounts a backup it found
-LAYOUT_IN_SET = "etc/recovery/layout.toml"  # volume 1 of a cd set carries the readable copy
+RECOVERY_IN_SET = "etc/recovery"  # volume 1 of a cd set carries a readable copy of the capture
 VOLUME_LABEL = re.compile(r"^CDREC_\d+$")
 
 Ask = Callable[[str], str]
@@ -154,15 +154,20 @@ class RestoreSet:
     def streams(self) -> dict[str, StreamRecord]:
         return self.bset.streams
 
-    def layout_text(self) -> str | None:
-        """The readable copy of etc/recovery/layout.toml a volume carries (volume 1 of a cd set)."""
+    def recovery_file(self, name: str) -> bytes | None:
+        """A file of the readable etc/recovery copy a volume carries (volume 1 of a cd set)."""
         for ov in sorted(self.bset.volumes.values(), key=lambda v: v.number):
             with (
                 contextlib.suppress(KeyError, OSError, pycdlib.pycdlibexception.PyCdlibException),
-                ov.volume.open(LAYOUT_IN_SET) as fh,
+                ov.volume.open(f"{RECOVERY_IN_SET}/{name}") as fh,
             ):
-                return fh.read().decode()
+                return fh.read()
         return None
+
+    def layout_text(self) -> str | None:
+        """etc/recovery/layout.toml from a volume of the set."""
+        data = self.recovery_file("layout.toml")
+        return data.decode() if data is not None else None
 
     # ---- reading a stream ----
 
