@@ -15,7 +15,7 @@ PYTEST_ARGS ?=
 # What the build, the rescue system and the tests use. Kept in one place: the preflight reads
 # the tool -> package map from mkrec/tools.py, this list installs them.
 DEBS := linux-image-amd64 kmod busybox-static cpio zstd tar file \
-        isolinux syslinux syslinux-common grub-efi-amd64-bin grub-pc-bin grub-common grub2-common efibootmgr memtest86+ \
+        isolinux syslinux syslinux-common extlinux grub-efi-amd64-bin grub-pc-bin grub-common grub2-common efibootmgr memtest86+ \
         mtools dosfstools e2fsprogs xfsprogs btrfs-progs util-linux fdisk gdisk parted \
         lvm2 mdadm cryptsetup acl attr \
         qemu-system-x86 ovmf xorriso genisoimage \

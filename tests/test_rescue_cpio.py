@@ -117,7 +117,8 @@ def test_rdbase_contents(ctx: Context, kernel: Kernel) -> None:
     for path in (
         "usr/sbin/sfdisk", "usr/sbin/mkfs.ext4", "usr/sbin/mke2fs", "usr/sbin/lvm", "usr/sbin/vgchange",
         "usr/sbin/mdadm", "usr/sbin/cryptsetup", "usr/bin/tar", "usr/bin/zstd", "usr/sbin/grub-install",
-        "usr/lib/grub/i386-pc/boot.img", "usr/lib/grub/x86_64-efi/linux.mod",
+        "usr/lib/grub/i386-pc/boot.img", "usr/lib/grub/x86_64-efi/linux.mod", "usr/bin/extlinux",
+        "usr/lib/syslinux/mbr/mbr.bin", "usr/lib/syslinux/mbr/gptmbr.bin",
         "usr/lib/x86_64-linux-gnu/libfdisk.so.1", "usr/lib/x86_64-linux-gnu/libc.so.6",
         "usr/lib/x86_64-linux-gnu/libgcc_s.so.1", "lib64/ld-linux-x86-64.so.2", "usr/bin/python3",
         "usr/share/terminfo/l/linux", "usr/share/terminfo/v/vt100", "etc/passwd", "etc/nsswitch.conf",

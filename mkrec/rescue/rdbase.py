@@ -9,6 +9,7 @@ import logging
 import tomllib
 from pathlib import Path
 
+from mkrec.backup.imaging import IMAGE_TOOLS  # partclone.*, ntfsclone: restoring images
 from mkrec.config import config_to_dict
 from mkrec.context import Context
 from mkrec.errors import MkrecError
@@ -32,7 +33,7 @@ OPTIONAL_TOOLS = (
     "mkfs.xfs", "xfs_repair", "xfs_admin", "xfs_db", "xfs_growfs",
     "mkfs.vfat", "mkfs.fat", "fatlabel", "mkfs.btrfs", "btrfs", "btrfstune",
     "lvm", "dmsetup", "mdadm", "cryptsetup",
-    "grub-install", "grub-probe", "grub-mkimage", "grub-editenv", "efibootmgr",
+    "grub-install", "grub-probe", "grub-mkimage", "grub-editenv", "efibootmgr", "extlinux",
     "getfacl", "setfacl", "getfattr", "setfattr", "bash",
 )  # fmt: skip
 # lvm is one program answering to many names.
@@ -41,6 +42,7 @@ LVM_NAMES = (
     "vgcfgbackup", "vgcfgrestore", "lvcreate", "lvs", "lvscan", "lvchange", "lvremove",
 )  # fmt: skip
 GRUB_DIRS = (Path("/usr/lib/grub/i386-pc"), Path("/usr/lib/grub/x86_64-efi"))
+SYSLINUX_MBR = Path("/usr/lib/syslinux/mbr")  # the MBR boot code extlinux restores write back
 # Loaded with dlopen (no DT_NEEDED names them): glibc needs libgcc_s to unwind threads on exit.
 DLOPENED = ("libgcc_s.so.1",)
 TERMINFO_DIRS = (Path("/usr/lib/terminfo"), Path("/usr/share/terminfo"), Path("/etc/terminfo"))
@@ -80,7 +82,7 @@ def _add_program(archive: Archive, path: Path) -> Path:
 
 def add_tools(archive: Archive) -> list[Path]:
     elves = []
-    for name in REQUIRED_TOOLS + OPTIONAL_TOOLS:
+    for name in REQUIRED_TOOLS + OPTIONAL_TOOLS + IMAGE_TOOLS:
         path = which(name)
         if path is None:
             if name in REQUIRED_TOOLS:
@@ -96,6 +98,8 @@ def add_tools(archive: Archive) -> list[Path]:
     for grub in GRUB_DIRS:
         if grub.is_dir():
             archive.add_tree(str(grub), grub)
+    if SYSLINUX_MBR.is_dir():
+        archive.add_tree(str(SYSLINUX_MBR), SYSLINUX_MBR)
     return elves
 
 
