@@ -1,7 +1,8 @@
 """A small, real, bootable "source system" for end-to-end tests: a disk image the test builds
 itself with a partition table, filesystems, a busybox userland, Debian's kernel and initramfs,
-and GRUB for BIOS (and UEFI on GPT). Its /sbin/init prints a marker on the serial console and
-powers off, so a test can prove that a disk boots and which system it is."""
+and GRUB for BIOS (and UEFI on GPT), or extlinux with syslinux's boot code in the MBR. Its
+/sbin/init prints a marker on the serial console and powers off, so a test can prove that a disk
+boots and which system it is."""
 
 from __future__ import annotations
 
@@ -28,6 +29,16 @@ MBR_TABLE = """label: dos
 size=180MiB, type=83, bootable
 type=83
 """
+# extlinux boots from the root partition itself: no BIOS boot partition, no ESP. syslinux's MBR code
+# starts the active partition (dos) or the one with the legacy BIOS bootable attribute (gpt).
+EXTLINUX_TABLES = {
+    "dos": MBR_TABLE,
+    "gpt": f"""label: gpt
+size=180MiB, type={LINUX}, name=root, attrs="LegacyBIOSBootable"
+type={LINUX}, name=data
+""",
+}
+SYSLINUX_MBR = Path("/usr/lib/syslinux/mbr")
 
 INIT = """#!/bin/sh
 mount -t proc proc /proc
@@ -61,6 +72,29 @@ menuentry "source" {{
   initrd /boot/initrd.img
 }}
 """
+
+
+def _extlinux_conf(root_uuid: str) -> str:
+    return f"""SERIAL 0 115200
+DEFAULT source
+PROMPT 0
+TIMEOUT 0
+LABEL source
+  LINUX /boot/vmlinuz
+  INITRD /boot/initrd.img
+  APPEND root=UUID={root_uuid} ro console=ttyS0,115200 quiet
+"""
+
+
+def _install_extlinux(root: Path, disk: str, label: str, root_uuid: str) -> None:
+    """extlinux in /boot/extlinux of the mounted root, syslinux's boot code in the first 440 bytes."""
+    directory = root / "boot" / "extlinux"
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "extlinux.conf").write_text(_extlinux_conf(root_uuid))
+    sh("extlinux", "--install", directory)
+    code = (SYSLINUX_MBR / ("gptmbr.bin" if label == "gpt" else "mbr.bin")).read_bytes()
+    with open(disk, "r+b") as fh:
+        fh.write(code[:440])
 
 
 def _install_userland(root: Path, marker: str) -> None:
@@ -111,22 +145,27 @@ def _install_efi_loader(esp_dev: str, root_uuid: str, workdir: Path) -> None:
 
 
 def build_source_system(
-    disks: LoopDisks, workdir: Path, label: str = "gpt", marker: str = "marker-1"
+    disks: LoopDisks, workdir: Path, label: str = "gpt", marker: str = "marker-1", boot: str = "grub"
 ) -> SourceSystem:
-    """Build and mount a 256 MiB bootable system; the caller's LoopDisks cleans it up."""
-    image = workdir / f"source-{label}.img"
+    """Build and mount a 256 MiB bootable system; the caller's LoopDisks cleans it up.
+    boot: "grub" (BIOS, and UEFI on gpt) or "extlinux" (root and data partitions only)."""
+    name = label if boot == "grub" else f"{label}-{boot}"
+    image = workdir / f"source-{name}.img"
     sh("truncate", "-s", "256M", image)
     disk = disks.attach(image)
-    sh("sfdisk", "-q", disk, input=GPT_TABLE if label == "gpt" else MBR_TABLE)
+    tables = EXTLINUX_TABLES if boot == "extlinux" else {"gpt": GPT_TABLE, "dos": MBR_TABLE}
+    sh("sfdisk", "-q", disk, input=tables[label])
     disks.rescan(disk)
-    if label == "gpt":
+    if boot == "extlinux":
+        esp_dev, root_dev, data_dev = None, f"{disk}p1", f"{disk}p2"
+    elif label == "gpt":
         esp_dev, root_dev, data_dev = f"{disk}p2", f"{disk}p3", f"{disk}p4"
         sh("mkfs.vfat", "-n", "ESP", esp_dev)
     else:
         esp_dev, root_dev, data_dev = None, f"{disk}p1", f"{disk}p2"
     sh("mkfs.ext4", "-q", "-L", "root", root_dev)
     sh("mkfs.ext4", "-q", "-L", "data", data_dev)
-    root = disks.mount(root_dev, workdir / f"root-{label}")
+    root = disks.mount(root_dev, workdir / f"root-{name}")
     (root / "data").mkdir()
     disks.mount(data_dev, root / "data")
     _install_userland(root, marker)
@@ -137,6 +176,10 @@ def build_source_system(
     (root / "etc" / "fstab").write_text(
         f"UUID={root_uuid} / ext4 defaults 0 1\nUUID={data_uuid} /data ext4 defaults 0 2\n"
     )
+    if boot == "extlinux":
+        _install_extlinux(root, disk, label, root_uuid)
+        sh("sync")
+        return SourceSystem(disk, image, root, label, marker, root_dev, data_dev, esp_dev)
     (root / "boot" / "grub" / "grub.cfg").write_text(_grub_cfg(root_uuid))
     sh(
         "grub-install",
