@@ -12,12 +12,21 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
 from mkrec.errors import MkrecError
 
 FORMAT = "mkrec-backup"
 VERSION = 1
+
+
+class ImageFormat(StrEnum):
+    """What an image stream holds: every block, or a used-blocks image in its tool's format."""
+
+    RAW = "raw"
+    PARTCLONE = "partclone"
+    NTFSCLONE = "ntfsclone"
 
 
 @dataclass
@@ -46,6 +55,9 @@ class StreamRecord:
     sha256: str | None = None  # of the uncompressed stream
     compressed_size: int | None = None
     compressed_sha256: str | None = None  # of the pieces concatenated
+    # image streams only (absent in sets written before: those hold raw images)
+    image: ImageFormat | None = None
+    fs_size: int | None = None  # bytes a target partition must hold
 
 
 @dataclass
@@ -102,6 +114,16 @@ def _frames(value: Any, where: str, ctx: str) -> list[tuple[int, int]]:
     ):
         raise _fail(where, f"{ctx}'frames' must be a list of [compressed, uncompressed] sizes")
     return [(f[0], f[1]) for f in value]
+
+
+def _image_format(value: str | None, where: str, ctx: str) -> ImageFormat | None:
+    if value is None:
+        return None
+    try:
+        return ImageFormat(value)
+    except ValueError:
+        allowed = ", ".join(f.value for f in ImageFormat)
+        raise _fail(where, f"{ctx}'image' must be one of {allowed}, got {value!r}") from None
 
 
 def parse_manifest(text: str, where: str) -> Manifest:
@@ -166,6 +188,8 @@ def parse_manifest(text: str, where: str) -> Manifest:
                 sha256=opt("sha256", str),
                 compressed_size=opt("compressed_size", int),
                 compressed_sha256=opt("compressed_sha256", str),
+                image=_image_format(opt("image", str), where, sctx),
+                fs_size=opt("fs_size", int),
             )
         )
     full = data.get("full_catalog")
