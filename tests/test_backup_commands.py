@@ -53,16 +53,23 @@ def test_sources_from_findmnt(fp: FakeProcess, tmp_path: Path) -> None:
             {"target": "/mnt/sys/srv", "source": "/dev/sdb2[/srv]", "fstype": "ext4"},
             {"target": "/mnt/sys/backup", "source": "/dev/sdc1", "fstype": "ext4"},
             {"target": "/mnt/system2", "source": "/dev/sdd1", "fstype": "ext4"},
+            {"target": "/mnt/sys/dos", "source": "/dev/sdb5", "fstype": "fuseblk"},
         ]
     }
     fp.register(FINDMNT, stdout=json.dumps(mounts))
-    cfg = config_from_dict({"source": {"root": "/mnt/sys", "raw": ["/dev/sdb9"]}})
+    # blkid names what findmnt cannot: a FUSE mount (ntfs-3g), and the unmounted raw partitions
+    fp.register(["blkid", "-c", "/dev/null", "-o", "value", "-s", "TYPE", "/dev/sdb5"], stdout="ntfs\n")
+    fp.register(["blkid", "-c", "/dev/null", "-o", "value", "-s", "TYPE", "/dev/sdb9"], returncode=2)
+    fp.register(["blkid", "-c", "/dev/null", "-o", "value", "-s", "TYPE", "/dev/sdb7"], stdout="ext4\n")
+    cfg = config_from_dict({"source": {"root": "/mnt/sys", "raw": ["/dev/sdb9", "/dev/sdb7"]}})
     found = sources(Context(cfg, started=datetime(2026, 1, 1)), [Path("/mnt/sys/backup")])
     assert [(s.device, s.mountpoint, s.kind, s.stream) for s in found] == [
         ("/dev/sdb2", "/", "tar", "sdb2.ext4.tar.zst"),
         ("/dev/sdb1", "/boot/efi", "tar", "sdb1.vfat.tar.zst"),
+        ("/dev/sdb5", "/dos", "image", "sdb5.ntfs.img.zst"),
         ("/dev/sdb4", "/win", "image", "sdb4.ntfs.img.zst"),
         ("/dev/sdb9", "", "image", "sdb9.raw.img.zst"),
+        ("/dev/sdb7", "", "image", "sdb7.ext4.img.zst"),
     ]
 
 

@@ -13,14 +13,13 @@ from pathlib import Path
 from typing import BinaryIO
 
 from mkrec.backup import cutstream
-from mkrec.backup.catalog import entry_line
 from mkrec.backup.cutstream import CutStream
 from mkrec.backup.frames import FRAME_SIZE
+from mkrec.backup.imaging import ImageStream, open_image
 from mkrec.backup.manifest import StreamRecord
 from mkrec.backup.sinks import Ask, IsoSink, PathSink, TapeSink
-from mkrec.backup.sources import Source, image_argv, sources, tar_argv
+from mkrec.backup.sources import Source, sources, tar_argv
 from mkrec.backup.stream import pump
-from mkrec.backup.tarscan import Entry
 from mkrec.backup.volumes import SetInfo, Sink, VolumeWriter
 from mkrec.config import Mode
 from mkrec.context import Context
@@ -169,14 +168,11 @@ def _stream(
         drain.start()
         source: BinaryIO = proc.stdout  # type: ignore[assignment]
     else:
-        size = _used_bytes(src)
-        first = [entry_line(src.stream, Entry(".", "image", size, 0o600, 0, 0, 0.0, "", 0, size))]
-        img = image_argv(src)
-        if img:
-            proc = popen(img)
-            source = proc.stdout  # type: ignore[assignment]
-        else:
-            source = open(src.device, "rb")  # noqa: SIM115 - every block: no used-blocks tool for it
+        image: ImageStream = open_image(src.device, src.fstype)
+        proc, source, first = image.proc, image.reader, [image.catalog_line(src.stream)]
+        record.image, record.fs_size = image.format, image.info.fs_size
+        overall.total += image.info.used - progress.total  # the tool knows what is in use
+        progress.total = image.info.used
     try:
         summary = pump(
             source,
@@ -202,9 +198,7 @@ def _stream(
             drain.join()
             _check_tar(proc, code, drain.lines)
         else:
-            from mkrec.runner import wait_checked
-
-            wait_checked(proc)
+            image.finish()
     result = cut.end_stream()
     record.complete = True
     record.size = summary.size

@@ -1,5 +1,5 @@
 """What gets backed up and how: the file systems mounted under [source] root (tar) and the
-partitions in [source] raw (images), with the exact tar / imaging command for each."""
+partitions in [source] raw (images, see imaging.py), with the exact tar command for each."""
 
 from __future__ import annotations
 
@@ -10,11 +10,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mkrec.context import Context
-from mkrec.runner import run_json, which
+from mkrec.runner import run, run_json
 
 # File systems tar carries with every attribute; anything else on a block device is imaged.
 TAR_FS = {"ext2", "ext3", "ext4", "xfs", "btrfs", "jfs", "reiserfs", "f2fs", "vfat", "exfat"}
-IMAGE_TOOLS = {"ntfs": "ntfsclone"}  # else partclone.<fs>, else every block
+# What findmnt shows for a FUSE mount (ntfs-3g) or nothing: blkid tells the file system.
+UNNAMED_FS = {"", "fuseblk"}
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,12 @@ def mounted_filesystems(root: Path) -> list[tuple[str, str, str]]:
     return sorted(out, key=lambda t: t[0])
 
 
+def probe_fstype(device: str) -> str:
+    """The file system on device by its signature (blkid's TYPE); "raw" when it has none."""
+    proc = run(["blkid", "-c", "/dev/null", "-o", "value", "-s", "TYPE", device], check=False)
+    return proc.stdout.strip() or "raw"
+
+
 def _relative(root: Path, target: str) -> str:
     rel = posixpath.relpath(target, str(root))
     return "/" if rel == "." else "/" + rel
@@ -66,11 +73,13 @@ def sources(ctx: Context, never: list[Path]) -> list[Source]:
         if any(fnmatch.fnmatch(mp, pat) for pat in cfg.exclude):
             continue
         seen.add(device)
+        if fstype in UNNAMED_FS:
+            fstype = probe_fstype(device)
         kind = "tar" if fstype in TAR_FS and device not in raw else "image"
         found.append(Source(device, fstype, mp, Path(target), kind))
     for device in cfg.raw:
         if device not in seen:
-            found.append(Source(device, "raw", "", Path(device), "image"))
+            found.append(Source(device, probe_fstype(device), "", Path(device), "image"))
     return found
 
 
@@ -117,14 +126,3 @@ def tar_argv(src: Source, excludes: tuple[str, ...], never: list[Path]) -> list[
         argv += [f"--exclude={p}" for p in floating]
     argv.append(".")
     return argv
-
-
-def image_argv(src: Source) -> list[str] | None:
-    """A used-blocks imaging command when one is installed; None: read every block ourselves."""
-    tool = IMAGE_TOOLS.get(src.fstype)
-    if tool and which(tool):
-        return [tool, "--save-image", "--output", "-", src.device]
-    partclone = f"partclone.{src.fstype}"
-    if src.fstype != "raw" and which(partclone):
-        return [partclone, "--clone", "--source", src.device, "--output", "-", "--quiet"]
-    return None
