@@ -20,6 +20,8 @@ from typing import IO
 
 from mkrec.backup.catalog import CatalogEntry
 from mkrec.backup.frames import FrameError, decompress_frame
+from mkrec.backup.imaging import image_format, restore_hint
+from mkrec.backup.manifest import ImageFormat, StreamRecord
 from mkrec.backup.setreader import BackupSet, FrameLoc
 from mkrec.errors import MkrecError
 from mkrec.runner import popen, wait_checked
@@ -27,6 +29,7 @@ from mkrec.runner import popen, wait_checked
 log = logging.getLogger("mkrec.extract")
 
 TYPE_CHAR = {"file": "-", "hardlink": "h", "symlink": "l", "char": "c", "block": "b", "dir": "d", "fifo": "p"}
+TYPE_CHAR["image"] = "i"  # a partition image: the whole stream is one member
 
 
 def quote(path: str) -> str:
@@ -64,6 +67,8 @@ def ls_lines(bset: BackupSet, wanted: str = "") -> list[str]:
             line += f" -> {quote(e.link)}"
         elif e.type == "hardlink":
             line += f" link to {quote(e.link)}"
+        elif e.type == "image" and (s := bset.streams.get(e.stream)):
+            line += f" ({image_format(s)} image of {s.fstype}, {e.size} bytes in use)"
         lines.append(line)
     for n in missing:
         lines.append(f"# volume {n} is missing: files whose data starts on it are not listed")
@@ -180,7 +185,7 @@ def extract(bset: BackupSet, paths: list[str], dest: Path) -> ExtractResult:
         stream = bset.streams[name]
         reader = FrameReader(bset, name)
         if stream.kind == "image":
-            _extract_image(reader, stream.device, members[0], dest, result)
+            _extract_image(reader, stream, dest, result)
         else:
             _extract_tar(bset, reader, members, dest / stream.mountpoint.lstrip("/"), result)
     for n in missing:
@@ -228,14 +233,28 @@ def _extract_tar(
             with_damage.unlink()
 
 
-def _extract_image(
-    reader: FrameReader, device: str, e: CatalogEntry, dest: Path, result: ExtractResult
-) -> None:
+def image_file(stream: StreamRecord) -> str:
+    """The name an extracted image gets: a raw one is the partition's bytes (loop-mountable), the
+    others say which tool restores them."""
+    base = os.path.basename(stream.device) or "image"
+    fmt = image_format(stream)
+    return f"{base}.img" if fmt is ImageFormat.RAW else f"{base}.{stream.fstype}.{fmt}.img"
+
+
+def _extract_image(reader: FrameReader, stream: StreamRecord, dest: Path, result: ExtractResult) -> None:
+    """The whole image stream as a file (its catalog line counts only the bytes in use)."""
     dest.mkdir(parents=True, exist_ok=True)
-    out = dest / f"{os.path.basename(device)}.img"
-    if not reader.available(e.offset, e.end):
-        result.lost.append(device)
+    out = dest / image_file(stream)
+    end = stream.size if stream.complete else None  # its end is on a volume not here
+    if end is None or not reader.available(0, end):
+        result.lost.append(stream.device)
         return
     with open(out, "wb") as fh:
-        ok = reader.copy(e.offset, e.end, fh)
-    (result.restored if ok else result.lost).append(device)
+        ok = reader.copy(0, end, fh)
+    (result.restored if ok else result.lost).append(stream.device)
+    fmt = image_format(stream)
+    if ok:
+        log.info(
+            "%s: %s image of its %s file system written to %s; to put it on a partition: %s",
+            stream.device, fmt, stream.fstype, out, restore_hint(fmt, str(out)),
+        )  # fmt: skip

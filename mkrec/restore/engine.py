@@ -22,7 +22,7 @@ from mkrec.restore.runlog import RunLog
 from mkrec.restore.source import RestoreSet
 from mkrec.restore.stack import LuksKey, activate_layer, layers, make_layer
 from mkrec.restore.steps import Steps
-from mkrec.restore.unpack import unpack_tar, write_raw
+from mkrec.restore.unpack import unpack_tar, write_image
 from mkrec.runner import run
 
 log = logging.getLogger("mkrec.restore")
@@ -143,7 +143,7 @@ def _run(
 
 
 def _raw(reader: RestoreSet, target: FsTarget) -> None:
-    write_raw(reader, target.saved.raw, target.node)
+    write_image(reader, target.saved.raw, target.node)
 
 
 def _unpack(reader: RestoreSet, target: FsTarget, dest: Path) -> None:

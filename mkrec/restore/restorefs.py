@@ -1,5 +1,6 @@
 """restore-fs: one saved filesystem onto a chosen partition or LV, optionally as another type;
-nothing else is touched. The saved UUID is kept when the new type can carry it and no other device
+nothing else is touched. An imaged filesystem (NTFS, [source] raw) is written back as its image,
+as the type it was. The saved UUID is kept when the new type can carry it and no other device
 here has it (two filesystems with one UUID confuse mount and GRUB); the mounted system's fstab
 follows the new UUID and type."""
 
@@ -21,7 +22,7 @@ from mkrec.restore.mapping import parse_map
 from mkrec.restore.model import SavedFs, SavedSystem
 from mkrec.restore.resize import min_fs_bytes
 from mkrec.restore.source import RestoreSet, open_set
-from mkrec.restore.unpack import unpack_tar
+from mkrec.restore.unpack import check_image_fits, unpack_tar, write_image
 from mkrec.runner import run
 from mkrec.sizes import format_size
 
@@ -94,6 +95,8 @@ def _restore_fs(req: Request, asker: ask.Input | None, reader: RestoreSet) -> in
     system = load_saved(reader, req.layout)
     ((name, node),) = parse_map(list(req.maps)).items()
     saved = find_saved_fs(system, name)
+    if saved.raw:
+        return _restore_image(req, asker, reader, saved, name, node)
     fstype = req.as_type or saved.fstype
     if fstype not in MKFS_TYPES or fstype == "swap":
         raise MkrecError(
@@ -101,7 +104,7 @@ def _restore_fs(req: Request, asker: ask.Input | None, reader: RestoreSet) -> in
         )
     if not saved.stream:
         raise MkrecError(
-            f"saved {name} has no tar stream in the set", hint="raw images restore with start-restore"
+            f"saved {name} has no stream in the set", hint="it was not backed up (see mkrec ls SET)"
         )
     check_target(node, reader.nodes())
     size, need = device_size(node), min_fs_bytes(fstype, saved.used)
@@ -128,6 +131,31 @@ def _restore_fs(req: Request, asker: ask.Input | None, reader: RestoreSet) -> in
             run(["umount", tmp])
     update_fstab(req.target, saved, uuid, fstype)
     log.info("Restored %s onto %s as %s (UUID %s)", name, node, fstype, uuid)
+    return 0
+
+
+def _restore_image(
+    req: Request, asker: ask.Input | None, reader: RestoreSet, saved: SavedFs, name: str, node: str
+) -> int:
+    """The image goes back as it was: same type, UUID and label; fstab needs no change."""
+    if req.as_type and req.as_type != saved.fstype:
+        raise MkrecError(
+            f"--as-type {req.as_type}: {name} was saved as a {saved.fstype} image and restores only as that",
+            hint="leave out --as-type",
+        )
+    check_target(node, reader.nodes())
+    record = reader.streams[saved.raw]
+    size = check_image_fits(record, node)
+    if saved.uuid and saved.uuid.lower() in present_uuids(node):
+        log.warning("warning: UUID %s is on another device here too: mount by device name", saved.uuid)
+    ask.confirm_erase(
+        f"ERASE {node} ({format_size(size)}): write the {record.image or 'raw'} image {saved.raw} "
+        f"({saved.fstype} label={saved.label or '-'} uuid={saved.uuid or '-'})",
+        req.yes,
+        asker,
+    )
+    write_image(reader, saved.raw, node)
+    log.info("Restored %s onto %s (%s image, UUID %s)", name, node, record.image or "raw", saved.uuid or "-")
     return 0
 
 

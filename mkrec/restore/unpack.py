@@ -1,5 +1,6 @@
-"""Putting data back: a tar stream unpacked into a mounted filesystem, a raw image written onto its
-node. Both read the stream from the backup set through the RestoreSet (mkrec.restore.source)."""
+"""Putting data back: a tar stream unpacked into a mounted filesystem, an image written onto its
+node (block for block, or through partclone / ntfsclone for their formats). Both read the stream
+from the backup set through the RestoreSet (mkrec.restore.source)."""
 
 from __future__ import annotations
 
@@ -7,12 +8,16 @@ import contextlib
 import os
 import subprocess
 from pathlib import Path
+from typing import BinaryIO, cast
 
 from mkrec.backup.extract import tar_extract_argv
+from mkrec.backup.imaging import Drain, check_tool, image_format, needed_bytes, restore_argv
+from mkrec.backup.manifest import ImageFormat, StreamRecord
 from mkrec.errors import MkrecError
 from mkrec.progress import Progress
 from mkrec.restore.source import RestoreSet
 from mkrec.runner import popen, wait_checked
+from mkrec.sizes import format_size
 
 CHUNK = 1 << 20
 
@@ -39,9 +44,45 @@ def unpack_tar(reader: RestoreSet, name: str, dest: Path) -> int:
     return done
 
 
-def write_raw(reader: RestoreSet, name: str, node: str) -> int:
-    """Write an image back block for block; refuses an image larger than the node."""
-    progress = Progress(f"Writing {name} to {node}")
+def node_capacity(node: str) -> int:
+    fd = os.open(node, os.O_RDONLY)
+    try:
+        return os.lseek(fd, 0, os.SEEK_END)
+    finally:
+        os.close(fd)
+
+
+def check_image_fits(record: StreamRecord, node: str) -> int:
+    """Refuse a target smaller than the saved file system before anything is written; returns
+    the target's size."""
+    capacity, need = node_capacity(node), needed_bytes(record)
+    if capacity < need:
+        raise MkrecError(
+            f"{node} ({format_size(capacity)}) is too small for the image {record.name} "
+            f"({format_size(need)} needed); nothing was written",
+            hint="choose a partition at least as large as the saved one",
+        )
+    return capacity
+
+
+def write_image(reader: RestoreSet, name: str, node: str) -> int:
+    """Write an image stream onto node in the way its format needs; returns the stream bytes."""
+    record = reader.streams.get(name)
+    if record is None:
+        raise MkrecError(f"stream {name} is not in {reader.set_name}")
+    check_image_fits(record, node)
+    fmt = image_format(record)
+    progress = Progress(f"Writing {name} to {node}", record.size or 0)
+    if fmt is ImageFormat.RAW:
+        done = _write_blocks(reader, name, node, progress)
+    else:
+        done = _feed_tool(reader, name, restore_argv(fmt, node), progress)
+    progress.finish()
+    return done
+
+
+def _write_blocks(reader: RestoreSet, name: str, node: str, progress: Progress) -> int:
+    """Block for block; refuses an image larger than the node."""
     done = 0
     fd = os.open(node, os.O_WRONLY)
     try:
@@ -59,5 +100,32 @@ def write_raw(reader: RestoreSet, name: str, node: str) -> int:
         os.fsync(fd)
     finally:
         os.close(fd)
-    progress.finish()
+    return done
+
+
+def _feed_tool(reader: RestoreSet, name: str, argv: list[str], progress: Progress) -> int:
+    """The decompressed image into the restoring tool's stdin; its messages (ntfsclone prints
+    them on stdout when writing a device) are drained and its failure is one line."""
+    proc = popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
+    drains = [Drain(cast(BinaryIO, proc.stdout)), Drain(cast(BinaryIO, proc.stderr))]
+    for d in drains:
+        d.start()
+    done = 0
+    try:
+        with reader.open(name) as src:
+            while chunk := src.read(CHUNK):
+                proc.stdin.write(chunk)
+                done += len(chunk)
+                progress.update(done)
+    except BrokenPipeError:
+        pass  # the tool stopped reading: check_tool says why
+    except BaseException:
+        proc.kill()  # a damaged stream: the tool must not finish what it was given
+        proc.wait()
+        raise
+    finally:
+        with contextlib.suppress(BrokenPipeError):
+            proc.stdin.close()
+    check_tool(proc, drains)
     return done
