@@ -17,7 +17,7 @@ PYTEST_ARGS ?=
 DEBS := linux-image-amd64 kmod busybox-static cpio zstd tar file \
         isolinux syslinux syslinux-common extlinux grub-efi-amd64-bin grub-pc-bin grub-common grub2-common efibootmgr memtest86+ \
         mtools dosfstools e2fsprogs xfsprogs btrfs-progs util-linux fdisk gdisk parted \
-        lvm2 mdadm cryptsetup acl attr \
+        lvm2 mdadm cryptsetup acl attr partclone ntfs-3g \
         qemu-system-x86 ovmf xorriso genisoimage \
         python3 python3-venv
 

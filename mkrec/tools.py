@@ -34,6 +34,8 @@ PACKAGE = {
     "mdadm": "mdadm",
     "cryptsetup": "cryptsetup",
     "getfacl": "acl",
+    "partclone.restore": "partclone",  # and every partclone.<fs> (mkrec.backup.imaging.PARTCLONE)
+    "ntfsclone": "ntfs-3g",
     "xorriso": "xorriso",
     "qemu-system-x86_64": "qemu-system-x86",
 }
@@ -68,4 +70,6 @@ def needed_tools(config: Config) -> list[str]:
     tools = list(CORE)
     if config.media.burn and config.build.mode is Mode.CD:
         tools.append("xorriso")
+    if config.source.raw:  # used-blocks images; without them every block is read
+        tools += ["partclone.restore", "ntfsclone"]
     return tools
