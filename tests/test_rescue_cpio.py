@@ -119,6 +119,8 @@ def test_rdbase_contents(ctx: Context, kernel: Kernel) -> None:
         "usr/sbin/mdadm", "usr/sbin/cryptsetup", "usr/bin/tar", "usr/bin/zstd", "usr/sbin/grub-install",
         "usr/lib/grub/i386-pc/boot.img", "usr/lib/grub/x86_64-efi/linux.mod", "usr/bin/extlinux",
         "usr/lib/syslinux/mbr/mbr.bin", "usr/lib/syslinux/mbr/gptmbr.bin",
+        "usr/sbin/partclone.restore", "usr/sbin/partclone.ext4", "usr/sbin/partclone.extfs",
+        "usr/sbin/partclone.vfat", "usr/sbin/ntfsclone", "usr/lib/x86_64-linux-gnu/libntfs-3g.so.89",
         "usr/lib/x86_64-linux-gnu/libfdisk.so.1", "usr/lib/x86_64-linux-gnu/libc.so.6",
         "usr/lib/x86_64-linux-gnu/libgcc_s.so.1", "lib64/ld-linux-x86-64.so.2", "usr/bin/python3",
         "usr/share/terminfo/l/linux", "usr/share/terminfo/v/vt100", "etc/passwd", "etc/nsswitch.conf",
