@@ -218,7 +218,7 @@ class SourceConfig:
         ["/proc/*", "/sys/*", "/dev/*", "/run/*", "/tmp/*", "/var/tmp/*"],
         "paths left out of the backup (the output directory is always left out)",
     )
-    raw: tuple[str, ...] = setting(_str_list, [], "partitions to image block by block")
+    raw: tuple[str, ...] = setting(_str_list, [], "partitions to image (used blocks only where possible)")
 
 
 @dataclass(frozen=True)
