@@ -73,7 +73,6 @@ class StreamResult:
     name: str
     pieces: list[PieceInfo]
     compressed_size: int
-    compressed_sha256: str
 
 
 class PieceStore(Protocol):
@@ -116,7 +115,6 @@ class CutStream:
         self._stream: str | None = None
         self._piece: PieceInfo | None = None
         self._fh: BinaryIO | None = None
-        self._sha = hashlib.sha256()
         self._piece_sha = hashlib.sha256()
         self._stream_pieces: list[PieceInfo] = []
         self._compressed = 0
@@ -152,7 +150,6 @@ class CutStream:
     def start_stream(self, name: str) -> None:
         self._stream = name
         self.streams += 1
-        self._sha = hashlib.sha256()
         self._stream_pieces = []
         self._compressed = 0
         self._next_index = 1
@@ -176,7 +173,6 @@ class CutStream:
         assert self._piece is not None and self._fh is not None
         self._fh.write(frame.data)
         self._piece_sha.update(frame.data)
-        self._sha.update(frame.data)
         self._piece.crc32 = zlib.crc32(frame.data, self._piece.crc32)
         self._piece.size += len(frame.data)
         self._piece.usize += frame.usize
@@ -192,7 +188,7 @@ class CutStream:
     def end_stream(self) -> StreamResult:
         self._close_piece()
         assert self._stream is not None
-        result = StreamResult(self._stream, self._stream_pieces, self._compressed, self._sha.hexdigest())
+        result = StreamResult(self._stream, self._stream_pieces, self._compressed)
         self._stream = None
         return result
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import threading
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -44,10 +44,10 @@ class FrameCompressor:
         self.threads = effective_threads(threads)
         self._local = threading.local()
         self._pool = ThreadPoolExecutor(max_workers=self.threads, thread_name_prefix="zstd")
-        self._pending: deque[tuple[Future[bytes], int, int, list[str]]] = deque()
+        self._pending: deque[tuple[Future[bytes], int, int, list[str], Callable[[], None] | None]] = deque()
         self._limit = 2 * self.threads
 
-    def _compress(self, raw: bytes) -> bytes:
+    def _compress(self, raw: bytes | memoryview) -> bytes:
         # A ZstdCompressor is not thread-safe: one per worker thread.
         cctx = getattr(self._local, "cctx", None)
         if cctx is None:
@@ -55,14 +55,25 @@ class FrameCompressor:
             self._local.cctx = cctx
         return bytes(cctx.compress(raw))
 
-    def submit(self, raw: bytes, uoffset: int, entries: list[str]) -> Iterator[Frame]:
-        self._pending.append((self._pool.submit(self._compress, raw), uoffset, len(raw), entries))
+    def submit(
+        self,
+        raw: bytes | memoryview,
+        uoffset: int,
+        entries: list[str],
+        release: Callable[[], None] | None = None,
+    ) -> Iterator[Frame]:
+        """`release` is called once `raw` is no longer needed: the caller may reuse its buffer."""
+        future = self._pool.submit(self._compress, raw)
+        self._pending.append((future, uoffset, len(raw), entries, release))
         while self._pending and (len(self._pending) > self._limit or self._pending[0][0].done()):
             yield self._pop()
 
     def _pop(self) -> Frame:
-        future, uoffset, usize, entries = self._pending.popleft()
-        return Frame(uoffset, usize, future.result(), entries)
+        future, uoffset, usize, entries, release = self._pending.popleft()
+        data = future.result()
+        if release:
+            release()
+        return Frame(uoffset, usize, data, entries)
 
     def close(self) -> Iterator[Frame]:
         while self._pending:

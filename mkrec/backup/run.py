@@ -10,7 +10,7 @@ import sys
 import threading
 import uuid
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, cast
 
 from mkrec.backup import cutstream
 from mkrec.backup.cutstream import CutStream
@@ -19,7 +19,7 @@ from mkrec.backup.imaging import ImageStream, open_image
 from mkrec.backup.manifest import StreamRecord
 from mkrec.backup.sinks import Ask, IsoSink, PathSink, TapeSink
 from mkrec.backup.sources import Source, sources, tar_argv
-from mkrec.backup.stream import pump
+from mkrec.backup.stream import Readable, pump, widen_pipe
 from mkrec.backup.volumes import SetInfo, Sink, VolumeWriter
 from mkrec.config import Mode
 from mkrec.context import Context
@@ -164,6 +164,7 @@ def _stream(
         argv = tar_argv(src, cfg.source.exclude, never)
         proc = popen(argv)
         assert proc.stdout is not None and proc.stderr is not None
+        widen_pipe(proc.stdout.fileno())
         drain = StderrDrain(proc.stderr)  # type: ignore[arg-type]
         drain.start()
         source: BinaryIO = proc.stdout  # type: ignore[assignment]
@@ -175,7 +176,7 @@ def _stream(
         progress.total = image.info.used
     try:
         summary = pump(
-            source,
+            cast(Readable, source),
             src.stream,
             cut,
             level=cfg.compression.level,
@@ -204,7 +205,6 @@ def _stream(
     record.size = summary.size
     record.sha256 = summary.sha256
     record.compressed_size = result.compressed_size
-    record.compressed_sha256 = result.compressed_sha256
     progress.finish()
     log.info("    %s: %d entries, %d bytes -> %d compressed", src.stream, summary.entries, summary.size,
              result.compressed_size)  # fmt: skip

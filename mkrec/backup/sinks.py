@@ -17,7 +17,7 @@ from typing import IO
 
 from mkrec.backup.cutstream import Capacity
 from mkrec.backup.setreader import DirVolume, IsoVolume, TarVolume, Volume
-from mkrec.backup.sums import Sums, sums_of
+from mkrec.backup.sums import Sums, sha256_of
 from mkrec.backup.volumes import SetInfo, volume_label
 from mkrec.context import Context
 from mkrec.errors import CommandError, MkrecError
@@ -65,8 +65,8 @@ def check_volume(vol: Volume, sums: list[tuple[str, Sums]]) -> None:
             if name not in files:
                 raise MkrecError(f"{vol.name}: {name} is missing after writing", hint="the medium may be bad")
             with vol.open(name) as fh:
-                got, _ = sums_of(fh)
-            if got.sha256 != expected.sha256:
+                got = sha256_of(fh)
+            if got != expected.sha256:
                 raise MkrecError(f"{vol.name}: {name} reads back wrong", hint="the medium may be bad")
     finally:
         vol.close()

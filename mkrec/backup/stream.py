@@ -5,17 +5,44 @@ cores and hand them to cutstream in order."""
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import functools
 import hashlib
 import queue
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import Protocol
 
 from mkrec.backup.catalog import entry_line
 from mkrec.backup.cutstream import CutStream
 from mkrec.backup.frames import FRAME_SIZE, Frame, FrameCompressor
 from mkrec.backup.tarscan import Entry, TarScanner
+
+READ_AHEAD = 4  # frames read ahead of the compressors
+PIPE_SIZE = 1024 * 1024  # the default pipe size (64 KiB) costs a wake-up of tar and of us every 64 KiB
+
+
+def widen_pipe(fd: int) -> None:
+    """Grow a pipe's buffer; a no-op where the kernel refuses (then it just costs more wake-ups)."""
+    with contextlib.suppress(OSError, AttributeError):
+        fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
+
+
+class Readable(Protocol):
+    def readinto(self, buffer: memoryview, /) -> int | None: ...
+
+
+def fill(source: Readable, buf: bytearray) -> int:
+    """Read into buf until it is full or the source ends; the number of bytes read."""
+    view = memoryview(buf)
+    n = 0
+    while n < len(buf):
+        got = source.readinto(view[n:])
+        if not got:
+            break
+        n += got
+    return n
 
 
 @dataclass(frozen=True)
@@ -26,7 +53,7 @@ class StreamSummary:
 
 
 def pump(
-    source: BinaryIO,
+    source: Readable,
     stream: str,
     cut: CutStream,
     *,
@@ -49,31 +76,37 @@ def pump(
     compressor = FrameCompressor(level, threads)
     start = 0  # uncompressed offset of the next frame
     count = 0
-    # A reader thread keeps tar's pipe drained (and hashes: hashlib releases the GIL) while this
-    # thread scans, hands frames to the compressors and writes pieces.
-    chunks: queue.Queue[bytes | BaseException] = queue.Queue(maxsize=4)
+    # Frames are read into a fixed set of buffers that go back to the pool once compressed: no
+    # fresh 4 MiB allocation (and its page faults) per frame, and the pool bounds memory and
+    # read-ahead. A reader thread keeps tar's pipe drained and hashes (hashlib releases the GIL)
+    # while this thread scans, hands frames to the compressors and writes pieces.
+    free: queue.Queue[bytearray] = queue.Queue()
+    for _ in range(2 * compressor.threads + READ_AHEAD + 2):
+        free.put(bytearray(frame_size))
+    chunks: queue.Queue[tuple[bytearray, int] | BaseException] = queue.Queue()
     stop = threading.Event()
 
     def read() -> None:
         try:
             while not stop.is_set():
-                chunk = source.read(frame_size)
-                if chunk:
-                    sha.update(chunk)
-                chunks.put(chunk)
-                if not chunk:
+                buf = free.get()
+                n = fill(source, buf)
+                if n:
+                    sha.update(memoryview(buf)[:n])
+                chunks.put((buf, n))
+                if not n:
                     return
         except BaseException as exc:
             chunks.put(exc)
 
-    def emit(raw: bytes) -> None:
+    def emit(raw: memoryview, release: Callable[[], None] | None) -> None:
         nonlocal start, count
         end = start + len(raw)
         lines = list(first_lines or []) if start == 0 else []
         while pending and pending[0].offset < end:
             lines.append(entry_line(stream, pending.pop(0)))
         count += len(lines)
-        for frame in compressor.submit(raw, start, lines):
+        for frame in compressor.submit(raw, start, lines, release):
             deliver(frame)
         start = end
 
@@ -86,25 +119,26 @@ def pump(
     reader.start()
     try:
         while True:
-            chunk = chunks.get()
-            if isinstance(chunk, BaseException):
-                raise chunk
-            if not chunk:
+            item = chunks.get()
+            if isinstance(item, BaseException):
+                raise item
+            buf, n = item
+            if not n:
                 break
+            view = memoryview(buf)[:n]
             if scanner:
-                scanner.feed(chunk)
-            emit(chunk)
+                scanner.feed(view)
+            emit(view, functools.partial(free.put, buf))
             if progress:
                 progress(start)
         if start == 0:
-            emit(b"")  # an empty source is still one (empty) frame: every stream has a piece
+            emit(memoryview(b""), None)  # an empty source is still one (empty) frame: every stream has one
         for frame in compressor.close():
             deliver(frame)
     except BaseException:
         stop.set()
         compressor.abort()
-        with contextlib.suppress(queue.Empty):
-            chunks.get_nowait()  # let a blocked reader finish its put and see stop
+        free.put(bytearray(frame_size))  # let a reader waiting for a buffer see stop
         raise
     reader.join()
     return StreamSummary(start, sha.hexdigest(), count)

@@ -32,6 +32,14 @@ def sums_of(fh: IO[bytes]) -> tuple[Sums, int]:
     return Sums(sha.hexdigest(), crc), size
 
 
+def sha256_of(fh: IO[bytes]) -> str:
+    """SHA-256 of everything fh still has (reading back: the CRC would only repeat the check)."""
+    sha = hashlib.sha256()
+    while chunk := fh.read(CHUNK):
+        sha.update(chunk)
+    return sha.hexdigest()
+
+
 def format_sha256sums(items: Iterable[tuple[str, Sums]]) -> str:
     return "".join(f"{s.sha256}  {name}\n" for name, s in items)
 
