@@ -7,6 +7,7 @@ DIR/mbr-<disk>.bin    the first sector (boot code + table), as the Backup & Reco
 DIR/gap-<disk>.bin    MBR disks: the sectors between the MBR and the first partition (GRUB's core)
 DIR/biosboot-<part>.bin  GPT disks: the BIOS boot partition (GRUB's core)
 DIR/fatboot-<dev>.bin the boot sector of each FAT filesystem
+DIR/vgcfg-<vg>.txt    each LVM volume group's metadata as vgcfgbackup writes it (UUIDs, extents)
 DIR/fstab, hostname, date  small copies the rescue system's welcome screen shows
 """
 
@@ -16,7 +17,7 @@ import logging
 from datetime import datetime
 from pathlib import Path
 
-from mkrec.layout import bootloader, parse
+from mkrec.layout import bootloader, parse, vgcfg
 from mkrec.layout.model import Disk, Layout, PartitionKind
 from mkrec.layout.probe import Probed, can_open, probe
 from mkrec.layout.readme import README
@@ -26,7 +27,7 @@ log = logging.getLogger("mkrec.layout")
 
 # A gap larger than this is not boot-loader space but unused disk: GRUB's core fits in 1 MiB.
 MAX_GAP = 8 * 1024**2
-OWN_PATTERNS = ("sfdisk-*.dump", "mbr-*.bin", "gap-*.bin", "biosboot-*.bin", "fatboot-*.bin")
+OWN_PATTERNS = ("sfdisk-*.dump", "mbr-*.bin", "gap-*.bin", "biosboot-*.bin", "fatboot-*.bin", "vgcfg-*.txt")
 
 
 def file_name(device: str) -> str:
@@ -79,6 +80,8 @@ def write_capture(layout: Layout, found: Probed, fstab_text: str | None, out: Pa
         (out / "fstab").write_text(fstab_text)
     for name, dump in found.dumps.items():
         (out / f"sfdisk-{name}.dump").write_text(dump)
+    for vg, text in found.vg_metadata.items():
+        (out / vgcfg.file_name(vg)).write_text(text)
     for disk in layout.disks:
         if not disk.readable:
             log.warning("warning: disk %s: %s", disk.name, disk.note)

@@ -1,6 +1,7 @@
 """Read the running system into a Layout: lsblk for the device tree, sfdisk for tables, blkid for
 what each device holds, tune2fs/xfs_info for filesystem details, findmnt for mounts, mdadm, lvm and
-cryptsetup for the stacked devices. Every command goes through mkrec.runner.
+cryptsetup for the stacked devices (and vgcfgbackup for each VG's metadata). Every command goes
+through mkrec.runner.
 
 A disk that cannot be opened (some VMs refuse even root: EPERM) is still described from lsblk, sysfs
 and the mounted filesystems, with a note saying what is missing; capture never stops on it.
@@ -11,6 +12,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -58,6 +60,7 @@ class Probed:
     filesystems: list[Filesystem] = field(default_factory=list)
     swaps: list[Swap] = field(default_factory=list)
     dumps: dict[str, str] = field(default_factory=dict)  # disk name -> `sfdisk --dump` text
+    vg_metadata: dict[str, str] = field(default_factory=dict)  # VG name -> `vgcfgbackup` text
     paths: dict[str, str] = field(default_factory=dict)  # device name -> /dev path
     disk_of: dict[str, list[str]] = field(default_factory=dict)  # device name -> disks below it
 
@@ -142,6 +145,7 @@ def probe(requested: list[str]) -> Probed:
     if vg_rows:
         wanted = set(names.values())
         out.vgs = [vg for vg in vg_rows[0](by_path) if any(pv.device in wanted for pv in vg.pvs)]
+        out.vg_metadata = {vg.name: vgcfgbackup(vg.name) for vg in out.vgs}
 
     for k in relevant:
         dev = devs[k]
@@ -278,6 +282,14 @@ def _fs_detail(fstype: str, path: str, info: dict[str, str]) -> parse.FsDetail:
         version = info.get("VERSION")
         return parse.FsDetail(features=(version,) if version else ())
     return parse.FsDetail()
+
+
+def vgcfgbackup(vg: str) -> str:
+    """The VG's metadata in LVM's own text format: what vgcfgrestore takes back."""
+    with tempfile.TemporaryDirectory(prefix="mkrec-vgcfg-") as tmp:
+        path = Path(tmp) / f"{vg}.txt"
+        run(["vgcfgbackup", "--config", LVM_CONFIG, "-f", str(path), vg])
+        return path.read_text()
 
 
 def _probe_lvm() -> tuple[Any, dict[str, str]]:

@@ -20,6 +20,11 @@ gap-<disk>.bin       MBR disks: the sectors between the MBR and the first partit
                      its core image).   dd if=gap-<disk>.bin of=/dev/<disk> bs=512 seek=1
 biosboot-<part>.bin  GPT disks: the BIOS boot partition's content (GRUB's core image).
 fatboot-<dev>.bin    The boot sector of each FAT filesystem (the EFI system partition).
+vgcfg-<vg>.txt       Each LVM volume group's metadata as `vgcfgbackup` wrote it (LVM's own text
+                     format). start-restore gives it back with pvcreate --restorefile and
+                     vgcfgrestore, so the VG and LV UUIDs stay the same; when it no longer matches
+                     layout.toml (an edit changed the VG), the VG is made from layout.toml instead,
+                     with new VG and LV UUIDs. clone-disk always makes VGs anew (the sizes change).
 fstab, hostname, date  Copies for the rescue system's welcome screen.
 A disk marked readable = false could not be opened at capture time: its entry comes from lsblk, sysfs
 and the mounted filesystems only, and it has no dump or boot sector files.
