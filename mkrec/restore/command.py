@@ -16,8 +16,9 @@ from mkrec.restore import ask
 from mkrec.restore.devices import find_protected, present_disks
 from mkrec.restore.engine import restore_disks
 from mkrec.restore.layout_adapter import load_saved
+from mkrec.restore.lvresize import parse_lv_file, render_lv_file, with_sizes
 from mkrec.restore.mapping import parse_map
-from mkrec.restore.plan import Plan, make_plan, render_plan
+from mkrec.restore.plan import Plan, make_plan, render_plan, rescale_volumes
 from mkrec.restore.resize import min_fs_bytes
 from mkrec.restore.sfdisk import parse_dump, render_script
 from mkrec.restore.source import RestoreSet, open_set
@@ -89,8 +90,9 @@ def build_plan(req: Request, asker: ask.Input | None) -> tuple[Plan, RestoreSet]
     return plan, reader
 
 
-def edit_clone_tables(plan: Plan, asker: ask.Input) -> Plan:
-    """clone-disk on a terminal: each new table is written to a file the person may edit first."""
+def edit_clone_tables(plan: Plan, asker: ask.Input, resize_swap: bool = False) -> Plan:
+    """clone-disk on a terminal: each new table is written to a file the person may edit first;
+    then the LV sizes, recomputed for the tables as edited."""
     disks = []
     for d in plan.disks:
         path = Path(f"/tmp/mkrec-clone-{d.device.rsplit('/', 1)[-1]}.sfdisk")
@@ -102,7 +104,19 @@ def edit_clone_tables(plan: Plan, asker: ask.Input) -> Plan:
         disks.append(dataclasses.replace(d, table=table))
     edited = dataclasses.replace(plan, disks=tuple(disks))
     check_fits(edited)
-    return edited
+    edited = rescale_volumes(edited, resize_swap)
+    return edit_lv_sizes(edited, asker) if edited.lv_rows else edited
+
+
+def edit_lv_sizes(plan: Plan, asker: ask.Input) -> Plan:
+    path = Path("/tmp/mkrec-clone-lvm.txt")
+    path.write_text(render_lv_file(plan.lv_rows))
+    answer = asker(f"The new LV sizes are in {path}; edit them if you like, then press Enter: ")
+    if answer.strip().lower() in ("n", "no", "q"):
+        raise MkrecError("nothing was written: stopped before the LV sizes were applied")
+    rows = parse_lv_file(path.read_text(), str(path), plan.lv_rows)
+    vgs = tuple(with_sizes(vg, rows) for vg in plan.vgs)
+    return dataclasses.replace(plan, vgs=vgs, lv_rows=rows)
 
 
 def check_fits(plan: Plan) -> None:
@@ -146,7 +160,7 @@ def run_restore(req: Request) -> int:
         plan, reader = build_plan(req, asker)
         if req.action == "clone" and asker is not None:
             print(render_plan(plan))
-            plan = edit_clone_tables(plan, asker)
+            plan = edit_clone_tables(plan, asker, req.resize_swap)
         ask.confirm_erase(render_plan(plan), req.yes, asker)
         key = luks_key(req, plan, asker)
         try:

@@ -107,7 +107,7 @@ def _run(
             f"table:{d.device}", f"Partition table on {d.device}", partial(write_table, d.device, d.table)
         )
     nodes = plan.nodes()
-    for layer in layers(plan.system.raids, plan.system.vgs, plan.system.luks):
+    for layer in layers(plan.system.raids, plan.vgs, plan.system.luks):
         kind = type(layer).__name__
         steps.run(
             f"layer:{kind}:{layer.name}",

@@ -5,12 +5,15 @@ decided before the first write."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass
 
 from mkrec.errors import MkrecError
+from mkrec.layout.model import VolumeGroup
 from mkrec.restore.devices import PresentDisk
+from mkrec.restore.lvresize import LvRow, Resized, render_lv_rows, scale_vgs
 from mkrec.restore.mapping import Chooser, DiskChoice, map_disks
 from mkrec.restore.model import SavedFs, SavedSystem
 from mkrec.restore.resize import Row, clone_layout, min_fs_bytes, render_rows
@@ -43,6 +46,8 @@ class Plan:
     disks: tuple[DiskPlan, ...]
     filesystems: tuple[FsTarget, ...]
     system: SavedSystem
+    vgs: tuple[VolumeGroup, ...]  # what is made: the saved VGs, with clone-disk's LV sizes
+    lv_rows: tuple[LvRow, ...] = ()  # clone: the LV before/after table
 
     @property
     def id(self) -> str:
@@ -52,6 +57,7 @@ class Plan:
             "action": self.action,
             "disks": [(d.device, render_script(d.table, d.device)) for d in self.disks],
             "fs": [(f.saved.device, f.node, f.saved.uuid) for f in self.filesystems],
+            "lvs": [(vg.name, lv.name, lv.size) for vg in self.vgs for lv in vg.lvs],
         }
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -84,6 +90,27 @@ def _partition_of(fs: SavedFs, system: SavedSystem) -> tuple[str, int] | None:
     return None
 
 
+def resized_partitions(disks: tuple[DiskPlan, ...]) -> Resized:
+    """Saved partition name ("sda3") -> (bytes on the saved disk, bytes in the table to write)."""
+    out = {}
+    for d in disks:
+        saved = d.choice.saved
+        old = {p.number: p.size * saved.sector_size for p in saved.table.partitions}
+        for p in d.table.partitions:
+            if p.number in old:
+                out[saved.node(p.number).removeprefix("/dev/")] = (
+                    old[p.number],
+                    p.size * d.table.sector_size,
+                )
+    return out
+
+
+def rescale_volumes(plan: Plan, resize_swap: bool = False) -> Plan:
+    """clone-disk: the LVs sized for the partition tables of the plan (after a person edited them)."""
+    vgs, rows = scale_vgs(plan.system, resized_partitions(plan.disks), resize_swap)
+    return dataclasses.replace(plan, vgs=vgs, lv_rows=rows)
+
+
 def make_plan(
     system: SavedSystem,
     action: str,
@@ -99,6 +126,7 @@ def make_plan(
     choices = map_disks(
         list(system.disks), present, explicit, protected, need_same_size=(action == "start"), choose=choose
     )
+    pv_of = {f"/dev/{pv.device}": vg.name for vg in system.vgs for pv in vg.pvs}
     disk_plans = []
     for choice in choices:
         saved = choice.saved
@@ -110,7 +138,12 @@ def make_plan(
             where = _partition_of(fs, system)
             if where and where[0] == saved.name:
                 on_disk[where[1]] = fs
-        layout = clone_layout(saved.table, saved.size, choice.target.size, on_disk, resize_swap)
+        pvs = {
+            p.number: pv_of[saved.node(p.number)]
+            for p in saved.table.partitions
+            if saved.node(p.number) in pv_of
+        }
+        layout = clone_layout(saved.table, saved.size, choice.target.size, on_disk, resize_swap, pvs)
         disk_plans.append(DiskPlan(choice, layout.table, layout.rows))
     targets = []
     by_disk = {d.choice.saved.name: d for d in disk_plans}
@@ -138,7 +171,8 @@ def make_plan(
                 hint="choose a larger target disk",
             )
         targets.append(FsTarget(fs, partition_node(dp.device, where[1]), size))
-    return Plan(action, tuple(disk_plans), tuple(targets), system)
+    plan = Plan(action, tuple(disk_plans), tuple(targets), system, system.vgs)
+    return plan if action == "start" else rescale_volumes(plan, resize_swap)
 
 
 def render_plan(plan: Plan) -> str:
@@ -152,8 +186,10 @@ def render_plan(plan: Plan) -> str:
         )
         if d.rows:
             lines += ["    " + line for line in render_rows(d.rows).splitlines()]
+    if plan.lv_rows:
+        lines += ["    " + line for line in render_lv_rows(plan.lv_rows).splitlines()]
     nodes = plan.nodes()
-    for layer in layers(plan.system.raids, plan.system.vgs, plan.system.luks):
+    for layer in layers(plan.system.raids, plan.vgs, plan.system.luks):
         on = ", ".join(nodes(n) for n in below(layer))
         made = ", ".join(provides(layer))
         lines.append(f"  CREATE {type(layer).__name__} {made} on {on}")

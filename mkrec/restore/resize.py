@@ -1,8 +1,9 @@
 """clone-disk's maths: a saved partition table recomputed for a disk of another size. Pure functions.
 
 Partitions whose size has a meaning keep it (ESP, BIOS boot, /boot, swap unless asked, raw images,
-partitions without a filesystem we can recreate); the others share what is left in proportion to
-their old sizes. Every start is aligned to 1 MiB, and nothing is accepted that cannot hold its data."""
+partitions without a filesystem we can recreate); the others, LVM physical volumes included, share
+what is left in proportion to their old sizes. Every start is aligned to 1 MiB, and nothing is
+accepted that cannot hold its data. The LVs of a VG whose PVs changed size: mkrec.restore.lvresize."""
 
 from __future__ import annotations
 
@@ -31,13 +32,20 @@ def min_fs_bytes(fstype: str, used: int) -> int:
     return need
 
 
-def fixed_reason(part: Partition, fs: SavedFs | None, resize_swap: bool = False) -> str:
-    """Why this partition keeps its size ("" when it is scaled)."""
+def fixed_reason(part: Partition, fs: SavedFs | None, resize_swap: bool = False, pv: bool = False) -> str:
+    """Why this partition keeps its size ("" when it is scaled). pv: it is an LVM physical volume."""
     ptype = part.type.lower().removeprefix("0x")
     if ptype in ESP_TYPES:
         return "ESP"
     if ptype in BIOS_BOOT_TYPES:
         return "BIOS boot"
+    if pv and fs is None:
+        return ""
+    return fs_fixed_reason(fs, resize_swap)
+
+
+def fs_fixed_reason(fs: SavedFs | None, resize_swap: bool = False) -> str:
+    """Why a partition or an LV holding fs keeps its size ("" when it is scaled)."""
     if fs is None:
         return "no filesystem"
     if fs.raw:
@@ -91,9 +99,13 @@ def clone_layout(
     new_disk_bytes: int,
     filesystems: Mapping[int, SavedFs],
     resize_swap: bool = False,
+    pvs: Mapping[int, str] | None = None,
 ) -> CloneLayout:
     """Recompute `table` (from a disk of old_disk_bytes) for a disk of new_disk_bytes.
-    filesystems: partition number -> what it holds. Raises MkrecError when the data will not fit."""
+    filesystems: partition number -> what it holds; pvs: partition number -> the volume group it is
+    a physical volume of (scaled; whether its LVs fit is for lvresize). Raises MkrecError when the
+    data will not fit."""
+    pvs = pvs or {}
     if any(p.is_extended for p in table.partitions):
         raise MkrecError(
             "clone-disk cannot recompute MBR extended/logical partitions",
@@ -105,7 +117,9 @@ def clone_layout(
     if not parts:
         return CloneLayout(table, ())
     head = _align_up(parts[0].start, align)
-    reasons = {p.number: fixed_reason(p, filesystems.get(p.number), resize_swap) for p in parts}
+    reasons = {
+        p.number: fixed_reason(p, filesystems.get(p.number), resize_swap, p.number in pvs) for p in parts
+    }
     fixed_total = sum(_align_up(p.size, align) for p in parts if reasons[p.number])
     flex = [p for p in parts if not reasons[p.number]]
     old_limit = usable_end(old_disk_bytes, table)
@@ -150,7 +164,8 @@ def clone_layout(
         fs = filesystems.get(p.number)
         old = table.partition(p.number)
         need = min_fs_bytes(fs.fstype, fs.used) if fs and not reasons[p.number] else 0
-        what = (fs.mountpoint or fs.fstype) if fs else (old.name or old.type)
+        what = (fs.mountpoint or fs.fstype) if fs else (f"pv {pvs[p.number]}" if p.number in pvs else "")
+        what = what or old.name or old.type
         rows.append(Row(p.number, what, old.size * sector, p.size * sector, reasons[p.number], need))
         if p.size * sector < need:
             too_small.append(
@@ -168,7 +183,7 @@ def render_rows(rows: tuple[Row, ...] | list[Row]) -> str:
     """The before/after table shown before anything is written."""
     lines = [f"{'part':>4}  {'holds':<16} {'before':>10} {'after':>10}  note"]
     for r in rows:
-        note = f"kept ({r.fixed})" if r.fixed else f"needs {format_size(r.need)}"
+        note = f"kept ({r.fixed})" if r.fixed else (f"needs {format_size(r.need)}" if r.need else "scaled")
         lines.append(
             f"{r.number:>4}  {r.what:<16} {format_size(r.old_size):>10} {format_size(r.new_size):>10}  {note}"
         )
@@ -180,7 +195,7 @@ def scale_volumes(sizes: list[tuple[int, bool]], old_total: int, new_total: int,
     Fixed ones keep their size; the others keep their share of what is left."""
     fixed = sum(size for size, is_fixed in sizes if is_fixed)
     old_room, new_room = old_total - fixed, new_total - fixed
-    if new_room < 0 or old_room <= 0:
+    if new_room < 0 or (old_room <= 0 and not all(is_fixed for _, is_fixed in sizes)):
         raise MkrecError(
             f"the volume group would be {format_size(new_total)}, less than its fixed volumes need",
             hint="choose a larger target disk",
