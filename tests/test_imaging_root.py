@@ -163,7 +163,7 @@ def ext4_saved(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Saved]:
         with open(part, "wb") as fh:
             for _ in range(160):
                 fh.write(os.urandom(MiB))
-        sh("mkfs.ext4", "-q", "-L", "imaged", part)
+        sh("mkfs.ext4", "-q", "-E", "nodiscard", "-L", "imaged", part)  # keeps the random free space
         mnt = disks.mount(part, work / "src")
         write_files(mnt, random.Random(7))
         sh("setfattr", "-n", "user.kept", "-v", "yes", mnt / "data" / "text.txt")
@@ -192,7 +192,7 @@ def test_partclone_stream_holds_only_the_used_blocks(ext4_saved: Saved) -> None:
           f"compressed {stream.compressed_size / MiB:.1f} MiB")  # fmt: skip
     # ~15 MiB of files in 160 MiB: the image is the used blocks, not the partition
     assert 14 * MiB < stream.size < part_size // 5
-    assert stream.compressed_size < part_size // 6
+    assert stream.compressed_size < part_size // 4  # every block would compress to ~the partition
     bset = open_set(ext4_saved.set_dir)
     entries, missing = bset.catalog()
     bset.close()
