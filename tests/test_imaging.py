@@ -304,3 +304,12 @@ def test_ntfsclone_says_why_on_stdout(fp: FakeProcess, tmp_path: Path) -> None:
         write_image(FakeSet(rec, NTFS), rec.name, str(node))  # type: ignore[arg-type]
     reason = "ERROR: Output device is too small (1048576) to fit the NTFS image (268431872)."
     assert err.value.message == f"ntfsclone failed (exit 1): {reason}"
+
+
+def test_the_preflight_wants_the_image_tools_when_partitions_are_imaged() -> None:
+    from mkrec.config import config_from_dict
+    from mkrec.tools import PACKAGE, needed_tools
+
+    assert "partclone.restore" not in needed_tools(config_from_dict({}))
+    tools = needed_tools(config_from_dict({"source": {"raw": ["/dev/sdb3"]}}))
+    assert [PACKAGE[t] for t in tools if t in ("partclone.restore", "ntfsclone")] == ["partclone", "ntfs-3g"]
