@@ -8,6 +8,7 @@ import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import BinaryIO, cast
 
 import pycdlib
 
@@ -72,8 +73,10 @@ def tree_entries(root: Path, prefix: str = "/") -> list[tuple[Path, str]]:
     return entries
 
 
-def new_iso(info: VolumeInfo) -> pycdlib.PyCdlib:
-    iso = pycdlib.PyCdlib()
+def new_iso(info: VolumeInfo, consistent: bool = False) -> pycdlib.PyCdlib:
+    """`consistent`: extents are assigned after every addition, so the layout can be read before
+    writing (costs time per file: for volumes of a few hundred files)."""
+    iso = pycdlib.PyCdlib(always_consistent=consistent)
     iso.new(
         interchange_level=4,
         joliet=3,
@@ -94,6 +97,28 @@ def add_files(iso: pycdlib.PyCdlib, entries: Iterable[tuple[Path, str]], made: s
         _add_dirs(iso, path, made)
         mode = 0o100000 | (src.stat().st_mode & 0o7777)
         iso.add_file(str(src), str(path), rr_name=path.name, joliet_path=_joliet(path), file_mode=mode)
+
+
+def add_data(
+    iso: pycdlib.PyCdlib,
+    source: object,
+    length: int,
+    path: str,
+    made: set[PurePosixPath],
+    *,
+    iso_path: str | None = None,
+    mode: int = 0o600,
+) -> None:
+    """Add one file from a path or from a file-like source of `length` bytes. Rock Ridge and
+    Joliet carry `path`; the ISO 9660 name is `iso_path` (the same path unless given)."""
+    rr = PurePosixPath(path)
+    _add_dirs(iso, rr, made)
+    where, joliet, file_mode = iso_path or path, _joliet(rr), 0o100000 | mode
+    if isinstance(source, Path):
+        iso.add_file(str(source), where, rr_name=rr.name, joliet_path=joliet, file_mode=file_mode)
+    else:
+        fp = cast(BinaryIO, source)  # pycdlib only seeks and reads it
+        iso.add_fp(fp, length, where, rr_name=rr.name, joliet_path=joliet, file_mode=file_mode)
 
 
 def write_iso(

@@ -14,7 +14,7 @@ import hashlib
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import BinaryIO, Protocol
+from typing import Protocol
 
 from mkrec.backup.frames import Frame
 from mkrec.errors import MkrecError
@@ -75,9 +75,14 @@ class StreamResult:
     compressed_size: int
 
 
+class PieceFile(Protocol):
+    def write(self, data: bytes, /) -> int: ...
+    def close(self) -> None: ...
+
+
 class PieceStore(Protocol):
-    def open_piece(self, volume: int, name: str) -> BinaryIO: ...
-    def close_piece(self, volume: int, name: str, fh: BinaryIO) -> None: ...
+    def open_piece(self, volume: int, name: str) -> PieceFile: ...
+    def close_piece(self, volume: int, name: str, fh: PieceFile) -> None: ...
     def close_volume(self, content: VolumeContent) -> None: ...
 
 
@@ -114,7 +119,7 @@ class CutStream:
         self._frames = 0
         self._stream: str | None = None
         self._piece: PieceInfo | None = None
-        self._fh: BinaryIO | None = None
+        self._fh: PieceFile | None = None
         self._piece_sha = hashlib.sha256()
         self._stream_pieces: list[PieceInfo] = []
         self._compressed = 0

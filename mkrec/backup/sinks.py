@@ -15,13 +15,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
-from mkrec.backup.cutstream import Capacity
+from mkrec.backup import placed
+from mkrec.backup.cutstream import Capacity, PieceFile
+from mkrec.backup.placed import File, PlacedImage
 from mkrec.backup.setreader import DirVolume, IsoVolume, TarVolume, Volume
-from mkrec.backup.sums import Sums, sha256_of
-from mkrec.backup.volumes import SetInfo, volume_label
+from mkrec.backup.sums import SFV, SHA256SUMS, Sums, sha256_of
+from mkrec.backup.volumes import FULL_CATALOG, SetInfo, catalog_name, stage_piece, volume_label
 from mkrec.context import Context
 from mkrec.errors import CommandError, MkrecError
-from mkrec.iso import BootPayload, VolumeInfo, add_boot, add_files, finish_iso, new_iso, tree_entries
+from mkrec.iso import BootPayload, BootSpec, VolumeInfo, finish_iso, tree_entries
 from mkrec.runner import run
 
 log = logging.getLogger("mkrec.backup")
@@ -89,7 +91,8 @@ def patch_set_size(iso: Path, size: int) -> None:
 
 
 class IsoSink:
-    """Mode cd: CDrec-<date>-vol<N>.iso files in <output>/<host>/<YYYYMMDD>/."""
+    """Mode cd: CDrec-<date>-vol<N>.iso files in <output>/<host>/<YYYYMMDD>/. Pieces stream
+    straight into their place in the image (mkrec.backup.placed)."""
 
     def __init__(self, ctx: Context, info: SetInfo, rescue: BootPayload | None, ask: Ask) -> None:
         self.ctx = ctx
@@ -101,6 +104,8 @@ class IsoSink:
         self.isos: list[Path] = []
         self.root = self.setdir.create()
         self.work = self.root / ".staging" / "work"
+        self.images: dict[int, PlacedImage] = {}
+        self.pieces_done = 0  # pieces on closed volumes: the manifest of the next lists them all
 
     def capacity(self) -> Capacity:
         full = self.media.size.capacity
@@ -108,7 +113,9 @@ class IsoSink:
         if self.rescue:
             boot = self.rescue.size() + len(self.rescue.entries) * Capacity(0, 0).per_file
         rest = full - boot if self.media.bootable == "all" else full
-        return Capacity(first=full - boot, rest=rest)
+        # The padded manifest may take its whole reserve: more than cutstream's estimate of it.
+        fixed = Capacity(0, 0).fixed + placed.manifest_reserve(full, 0)
+        return Capacity(first=full - boot, rest=rest, fixed=fixed)
 
     def volume_dir(self, number: int) -> Path:
         d = self.root / ".staging" / f"vol{number:03d}"
@@ -125,18 +132,88 @@ class IsoSink:
             return []
         return [self.rescue.boot.catalog.lstrip("/"), self.rescue.boot.bios_image.lstrip("/")]
 
-    def close_volume(self, number: int, voldir: Path, sums: list[tuple[str, Sums]], last: bool) -> None:
-        out = self.root / f"{self.info.set_name}-vol{number}.iso"
+    # ---- layout ----
+
+    def _iso_path(self, number: int) -> Path:
+        return self.root / f"{self.info.set_name}-vol{number}.iso"
+
+    def _volume_info(self, number: int) -> VolumeInfo:
         # The set size is not known yet: written as this volume's number, and patched in every
         # volume when the set is complete (commit). The last volume's manifest records it too.
-        info = VolumeInfo(volume_label(number), self.info.set_name, set_size=number, seqnum=number)
-        iso = new_iso(info)
-        made: set = set()
-        boot = self.boot_entries(number)
-        add_files(iso, boot + tree_entries(voldir), made)
-        if boot and self.rescue:
-            add_boot(iso, self.rescue.boot)
-        finish_iso(iso, out)
+        return VolumeInfo(volume_label(number), self.info.set_name, set_size=number, seqnum=number)
+
+    def _boot(self, number: int) -> tuple[list[File], BootSpec | None]:
+        entries = self.boot_entries(number)
+        files = [_file(src, iso_path) for src, iso_path in entries]
+        return files, (self.rescue.boot if entries and self.rescue else None)
+
+    def _reserve(self, number: int) -> int:
+        """Where volume `number`'s first piece goes: after room for everything the walk puts
+        before it, sized for a full volume of PIECES_GUESS pieces."""
+        boot, spec = self._boot(number)
+        listed = len(boot) + placed.PIECES_GUESS + 6
+        sums = (64 + 2 + 96 + 1) * listed
+        manifest = placed.manifest_reserve(self.media.size.capacity, self.pieces_done)
+        files = [
+            *boot,
+            File("README.txt", 4096),
+            File(SHA256SUMS, sums),
+            File(SFV, sums),
+            File(placed.MANIFEST, manifest),
+            File(catalog_name(number), 1),
+            File(FULL_CATALOG, 1),
+        ]
+        guesses: list[placed.Piece] = [
+            (f"{'x' * 80}.{i:03d}", placed.Placeholder(1), 1) for i in range(placed.PIECES_GUESS)
+        ]
+        iso = placed.build(self._volume_info(number), files, guesses, spec)
+        try:
+            return placed.offset_of(iso, f"backup/{guesses[0][0]}")
+        finally:
+            iso.close()
+
+    # ---- pieces ----
+
+    def open_piece(self, number: int, name: str) -> PieceFile:
+        image = self.images.get(number)
+        if image is None:
+            out = self._iso_path(number)
+            image = PlacedImage(out.with_name(f".{out.name}.placing"), self._reserve(number))
+            self.images[number] = image
+        return image.open_piece(name)
+
+    def manifest_padding(self, number: int, sizes: dict[str, int]) -> int:
+        image = self.images.get(number)
+        if image is None or not image.pieces:
+            return 0
+        boot, spec = self._boot(number)
+        files = boot + [File(rel, size) for rel, size in sizes.items()]
+        iso = placed.build(self._volume_info(number), files, placed.sources(image, "size"), spec)
+        try:
+            first = placed.offset_of(iso, f"backup/{next(iter(image.pieces))}")
+        finally:
+            iso.close()
+        gap = image.reserve - first
+        if gap < 0:
+            log.info("    volume %d: its metadata outgrew the room kept for it; copying its pieces", number)
+            image.copy = True
+            return 0
+        return gap
+
+    # ---- closing ----
+
+    def close_volume(self, number: int, voldir: Path, sums: list[tuple[str, Sums]], last: bool) -> None:
+        out = self._iso_path(number)
+        boot, spec = self._boot(number)
+        files = boot + [_file(src, iso_path) for src, iso_path in tree_entries(voldir)]
+        image = self.images.pop(number, None)
+        try:
+            self._write(number, files, spec, image, out)
+        finally:
+            if image:
+                image.close()
+                image.path.unlink(missing_ok=True)
+                self.pieces_done += len(image.pieces)
         if out.stat().st_size > self.media.size.capacity:
             raise MkrecError(
                 f"{out.name} is {out.stat().st_size} bytes, more than the media holds "
@@ -150,6 +227,23 @@ class IsoSink:
         if self.media.burn:
             burn(out, number, self.ask)
 
+    def _write(
+        self, number: int, files: list[File], spec: BootSpec | None, image: PlacedImage | None, out: Path
+    ) -> None:
+        info = self._volume_info(number)
+        if image is not None and not image.copy:
+            iso = placed.build(info, files, placed.sources(image, "skip"), spec)
+            try:
+                if placed.placed_where_written(iso, image):
+                    placed.write_around(iso, image)
+                    image.path.replace(out)
+                    return
+            finally:
+                iso.close()
+            log.warning("warning: volume %d: pieces not where they were written; copying them", number)
+        pieces = placed.sources(image, "read") if image else []
+        finish_iso(placed.build(info, files, pieces, spec), out)
+
     def commit(self, volumes: int) -> Path:
         for iso in self.isos:
             patch_set_size(iso, volumes)
@@ -157,7 +251,14 @@ class IsoSink:
         return self.setdir.commit()
 
     def abort(self) -> None:
+        for image in self.images.values():
+            image.close()
         self.setdir.abort()
+
+
+def _file(src: Path, iso_path: str) -> File:
+    st = src.stat()
+    return File(iso_path.lstrip("/"), st.st_size, src, st.st_mode & 0o7777)
 
 
 def burn_argv(iso: Path, device: str = BURN_DEVICE) -> list[str]:
@@ -198,6 +299,12 @@ class PathSink:
 
     def capacity(self) -> Capacity:
         return Capacity(first=0, rest=0, block=1, per_file=0, fixed=0)
+
+    def open_piece(self, number: int, name: str) -> PieceFile:
+        return stage_piece(self.volume_dir(number), name)
+
+    def manifest_padding(self, number: int, sizes: dict[str, int]) -> int:
+        return 0
 
     def volume_dir(self, number: int) -> Path:
         return self.root
@@ -279,6 +386,12 @@ class TapeSink:
 
     def unlisted(self, number: int) -> list[str]:
         return []
+
+    def open_piece(self, number: int, name: str) -> PieceFile:
+        return stage_piece(self.volume_dir(number), name)
+
+    def manifest_padding(self, number: int, sizes: dict[str, int]) -> int:
+        return 0
 
     def tape_path(self, number: int) -> Path:
         return self.device if number == 1 else self.device.with_name(f"{self.device.name}.{number}")

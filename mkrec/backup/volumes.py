@@ -12,7 +12,7 @@ from typing import BinaryIO, Protocol
 
 import zstandard
 
-from mkrec.backup.cutstream import Capacity, PieceInfo, VolumeContent
+from mkrec.backup.cutstream import Capacity, PieceFile, PieceInfo, VolumeContent
 from mkrec.backup.manifest import Manifest, PieceRecord, StreamRecord
 from mkrec.backup.sums import SFV, SHA256SUMS, Sums, format_sfv, format_sha256sums, sums_of
 
@@ -45,6 +45,12 @@ class Sink(Protocol):
     def volume_dir(self, number: int) -> Path: ...
     def boot_entries(self, number: int) -> list[tuple[Path, str]]: ...
     def unlisted(self, number: int) -> list[str]: ...
+    def open_piece(self, number: int, name: str) -> PieceFile: ...
+    def manifest_padding(self, number: int, sizes: dict[str, int]) -> int:
+        """Bytes of whitespace manifest.json must grow by (the sink places the pieces after it);
+        `sizes`: every file of the volume but its pieces and boot files, by path on the volume."""
+        ...
+
     def close_volume(self, number: int, voldir: Path, sums: list[tuple[str, Sums]], last: bool) -> None: ...
     def commit(self, volumes: int) -> Path: ...
     def abort(self) -> None: ...
@@ -54,6 +60,13 @@ def create_private(path: Path) -> BinaryIO:
     """A new file only its owner can read: a backup holds /etc/shadow."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     return os.fdopen(fd, "wb")
+
+
+def stage_piece(voldir: Path, name: str) -> BinaryIO:
+    """A piece as a file in the volume's staging directory (sinks that pack volumes later)."""
+    backup = voldir / "backup"
+    backup.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return create_private(backup / name)
 
 
 def write_private(path: Path, data: bytes) -> None:
@@ -113,12 +126,10 @@ class VolumeWriter:
 
     # ---- PieceStore ----
 
-    def open_piece(self, volume: int, name: str) -> BinaryIO:
-        backup = self.sink.volume_dir(volume) / "backup"
-        backup.mkdir(parents=True, exist_ok=True, mode=0o700)
-        return create_private(backup / name)
+    def open_piece(self, volume: int, name: str) -> PieceFile:
+        return self.sink.open_piece(volume, name)
 
-    def close_piece(self, volume: int, name: str, fh: BinaryIO) -> None:
+    def close_piece(self, volume: int, name: str, fh: PieceFile) -> None:
         fh.close()
 
     def close_volume(self, content: VolumeContent) -> None:
@@ -138,12 +149,18 @@ class VolumeWriter:
             full = FULL_CATALOG.removeprefix("backup/")
         manifest = self.manifest(n, content.last, full)
         manifest.unlisted = self.sink.unlisted(n)
-        write_private(voldir / "backup" / "manifest.json", manifest.to_json().encode())
+        manifest_path = voldir / "backup" / "manifest.json"
+        write_private(manifest_path, manifest.to_json().encode())
         write_private(voldir / "README.txt", render_readme(self.info, n, content.last, n).encode())
+        title = f"{self.info.set_name} volume {n}"
+        pad = self.sink.manifest_padding(n, self._sizes_with_sums(voldir, content.pieces, n, title))
+        if pad:
+            with open(manifest_path, "ab") as fh:  # trailing whitespace: the same JSON
+                fh.write(b" " * (pad - 1) + b"\n")
         sums = self._sums(voldir, content.pieces) + self._boot(n)
         sums.sort()
         write_private(voldir / SHA256SUMS, format_sha256sums(sums).encode())
-        write_private(voldir / SFV, format_sfv(sums, f"{self.info.set_name} volume {n}").encode())
+        write_private(voldir / SFV, format_sfv(sums, title).encode())
         self.sink.close_volume(n, voldir, sums, content.last)
 
     def abort(self) -> None:
@@ -183,19 +200,41 @@ class VolumeWriter:
             full_catalog=full_catalog,
         )
 
-    def _sums(self, voldir: Path, pieces: list[PieceInfo]) -> list[tuple[str, Sums]]:
-        known = {f"backup/{p.name}": Sums(p.sha256, p.crc32) for p in pieces}
-        out = []
+    @staticmethod
+    def _files(voldir: Path) -> dict[str, Path]:
+        """The volume's files in its staging directory (pieces too, where the sink stages them),
+        but not the checksum lists."""
+        out = {}
         for dirpath, _dirs, files in os.walk(voldir):
             for name in files:
                 path = Path(dirpath) / name
                 rel = path.relative_to(voldir).as_posix()
-                if rel in (SHA256SUMS, SFV):
-                    continue
-                if rel not in known:
-                    with open(path, "rb") as fh:
-                        known[rel] = sums_of(fh)[0]
-                out.append((rel, known[rel]))
+                if rel not in (SHA256SUMS, SFV):
+                    out[rel] = path
+        return out
+
+    def _sizes_with_sums(
+        self, voldir: Path, pieces: list[PieceInfo], volume: int, title: str
+    ) -> dict[str, int]:
+        """Sizes of the volume's files but pieces and boot files, SHA256SUMS and Checksums.sfv
+        included: their size follows from the names they list (every checksum has a fixed width)."""
+        piece_names = {f"backup/{p.name}" for p in pieces}
+        sizes = {
+            rel: path.stat().st_size for rel, path in self._files(voldir).items() if rel not in piece_names
+        }
+        listed = sorted(set(sizes) | piece_names | {name for name, _ in self._boot(volume)})
+        blank = [(name, Sums("0" * 64, 0)) for name in listed]
+        sizes[SHA256SUMS] = len(format_sha256sums(blank).encode())
+        sizes[SFV] = len(format_sfv(blank, title).encode())
+        return sizes
+
+    def _sums(self, voldir: Path, pieces: list[PieceInfo]) -> list[tuple[str, Sums]]:
+        known = {f"backup/{p.name}": Sums(p.sha256, p.crc32) for p in pieces}
+        out = list(known.items())
+        for rel, path in self._files(voldir).items():
+            if rel not in known:
+                with open(path, "rb") as fh:
+                    out.append((rel, sums_of(fh)[0]))
         return out
 
     def _boot(self, volume: int) -> list[tuple[str, Sums]]:

@@ -1,0 +1,143 @@
+"""Mode cd writes each piece once, straight into its place in the ISO image (mkrec.backup.placed).
+These tests run the real pipeline (pump -> cutstream -> volume writer -> ISO sink) on a stream made
+in memory, then read the ISOs with pycdlib and mkrec's own reader: the pieces sit where the ISO
+9660 directory says, the padded manifest is still the same JSON, every byte comes back, and a
+volume whose metadata outgrows the room kept for it is written the ordinary way, just as good."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import random
+from datetime import datetime
+from pathlib import Path
+
+import pycdlib
+import pytest
+
+from mkrec.backup import placed
+from mkrec.backup.cutstream import CutStream
+from mkrec.backup.frames import decompress_frame
+from mkrec.backup.manifest import StreamRecord
+from mkrec.backup.setreader import open_set
+from mkrec.backup.sinks import IsoSink
+from mkrec.backup.stream import pump
+from mkrec.backup.verify import verify_set
+from mkrec.backup.volumes import SetInfo, VolumeWriter
+from mkrec.config import config_from_dict
+from mkrec.context import Context
+
+FRAME = 256 * 1024
+STREAM = "sdz9.ext4.tar.zst"
+
+
+def stream_data() -> bytes:
+    """About 55 MB: random (incompressible) runs between compressible text."""
+    rng = random.Random(11)
+    words = [rng.randbytes(4).hex().encode() for _ in range(300)]
+    parts = []
+    for _ in range(10):
+        parts.append(rng.randbytes(5_000_000))
+        parts.append(b" ".join(rng.choice(words) for _ in range(60_000)))
+    return b"".join(parts)
+
+
+def write_set(tmp: Path, data: bytes) -> Path:
+    cfg = config_from_dict({"build": {"mode": "cd", "output": str(tmp / "out")}, "media": {"size": "16M"}})
+    ctx = Context(cfg, hostname="h", started=datetime(2026, 3, 14, 15, 9), staging=tmp / "isofs")
+    info = SetInfo("0f0e0d0c-set", ctx.set_name, "h", "2026-03-14T15:09:00", "cd")
+    sink = IsoSink(ctx, info, None, ask=lambda _prompt: None)
+    writer = VolumeWriter(info, sink, sink.work)
+    cut = CutStream(writer, sink.capacity())
+    record = StreamRecord(STREAM, "image", "/dev/sdz9", "ext4", "/", FRAME)
+    writer.start_stream(record)
+    cut.start_stream(STREAM)
+    summary = pump(io.BytesIO(data), STREAM, cut, scan_tar=False, frame_size=FRAME)
+    result = cut.end_stream()
+    record.complete, record.size, record.sha256 = True, summary.size, summary.sha256
+    record.compressed_size = result.compressed_size
+    volumes = cut.finish(writer.catalog_estimate(0))
+    return sink.commit(volumes)
+
+
+def read_back(setdir: Path) -> bytes:
+    bset = open_set(setdir)
+    try:
+        out = bytearray()
+        for f in bset.frames(STREAM):
+            out += decompress_frame(bset.read_piece(f.volume, f.piece, f.poffset, f.csize), f.usize)
+        return bytes(out)
+    finally:
+        bset.close()
+
+
+def test_iso9660_names_order_the_walk() -> None:
+    order = {"vg0-root.xfs.tar.zst.007": 2, "dm-0.ext4.tar.zst.001": 1}
+    names = [
+        placed.iso9660_path(rel, order)
+        for rel in (
+            "backup/catalog.vol002.jsonl",
+            "backup/vg0-root.xfs.tar.zst.007",
+            "backup/manifest.json",
+            "backup/dm-0.ext4.tar.zst.001",
+            "README.txt",
+        )
+    ]
+    assert names == [
+        "/backup/2.catalog.vol002.jsonl",
+        "/backup/1.00002.vg0-root.xfs.tar.zst.007",
+        "/backup/0.manifest.json",
+        "/backup/1.00001.dm-0.ext4.tar.zst.001",
+        "/README.txt",
+    ]
+    # pycdlib lays data out in name order: manifest, pieces as written, the rest
+    assert sorted(names[:4]) == [names[2], names[3], names[1], names[0]]
+
+
+def test_pieces_are_written_once_in_place(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    data = stream_data()
+    caplog.set_level(logging.INFO, logger="mkrec.backup")
+    setdir = write_set(tmp_path, data)
+    isos = sorted(setdir.glob("*.iso"))
+    assert len(isos) >= 4, isos
+    assert "copying" not in caplog.text
+    assert not list(setdir.rglob("*.placing"))
+    for iso_file in isos:
+        iso = pycdlib.PyCdlib()
+        iso.open(str(iso_file))
+        manifest = iso.get_record(rr_path="/backup/manifest.json")
+        pieces = [
+            iso.get_record(rr_path=f"/backup/{name}")
+            for name in sorted(n for _d, _s, files in iso.walk(rr_path="/backup") for n in files)
+            if name.startswith(STREAM)
+        ]
+        assert pieces
+        # the pieces follow the manifest with no gap: its padding put the first where it was written
+        end = manifest.extent_location() + -(-manifest.get_data_length() // placed.SECTOR)
+        assert pieces[0].extent_location() == end
+        with iso.open_file_from_iso(rr_path="/backup/manifest.json") as fh:
+            text = fh.read().decode()
+        assert text.endswith(" \n") and json.loads(text)["set_id"] == "0f0e0d0c-set"
+        iso.close()
+    bset = open_set(setdir)
+    report = verify_set(bset)
+    bset.close()
+    assert report.ok, report.problems
+    assert read_back(setdir) == data
+
+
+def test_metadata_outgrowing_its_room_copies_the_pieces(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(IsoSink, "_reserve", lambda self, number: 0)  # no room kept at all
+    caplog.set_level(logging.INFO, logger="mkrec.backup")
+    data = stream_data()
+    setdir = write_set(tmp_path, data)
+    assert "its metadata outgrew the room kept for it; copying its pieces" in caplog.text
+    assert not list(setdir.rglob("*.placing"))
+    bset = open_set(setdir)
+    report = verify_set(bset)
+    bset.close()
+    assert report.ok, report.problems
+    assert read_back(setdir) == data
