@@ -4,21 +4,25 @@ command lines, and a VG step that fails half-way and is run again."""
 
 from __future__ import annotations
 
+import logging
 import re
 from pathlib import Path
 
 import pytest
+from test_layout_vgcfg import PV1, PV2, VGCFG, saved_vg
 
 from mkrec.errors import MkrecError
 from mkrec.layout.model import LogicalVolume, LuksContainer, PhysicalVolume, VolumeGroup
 from mkrec.restore import stack
 from mkrec.restore.command import edit_clone_tables
 from mkrec.restore.devices import PresentDisk
+from mkrec.restore.journal import Journal
 from mkrec.restore.lvresize import parse_lv_file, render_lv_file, scale_vg, vg_bytes
 from mkrec.restore.model import SavedDisk, SavedFs, SavedSystem
 from mkrec.restore.plan import Plan, make_plan, render_plan
 from mkrec.restore.resize import render_rows, scale_volumes
 from mkrec.restore.sfdisk import MIB, parse_dump
+from mkrec.restore.steps import Steps
 
 LINUX = "0FC63DAF-8483-4772-8E79-3D47DE47C478"
 LVM_TYPE = "E6D6D379-F507-44C2-A23C-238F2A3DF928"
@@ -78,6 +82,7 @@ def test_clone_1_4x_grows_the_pv_partition_and_the_lvs_in_proportion() -> None:
     text = render_plan(plan)
     assert "vg0/root         /                 100.0 MiB  152.0 MiB  needs 60.0 MiB" in text
     assert "vg0/swap         swap               16.0 MiB   16.0 MiB  kept (swap)" in text
+    assert plan.vg_metadata == {}  # clone makes VGs anew
 
 
 def test_clone_scales_swap_lvs_when_asked() -> None:
@@ -159,6 +164,113 @@ def test_lv_file_errors_say_where(edit: tuple[str, str], message: str) -> None:
     rows = clone(lvm_system(), 280 * MIB).lv_rows
     with pytest.raises(MkrecError, match=message.replace("(", r"\(").replace(")", r"\)")):
         parse_lv_file(render_lv_file(rows).replace(*edit), "lv.txt", rows)
+
+
+# ---- start-restore: the saved LVM metadata (vgcfg-vg0.txt, see test_layout_vgcfg) ----
+
+
+def test_start_plan_takes_the_metadata_that_matches(caplog: pytest.LogCaptureFixture) -> None:
+    vg = saved_vg()
+    disk = SavedDisk("/dev/loop0", 200 * MIB, parse_dump(DUMP.replace("/dev/sda", "/dev/loop0p")))
+    system = SavedSystem((disk,), (), vgs=(vg,), set_id="set1")
+    present = [PresentDisk("/dev/loop9", 300 * MIB, type="loop")]
+    plan = make_plan(system, "start", present, {"loop0": "/dev/loop9"}, {}, vg_metadata={"vg0": VGCFG})
+    assert plan.vg_metadata == {"vg0": VGCFG}
+    assert (
+        "CREATE VolumeGroup vg0/home, vg0/root on /dev/loop9p1, /dev/loop9p2 (from vgcfg-vg0.txt: VG and LV "
+        "UUIDs kept)" in render_plan(plan)
+    )
+    edited = VGCFG.replace("extent_count = 12", "extent_count = 13")
+    caplog.set_level(logging.WARNING)
+    plan = make_plan(system, "start", present, {"loop0": "/dev/loop9"}, {}, vg_metadata={"vg0": edited})
+    assert plan.vg_metadata == {}
+    assert (
+        "warning: vgcfg-vg0.txt does not match layout.toml "
+        f"(LV root is {52 * MIB} bytes there, {48 * MIB} in layout.toml): "
+        "volume group vg0 is made from layout.toml, with new VG and LV UUIDs"
+    ) in caplog.text
+    broken = make_plan(system, "start", present, {"loop0": "/dev/loop9"}, {}, vg_metadata={"vg0": "vg0 {"})
+    assert broken.vg_metadata == {} and "vgcfg-vg0.txt:1: section vg0 is not closed" in caplog.text
+
+
+# ---- the commands ----
+
+
+class Recorder:
+    def __init__(self, fail_on: str = "") -> None:
+        self.argvs: list[list[str]] = []
+        self.checks: list[bool] = []
+        self.files: dict[str, str] = {}
+        self.fail_on = fail_on
+
+    def __call__(self, argv: list[str], check: bool = True, **kw: object) -> None:
+        self.argvs.append(argv)
+        self.checks.append(check)
+        for arg in argv:
+            if arg.endswith("vgcfg-vg0.txt"):
+                self.files[arg] = Path(arg).read_text()
+        if self.fail_on and argv[0] == self.fail_on:
+            self.fail_on = ""
+            raise MkrecError(f"{argv[0]} failed")
+
+
+def _nodes() -> stack.Nodes:
+    return stack.Nodes(
+        {"/dev/loop0p1": "/dev/vdb1", "/dev/loop0p2": "/dev/vdb2"}, frozenset({"vg0/home", "vg0/root"})
+    )
+
+
+def test_a_vg_with_saved_metadata_is_restored_with_vgcfgrestore() -> None:
+    run = Recorder()
+    stack.make_layer(saved_vg(), _nodes(), None, run, VGCFG)
+    (path,) = run.files
+    assert run.files[path] == VGCFG and not Path(path).exists(), "the file is given, then removed"
+    assert run.argvs == [
+        ["vgchange", *CONF, "-an", "vg0"],
+        ["wipefs", "-a", "-q", "/dev/vdb1"],
+        ["wipefs", "-a", "-q", "/dev/vdb2"],
+        ["pvcreate", *CONF, "-ff", "-y", "--uuid", PV1, "--restorefile", path, "/dev/vdb1"],
+        ["pvcreate", *CONF, "-ff", "-y", "--uuid", PV2, "--restorefile", path, "/dev/vdb2"],
+        ["vgcfgrestore", *CONF, "-y", "-f", path, "vg0"],
+        ["vgchange", *CONF, "-ay", "vg0"],
+        ["wipefs", "-a", "-q", "/dev/mapper/vg0-home"],
+        ["wipefs", "-a", "-q", "/dev/mapper/vg0-root"],
+    ]
+    assert run.checks[0] is False and all(run.checks[1:]), "only the deactivation may fail"
+
+
+def test_a_vg_without_metadata_is_created() -> None:
+    run = Recorder()
+    stack.make_layer(saved_vg(), _nodes(), None, run)
+    assert [a[0] for a in run.argvs] == ["vgchange", "wipefs", "wipefs", "pvcreate", "pvcreate", "vgcreate",
+                                         "lvcreate", "lvcreate"]  # fmt: skip
+    assert run.argvs[3][-3:] == [PV1, "--norestorefile", "/dev/vdb1"]
+
+
+def test_a_vg_step_that_failed_half_way_runs_again_then_is_only_activated(tmp_path: Path) -> None:
+    """The journal of the engine's VG step: vgcfgrestore fails -> not journaled; the rerun starts the
+    step again from the deactivation; a third run only activates what the second made."""
+    journal_file = tmp_path / "j"
+    run = Recorder(fail_on="vgcfgrestore")
+
+    def vg_step() -> None:
+        steps = Steps(Journal("plan1", [journal_file]), "start")
+        steps.run(
+            "layer:VolumeGroup:vg0",
+            "VolumeGroup vg0",
+            lambda: stack.make_layer(saved_vg(), _nodes(), None, run, VGCFG),
+            again=lambda: stack.activate_layer(saved_vg(), _nodes(), None, run),
+        )
+
+    with pytest.raises(MkrecError, match="step 'VolumeGroup vg0' failed: vgcfgrestore failed"):
+        vg_step()
+    assert not journal_file.exists()
+    run.argvs.clear()
+    vg_step()
+    assert run.argvs[0] == ["vgchange", *CONF, "-an", "vg0"] and run.argvs[5][0] == "vgcfgrestore"
+    run.argvs.clear()
+    vg_step()
+    assert run.argvs == [["vgchange", *CONF, "-ay", "vg0"]]
 
 
 def test_on_a_terminal_the_lvs_follow_the_edited_table_then_their_own_edits() -> None:

@@ -15,7 +15,7 @@ from mkrec.errors import MkrecError
 from mkrec.restore import ask
 from mkrec.restore.devices import find_protected, present_disks
 from mkrec.restore.engine import restore_disks
-from mkrec.restore.layout_adapter import load_saved
+from mkrec.restore.layout_adapter import load_saved, load_vg_metadata
 from mkrec.restore.lvresize import parse_lv_file, render_lv_file, with_sizes
 from mkrec.restore.mapping import parse_map
 from mkrec.restore.plan import Plan, make_plan, render_plan, rescale_volumes
@@ -86,6 +86,7 @@ def build_plan(req: Request, asker: ask.Input | None) -> tuple[Plan, RestoreSet]
         protected,
         choose=chooser,
         resize_swap=req.resize_swap,
+        vg_metadata=load_vg_metadata(reader, req.layout, system) if req.action == "start" else None,
     )
     return plan, reader
 

@@ -9,6 +9,7 @@ from functools import partial
 from pathlib import Path
 
 from mkrec.errors import MkrecError
+from mkrec.layout.model import VolumeGroup
 from mkrec.restore.ask import Input
 from mkrec.restore.bootloader import install_boot
 from mkrec.restore.commands import MKFS_TYPES, mkfs_argv
@@ -109,10 +110,11 @@ def _run(
     nodes = plan.nodes()
     for layer in layers(plan.system.raids, plan.vgs, plan.system.luks):
         kind = type(layer).__name__
+        metadata = plan.vg_metadata.get(layer.name, "") if isinstance(layer, VolumeGroup) else ""
         steps.run(
             f"layer:{kind}:{layer.name}",
             f"{kind} {layer.name}",
-            partial(make_layer, layer, nodes, key, run),
+            partial(make_layer, layer, nodes, key, run, metadata),
             again=partial(activate_layer, layer, nodes, key, run),
         )
     for f in plan.filesystems:

@@ -8,6 +8,7 @@ from pathlib import Path, PurePosixPath
 
 from mkrec.backup.manifest import StreamRecord
 from mkrec.errors import MkrecError
+from mkrec.layout import vgcfg
 from mkrec.layout.model import BootKind, Disk, Layout
 from mkrec.layout.textfmt import LAYOUT_FILE
 from mkrec.restore.model import SavedDisk, SavedFs, SavedSystem
@@ -159,6 +160,16 @@ def read_saved_file(reader: RestoreSet | None, explicit: Path | None, name: str)
         return reader.recovery_file(name)
     path = RESCUE_RECOVERY / name
     return path.read_bytes() if path.is_file() else None
+
+
+def load_vg_metadata(reader: RestoreSet | None, explicit: Path | None, system: SavedSystem) -> dict[str, str]:
+    """VG name -> its saved vgcfgbackup text (vgcfg-<vg>.txt), for the VGs that have one."""
+    texts = {}
+    for vg in system.vgs:
+        data = read_saved_file(reader, explicit, vgcfg.file_name(vg.name))
+        if data is not None:
+            texts[vg.name] = data.decode(errors="replace")
+    return texts
 
 
 def load_saved(reader: RestoreSet, explicit: Path | None) -> SavedSystem:

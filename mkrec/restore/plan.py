@@ -8,10 +8,13 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-from dataclasses import dataclass
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 from mkrec.errors import MkrecError
 from mkrec.layout.model import VolumeGroup
+from mkrec.layout.vgcfg import file_name, mismatch, parse_vgcfg
 from mkrec.restore.devices import PresentDisk
 from mkrec.restore.lvresize import LvRow, Resized, render_lv_rows, scale_vgs
 from mkrec.restore.mapping import Chooser, DiskChoice, map_disks
@@ -20,6 +23,8 @@ from mkrec.restore.resize import Row, clone_layout, min_fs_bytes, render_rows
 from mkrec.restore.sfdisk import Table, partition_node, render_script
 from mkrec.restore.stack import Nodes, below, layers, provides
 from mkrec.sizes import format_size
+
+log = logging.getLogger("mkrec.restore")
 
 
 @dataclass(frozen=True)
@@ -48,6 +53,8 @@ class Plan:
     system: SavedSystem
     vgs: tuple[VolumeGroup, ...]  # what is made: the saved VGs, with clone-disk's LV sizes
     lv_rows: tuple[LvRow, ...] = ()  # clone: the LV before/after table
+    # start: VG name -> its saved vgcfgbackup text, restored as it is (VG and LV UUIDs kept)
+    vg_metadata: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def id(self) -> str:
@@ -111,6 +118,34 @@ def rescale_volumes(plan: Plan, resize_swap: bool = False) -> Plan:
     return dataclasses.replace(plan, vgs=vgs, lv_rows=rows)
 
 
+def restorable_metadata(vgs: tuple[VolumeGroup, ...], texts: Mapping[str, str]) -> dict[str, str]:
+    """start-restore: the saved vgcfgbackup text of each VG it still describes. A VG whose text is
+    missing or was edited apart from layout.toml is made from layout.toml, with new VG and LV UUIDs."""
+    out = {}
+    for vg in vgs:
+        text = texts.get(vg.name)
+        if text is None:
+            log.info(
+                "Volume group %s: no %s saved; its VG and LV UUIDs will be new", vg.name, file_name(vg.name)
+            )
+            continue
+        try:
+            why = mismatch(parse_vgcfg(text, file_name(vg.name)), vg)
+        except MkrecError as exc:
+            why = exc.message
+        if why:
+            log.warning(
+                "warning: %s does not match layout.toml (%s): volume group %s is made from layout.toml, "
+                "with new VG and LV UUIDs",
+                file_name(vg.name),
+                why,
+                vg.name,
+            )
+            continue
+        out[vg.name] = text
+    return out
+
+
 def make_plan(
     system: SavedSystem,
     action: str,
@@ -120,7 +155,9 @@ def make_plan(
     *,
     choose: Chooser | None = None,
     resize_swap: bool = False,
+    vg_metadata: Mapping[str, str] | None = None,
 ) -> Plan:
+    """vg_metadata: VG name -> its saved vgcfgbackup text (etc/recovery/vgcfg-<vg>.txt)."""
     if not system.disks:
         raise MkrecError("the saved layout has no disks", hint="is --source the right backup set?")
     choices = map_disks(
@@ -172,7 +209,11 @@ def make_plan(
             )
         targets.append(FsTarget(fs, partition_node(dp.device, where[1]), size))
     plan = Plan(action, tuple(disk_plans), tuple(targets), system, system.vgs)
-    return plan if action == "start" else rescale_volumes(plan, resize_swap)
+    if action == "start":
+        # Same-or-larger disks with the saved tables: LVM's own metadata can come back as it was.
+        return dataclasses.replace(plan, vg_metadata=restorable_metadata(system.vgs, vg_metadata or {}))
+    # clone-disk: sizes change, so VGs and LVs are made anew (vgcreate/lvcreate; new VG/LV UUIDs).
+    return rescale_volumes(plan, resize_swap)
 
 
 def render_plan(plan: Plan) -> str:
@@ -192,7 +233,10 @@ def render_plan(plan: Plan) -> str:
     for layer in layers(plan.system.raids, plan.vgs, plan.system.luks):
         on = ", ".join(nodes(n) for n in below(layer))
         made = ", ".join(provides(layer))
-        lines.append(f"  CREATE {type(layer).__name__} {made} on {on}")
+        how = ""
+        if isinstance(layer, VolumeGroup) and layer.name in plan.vg_metadata:
+            how = f" (from {file_name(layer.name)}: VG and LV UUIDs kept)"
+        lines.append(f"  CREATE {type(layer).__name__} {made} on {on}{how}")
     for f in plan.filesystems:
         fs = f.saved
         what = "raw image" if fs.raw else ("tar" if fs.stream else "empty")

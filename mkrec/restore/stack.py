@@ -1,6 +1,7 @@
 """MD RAID, LVM and LUKS recreated from the layout model (mkrec.layout.model), between the partition
 tables and the filesystems: arrays with their saved UUID, level, metadata and members; PVs with their
-saved UUIDs, VGs and LVs with their saved names, extent size and sizes; LUKS containers with their
+saved UUIDs, VGs and LVs with their saved names, extent size and sizes (or, on start-restore, the VG's
+saved LVM metadata given back with vgcfgrestore: the VG and LV UUIDs too); LUKS containers with their
 saved UUID, cipher and label and a new passphrase (a key file for unattended runs).
 
 Stacks can be layered in any order (LUKS on RAID, LVM on LUKS ...): `layers()` orders them so that
@@ -8,12 +9,14 @@ each is made after what it sits on. udev is not assumed: LVM makes its own devic
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from mkrec.errors import MkrecError
 from mkrec.layout.model import LuksContainer, RaidArray, VolumeGroup
+from mkrec.layout.vgcfg import file_name
 
 # No udev in the rescue system (nor in the tests): LVM creates /dev/mapper nodes itself and does not
 # consult a devices file written for another machine.
@@ -110,12 +113,19 @@ def mdadm_assemble_argv(raid: RaidArray, members: list[str]) -> list[str]:
     return ["mdadm", "--assemble", "--run", f"/dev/{raid.name}", *members]
 
 
-def pvcreate_argv(uuid: str | None, node: str) -> list[str]:
+def pvcreate_argv(uuid: str | None, node: str, restorefile: str = "") -> list[str]:
+    """restorefile: the VG's saved metadata, whose header and extent layout the PV gets."""
     argv = ["pvcreate", "--config", LVM_CONFIG, "-ff", "-y"]
-    if uuid:
+    if uuid and restorefile:
+        argv += ["--uuid", uuid, "--restorefile", restorefile]
+    elif uuid:
         # --norestorefile: the UUID is taken as it is, without a metadata backup to check it against
         argv += ["--uuid", uuid, "--norestorefile"]
     return [*argv, node]
+
+
+def vgcfgrestore_argv(vg: VolumeGroup, restorefile: str) -> list[str]:
+    return ["vgcfgrestore", "--config", LVM_CONFIG, "-y", "-f", restorefile, vg.name]
 
 
 def vgcreate_argv(vg: VolumeGroup, nodes: list[str]) -> list[str]:
@@ -152,8 +162,8 @@ def lvcreate_argv(vg: VolumeGroup, lv_index: int) -> list[str]:
     return [*argv, vg.name]
 
 
-def vgchange_argv(vg: VolumeGroup) -> list[str]:
-    return ["vgchange", "--config", LVM_CONFIG, "-ay", vg.name]
+def vgchange_argv(vg: VolumeGroup, active: bool = True) -> list[str]:
+    return ["vgchange", "--config", LVM_CONFIG, "-ay" if active else "-an", vg.name]
 
 
 def luks_format_argv(c: LuksContainer, node: str, key_file: str, pbkdf_iterations: int = 0) -> list[str]:
@@ -198,13 +208,19 @@ class LuksKey:
 Runner = Callable[..., object]
 
 
-def make_layer(layer: Layer, nodes: Nodes, key: LuksKey | None, run: Runner) -> None:
-    """Create one RAID array, volume group (with its LVs) or LUKS container (opened)."""
+def make_layer(layer: Layer, nodes: Nodes, key: LuksKey | None, run: Runner, metadata: str = "") -> None:
+    """Create one RAID array, volume group (with its LVs) or LUKS container (opened). metadata: a
+    VG's saved vgcfgbackup text, to restore instead of creating the VG anew."""
     devs = [nodes(n) for n in below(layer)]
+    if isinstance(layer, VolumeGroup):
+        # A rerun after a failure half-way: LVs made then would keep the PVs busy.
+        run(vgchange_argv(layer, active=False), check=False)
     for dev in devs:
         run(["wipefs", "-a", "-q", dev])
     if isinstance(layer, RaidArray):
         run(mdadm_create_argv(layer, devs))
+    elif isinstance(layer, VolumeGroup) and metadata:
+        restore_vg(layer, devs, metadata, nodes, run)
     elif isinstance(layer, VolumeGroup):
         for pv, dev in zip(layer.pvs, devs, strict=True):
             run(pvcreate_argv(pv.uuid, dev))
@@ -223,6 +239,20 @@ def make_layer(layer: Layer, nodes: Nodes, key: LuksKey | None, run: Runner) -> 
             env=NO_UDEV,
         )
         run(luks_open_argv(layer, devs[0], key.argv_file()), input=key.stdin(), env=NO_UDEV)
+
+
+def restore_vg(vg: VolumeGroup, devs: list[str], metadata: str, nodes: Nodes, run: Runner) -> None:
+    """The VG exactly as saved: PVs with their UUIDs and headers, then the metadata (VG and LV UUIDs,
+    every LV's extents where they were). The LVs are then cleared as lvcreate -W y -Z y would."""
+    with tempfile.TemporaryDirectory(prefix="mkrec-vgcfg-") as tmp:
+        path = Path(tmp) / file_name(vg.name)
+        path.write_text(metadata)
+        for pv, dev in zip(vg.pvs, devs, strict=True):
+            run(pvcreate_argv(pv.uuid, dev, str(path)))
+        run(vgcfgrestore_argv(vg, str(path)))
+    run(vgchange_argv(vg))
+    for name in provides(vg):
+        run(["wipefs", "-a", "-q", nodes(name)])
 
 
 def activate_layer(layer: Layer, nodes: Nodes, key: LuksKey | None, run: Runner) -> None:
