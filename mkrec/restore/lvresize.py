@@ -79,15 +79,20 @@ def _holds(system: SavedSystem, vg: VolumeGroup, lv: str) -> tuple[SavedFs | Non
     return None, f"luks {luks}" if luks else "-"
 
 
+def _fixed_reason(fs: SavedFs | None, what: str, resize_swap: bool) -> str:
+    """Why an LV keeps its size ("" when it is scaled), as for a partition holding the same."""
+    if fs is None and what.startswith("luks "):
+        return "LUKS"
+    return fs_fixed_reason(fs, resize_swap)
+
+
 def scale_vg(
     vg: VolumeGroup, system: SavedSystem, resized: Resized, resize_swap: bool = False
 ) -> tuple[VolumeGroup, tuple[LvRow, ...]]:
     """The VG with its LVs sized for the target disks, and its rows. Raises MkrecError (nothing is
     written yet) when the fixed-size LVs or an LV's data would not fit."""
     held = [_holds(system, vg, lv.name) for lv in vg.lvs]
-    reasons = [
-        fs_fixed_reason(fs, resize_swap) if fs is not None or what == "-" else "LUKS" for fs, what in held
-    ]
+    reasons = [_fixed_reason(fs, what, resize_swap) for fs, what in held]
     totals = vg_bytes(vg, resized)
     if totals is None:
         reasons = [r or "PV size not captured" for r in reasons]
