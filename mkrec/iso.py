@@ -73,10 +73,8 @@ def tree_entries(root: Path, prefix: str = "/") -> list[tuple[Path, str]]:
     return entries
 
 
-def new_iso(info: VolumeInfo, consistent: bool = False) -> pycdlib.PyCdlib:
-    """`consistent`: extents are assigned after every addition, so the layout can be read before
-    writing (costs time per file: for volumes of a few hundred files)."""
-    iso = pycdlib.PyCdlib(always_consistent=consistent)
+def new_iso(info: VolumeInfo) -> pycdlib.PyCdlib:
+    iso = pycdlib.PyCdlib()
     iso.new(
         interchange_level=4,
         joliet=3,

@@ -10,6 +10,8 @@ import io
 import json
 import logging
 import random
+import shutil
+import subprocess
 from datetime import datetime
 from pathlib import Path
 
@@ -27,9 +29,11 @@ from mkrec.backup.verify import verify_set
 from mkrec.backup.volumes import SetInfo, VolumeWriter
 from mkrec.config import config_from_dict
 from mkrec.context import Context
+from mkrec.iso import BootPayload, BootSpec
 
 FRAME = 256 * 1024
 STREAM = "sdz9.ext4.tar.zst"
+ISOLINUX = "/usr/lib/ISOLINUX/isolinux.bin"
 
 
 def stream_data() -> bytes:
@@ -43,11 +47,24 @@ def stream_data() -> bytes:
     return b"".join(parts)
 
 
+def bootable(tmp: Path) -> BootPayload:
+    """Volume 1 boots like the real rescue disc: isolinux (BIOS), an EFI image, isohybrid with an
+    EFI partition entry and a backup GPT at the end of the image."""
+    isolinux = tmp / "rescue" / "isolinux.bin"
+    isolinux.parent.mkdir(parents=True)
+    shutil.copyfile(ISOLINUX, isolinux)
+    efi = tmp / "rescue" / "efiboot.img"
+    efi.write_bytes(bytes(1024 * 1024))
+    entries = ((isolinux, "/isolinux/isolinux.bin"), (efi, "/boot/efiboot.img"))
+    return BootPayload(entries, BootSpec("/isolinux/isolinux.bin", "/boot/efiboot.img"))
+
+
 def write_set(tmp: Path, data: bytes) -> Path:
     cfg = config_from_dict({"build": {"mode": "cd", "output": str(tmp / "out")}, "media": {"size": "16M"}})
     ctx = Context(cfg, hostname="h", started=datetime(2026, 3, 14, 15, 9), staging=tmp / "isofs")
     info = SetInfo("0f0e0d0c-set", ctx.set_name, "h", "2026-03-14T15:09:00", "cd")
-    sink = IsoSink(ctx, info, None, ask=lambda _prompt: None)
+    rescue = bootable(tmp) if Path(ISOLINUX).exists() else None
+    sink = IsoSink(ctx, info, rescue, ask=lambda _prompt: None)
     writer = VolumeWriter(info, sink, sink.work)
     cut = CutStream(writer, sink.capacity())
     record = StreamRecord(STREAM, "image", "/dev/sdz9", "ext4", "/", FRAME)
@@ -120,6 +137,14 @@ def test_pieces_are_written_once_in_place(tmp_path: Path, caplog: pytest.LogCapt
             text = fh.read().decode()
         assert text.endswith(" \n") and json.loads(text)["set_id"] == "0f0e0d0c-set"
         iso.close()
+    if Path(ISOLINUX).exists():
+        # volume 1 boots as a CD and as a disk: El Torito BIOS + EFI, and the backup GPT that
+        # isohybrid puts in the image's last sector
+        with open(isos[0], "rb") as fh:
+            image = fh.read()
+        assert image[510:512] == b"\x55\xaa" and image[-512:-504] == b"EFI PART"
+        info = subprocess.run(["isoinfo", "-d", "-i", isos[0]], capture_output=True, text=True).stdout
+        assert "Eltorito" in info, info
     bset = open_set(setdir)
     report = verify_set(bset)
     bset.close()

@@ -219,7 +219,7 @@ def sources(image: PlacedImage, how: str) -> list[Piece]:
 def build(info: VolumeInfo, files: list[File], pieces: list[Piece], boot: BootSpec | None) -> pycdlib.PyCdlib:
     """The pycdlib tree of a volume, its extents assigned: `files` by path, `pieces` in backup/
     in the order given."""
-    iso = new_iso(info, consistent=True)
+    iso = new_iso(info)
     made: set[PurePosixPath] = set()
     order = {name: i for i, (name, _src, _size) in enumerate(pieces, 1)}
     for f in sorted(files, key=lambda f: f.rel):
@@ -230,6 +230,7 @@ def build(info: VolumeInfo, files: list[File], pieces: list[Piece], boot: BootSp
         add_data(iso, src, size, "/" + rel, made, iso_path=iso9660_path(rel, order))
     if boot is not None:
         add_boot(iso, boot)
+    iso.force_consistency()  # extents assigned now (isohybrid's GPT included), not at write time
     return iso
 
 

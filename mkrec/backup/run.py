@@ -112,6 +112,7 @@ def backup(ctx: Context, rescue: BootPayload | None, ask: Ask = ask_on_terminal)
             volumes = cut.finish(trailer)
         final = sink.commit(volumes)
     except OSError as exc:
+        log.debug("backup failed", exc_info=True)
         sink.abort()
         writer.abort()
         if exc.errno == errno.ENOSPC:
