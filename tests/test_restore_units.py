@@ -506,6 +506,78 @@ def test_grub_keeps_the_mbr_when_it_boots_the_same_disk(
     assert rec.argvs[-1][:2] == ["extlinux", "--install"] and rec.written == []
 
 
+def grub_plan() -> Plan:
+    """A GPT system booting GRUB on BIOS and on UEFI, its ESP backed up as files (mounted at /boot/efi)."""
+    fss = gpt_fs()
+    fss[2] = SavedFs(
+        "/dev/sda2", "vfat", "ABCD-1234", "ESP", "/boot/efi", 32 * MIB, MIB, stream="sda2.vfat.tar.zst"
+    )
+    boots = (
+        BootLoader(BootKind.GRUB_BIOS, "sda"),
+        BootLoader(BootKind.GRUB_EFI, "sda", "sda2", "EFI/debian/grubx64.efi"),
+    )
+    saved = dataclasses.replace(system(fss=fss), boots=boots)
+    return make_plan(
+        saved, "start", [PresentDisk("/dev/loop9", 300 * MIB, type="loop")], {"sda": "/dev/loop9"}, {}
+    )
+
+
+def install_grub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *platforms: str) -> tuple[Path, Recorder]:
+    """Run both GRUB installs of grub_plan() on a restored root that has grub-install with the modules of
+    `platforms` (none: no grub-install at all), outside UEFI."""
+    rec = Recorder(monkeypatch)
+    monkeypatch.setattr(bootloader, "EFIVARS", tmp_path / "no-efivars")
+    root = tmp_path / "target"
+    (root / "usr" / "sbin").mkdir(parents=True)
+    if platforms:
+        (root / "usr" / "sbin" / "grub-install").touch()
+    for platform in platforms:
+        (root / "usr" / "lib" / "grub" / platform).mkdir(parents=True)
+    plan = grub_plan()
+    for boot in plan.system.boots:
+        bootloader.install_boot(plan, boot, root)
+    return root, rec
+
+
+def bios_from_rescue(root: Path) -> list[str]:
+    return ["grub-install", "--target=i386-pc", "--recheck", f"--boot-directory={root}/boot",
+            "--modules=part_gpt ext2", "/dev/loop9"]  # fmt: skip
+
+
+EFI_IN_CHROOT = [
+    "grub-install",
+    "--target=x86_64-efi",
+    "--efi-directory=/boot/efi",
+    "--removable",
+    "--no-nvram",
+]
+
+
+def test_grub_from_the_rescue_system_onto_a_mounted_esp(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root, rec = install_grub(tmp_path, monkeypatch)
+    assert rec.argvs == [
+        bios_from_rescue(root),
+        ["grub-install", "--target=x86_64-efi", f"--efi-directory={root}/boot/efi", "--removable",
+         "--no-nvram", f"--boot-directory={root}/boot"],
+    ]  # fmt: skip
+
+
+def test_grub_in_the_chroot_only_for_a_platform_it_has(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root, rec = install_grub(tmp_path, monkeypatch, "x86_64-efi")  # a UEFI system without grub-pc-bin
+    binds = [["mount", "--bind", f"/{d}", str(root / d)] for d in ("dev", "proc", "sys")]
+    unbinds = [["umount", "-l", str(root / d)] for d in ("sys", "proc", "dev")]
+    assert rec.argvs == [bios_from_rescue(root), *binds, ["chroot", str(root), *EFI_IN_CHROOT], *unbinds]
+    root, rec = install_grub(tmp_path / "both", monkeypatch, "i386-pc", "x86_64-efi")
+    assert [a for a in rec.argvs if a[0] == "chroot"] == [
+        ["chroot", str(root), "grub-install", "--target=i386-pc", "--recheck", "/dev/loop9"],
+        ["chroot", str(root), *EFI_IN_CHROOT],
+    ]
+
+
 def test_extlinux_directory_recorded_or_found_or_asked_for(tmp_path: Path) -> None:
     root = restored_root(tmp_path)
     assert bootloader.extlinux_dir(EXTLINUX, root) == "/boot/extlinux"

@@ -1,9 +1,9 @@
 """Making the restored disk boot again: the boot loaders that were captured, reinstalled for the
-disk they are on now. Inside the restored system's chroot when it has its own GRUB or extlinux
-(its version matches its config and modules), else from the rescue system (--boot-directory, or
-the restored directory's path). extlinux also needs syslinux's boot code in the MBR: the saved
-one when it was syslinux's, else the rescue system's mbr.bin / gptmbr.bin; only the first 440
-bytes are written, never the partition table."""
+disk they are on now. Inside the restored system's chroot when it has its own GRUB (for that
+platform) or extlinux (its version matches its config and modules), else from the rescue system
+(--boot-directory, or the restored directory's path). extlinux also needs syslinux's boot code in
+the MBR: the saved one when it was syslinux's, else the rescue system's mbr.bin / gptmbr.bin; only
+the first 440 bytes are written, never the partition table."""
 
 from __future__ import annotations
 
@@ -39,6 +39,12 @@ def has_own(root: Path, tool: str) -> bool:
     return any((root / d / tool).exists() for d in ("usr/sbin", "sbin", "usr/bin", "bin"))
 
 
+def has_own_grub(root: Path, platform: str) -> bool:
+    """The restored system's grub-install, with the modules of the platform it must install for: a
+    UEFI Debian has x86_64-efi but often no i386-pc (grub-pc-bin), and the other way round."""
+    return has_own(root, "grub-install") and (root / "usr/lib/grub" / platform).is_dir()
+
+
 def disk_plan(plan: Plan, saved_disk: str) -> DiskPlan:
     for d in plan.disks:
         if d.choice.saved.name.removeprefix("/dev/") == saved_disk.removeprefix("/dev/"):
@@ -71,7 +77,7 @@ def install_boot(plan: Plan, boot: BootLoader, root: Path) -> None:
         return
     disk, label = target_disk(plan, boot.disk or "")
     if boot.kind is BootKind.GRUB_BIOS:
-        if has_own(root, "grub-install"):
+        if has_own_grub(root, "i386-pc"):
             _in_chroot(root, grub_bios_argv(disk))
             return
         boot_fs = plan.target("/boot") or plan.target("/")
@@ -155,7 +161,7 @@ def _install_efi(plan: Plan, boot: BootLoader, root: Path, disk: str) -> None:
         mounted = plan.target("/boot/efi")
         if mounted is None:
             raise MkrecError(f"GRUB EFI: the ESP {boot.esp} is not mounted at /boot/efi in the saved layout")
-        if has_own(root, "grub-install"):
+        if has_own_grub(root, "x86_64-efi"):
             _in_chroot(root, grub_efi_argv(Path("/boot/efi")))
         else:
             run(grub_efi_argv(root / "boot" / "efi", root / "boot"))
