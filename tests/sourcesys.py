@@ -117,7 +117,9 @@ def _install_kernel(root: Path) -> None:
     shutil.copy2(Path("/boot") / f"initrd.img-{version}", root / "boot" / "initrd.img")
 
 
-def _install_efi_loader(esp_dev: str, root_uuid: str, workdir: Path) -> None:
+def _install_efi_loader(
+    esp_dev: str, root_uuid: str, workdir: Path, loader: str = "EFI/BOOT/BOOTX64.EFI"
+) -> None:
     """A standalone GRUB EFI binary that finds the root by UUID, copied in with mtools: the host
     kernel has no vfat, so the ESP is never mounted."""
     early = workdir / "early.cfg"
@@ -138,8 +140,8 @@ def _install_efi_loader(esp_dev: str, root_uuid: str, workdir: Path) -> None:
     )
     env = dict(os.environ, MTOOLS_SKIP_CHECK="1")
     for argv in (
-        ["mmd", "-i", esp_dev, "::/EFI", "::/EFI/BOOT"],
-        ["mcopy", "-i", esp_dev, str(efi), "::/EFI/BOOT/BOOTX64.EFI"],
+        ["mmd", "-i", esp_dev, "::/EFI", f"::/{Path(loader).parent}"],
+        ["mcopy", "-i", esp_dev, str(efi), f"::/{loader}"],
     ):
         subprocess.run(argv, check=True, env=env, capture_output=True)
 
@@ -148,7 +150,9 @@ def build_source_system(
     disks: LoopDisks, workdir: Path, label: str = "gpt", marker: str = "marker-1", boot: str = "grub"
 ) -> SourceSystem:
     """Build and mount a 256 MiB bootable system; the caller's LoopDisks cleans it up.
-    boot: "grub" (BIOS, and UEFI on gpt) or "extlinux" (root and data partitions only)."""
+    boot: "grub" (BIOS, and UEFI on gpt), "grub-efi" (gpt, UEFI only, where Debian installs it:
+    EFI/debian/grubx64.efi and no EFI/BOOT fallback, the ESP in fstab at /boot/efi; the host cannot
+    mount vfat, a guest mounts it there) or "extlinux" (root and data partitions only)."""
     name = label if boot == "grub" else f"{label}-{boot}"
     image = workdir / f"source-{name}.img"
     sh("truncate", "-s", "256M", image)
@@ -168,19 +172,28 @@ def build_source_system(
     root = disks.mount(root_dev, workdir / f"root-{name}")
     (root / "data").mkdir()
     disks.mount(data_dev, root / "data")
+    fstab = ""
+    if boot == "grub-efi" and esp_dev:
+        (root / "boot" / "efi").mkdir(parents=True)
+        esp_uuid = sh("blkid", "-s", "UUID", "-o", "value", esp_dev).strip()
+        fstab = f"UUID={esp_uuid} /boot/efi vfat umask=0077 0 1\n"
     _install_userland(root, marker)
     _install_kernel(root)
     (root / "data" / "hello.txt").write_text("data partition content\n")
     root_uuid = sh("blkid", "-s", "UUID", "-o", "value", root_dev).strip()
     data_uuid = sh("blkid", "-s", "UUID", "-o", "value", data_dev).strip()
     (root / "etc" / "fstab").write_text(
-        f"UUID={root_uuid} / ext4 defaults 0 1\nUUID={data_uuid} /data ext4 defaults 0 2\n"
+        f"UUID={root_uuid} / ext4 defaults 0 1\nUUID={data_uuid} /data ext4 defaults 0 2\n" + fstab
     )
     if boot == "extlinux":
         _install_extlinux(root, disk, label, root_uuid)
         sh("sync")
         return SourceSystem(disk, image, root, label, marker, root_dev, data_dev, esp_dev)
     (root / "boot" / "grub" / "grub.cfg").write_text(_grub_cfg(root_uuid))
+    if boot == "grub-efi" and esp_dev:
+        _install_efi_loader(esp_dev, root_uuid, workdir, "EFI/debian/grubx64.efi")
+        sh("sync")
+        return SourceSystem(disk, image, root, label, marker, root_dev, data_dev, esp_dev)
     sh(
         "grub-install",
         "--target=i386-pc",
