@@ -16,6 +16,7 @@ sfdisk-<disk>.dump   The partition table exactly as `sfdisk --dump` printed it. 
                      hand:   sfdisk /dev/<disk> < sfdisk-<disk>.dump
 mbr-<disk>.bin       The first 512 bytes of the disk (boot code and MBR table).
                      Boot code only:   dd if=mbr-<disk>.bin of=/dev/<disk> bs=440 count=1
+                     (start-restore does this itself for extlinux when it holds syslinux's code)
 gap-<disk>.bin       MBR disks: the sectors between the MBR and the first partition (where GRUB keeps
                      its core image).   dd if=gap-<disk>.bin of=/dev/<disk> bs=512 seek=1
 biosboot-<part>.bin  GPT disks: the BIOS boot partition's content (GRUB's core image).
@@ -44,6 +45,8 @@ Editing
 - A disk has a new name (sda is now vda): replace the name everywhere in layout.toml, partitions
   too ("sda1" -> "vda1"); or keep the file and give `--map sda=/dev/vda` to mkrec restore.
 - Do not want a disk restored: delete its [[disk]] block and everything that refers to it.
+- extlinux: the [[boot]] item's directory is where ldlinux.sys was ("/boot/extlinux"); the restore
+  runs extlinux --install there. Change it if you moved the boot files.
 - Keys you may leave out are optional; a missing key means "not known".
 mkrec checks the file when it reads it. A mistake (overlapping partitions, a partition past the end of
 the disk, an unknown filesystem type, a name that does not exist) is reported as one line naming the
