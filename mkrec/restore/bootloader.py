@@ -140,7 +140,7 @@ def _install_extlinux(plan: Plan, boot: BootLoader, root: Path, disk: str, label
     else:
         run(extlinux_argv(root / directory.lstrip("/")))
     if any(b.kind is BootKind.GRUB_BIOS and b.disk == boot.disk for b in plan.system.boots):
-        log.info("    %s: GRUB owns the MBR boot code; extlinux is chain-loaded from it", disk)
+        log.info("    %s: the MBR keeps GRUB's boot code (GRUB boots this disk too)", disk)
         return
     d = disk_plan(plan, boot.disk or "")
     code, origin = mbr_code(d.choice.saved.mbr, label)
