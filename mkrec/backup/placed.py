@@ -238,6 +238,15 @@ def offset_of(iso: pycdlib.PyCdlib, rel: str) -> int:
     return int(iso.get_record(rr_path="/" + rel).extent_location()) * SECTOR
 
 
+def first_piece_at(info: VolumeInfo, files: list[File], pieces: list[Piece], boot: BootSpec | None) -> int:
+    """Where the layout of these files and pieces puts the first piece (layout only)."""
+    iso = build(info, files, pieces, boot)
+    try:
+        return offset_of(iso, f"backup/{pieces[0][0]}")
+    finally:
+        iso.close()
+
+
 def placed_where_written(iso: pycdlib.PyCdlib, image: PlacedImage) -> bool:
     return all(offset_of(iso, f"backup/{name}") == offset for name, (offset, _size) in image.pieces.items())
 

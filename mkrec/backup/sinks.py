@@ -166,11 +166,7 @@ class IsoSink:
         guesses: list[placed.Piece] = [
             (f"{'x' * 80}.{i:03d}", placed.Placeholder(1), 1) for i in range(placed.PIECES_GUESS)
         ]
-        iso = placed.build(self._volume_info(number), files, guesses, spec)
-        try:
-            return placed.offset_of(iso, f"backup/{guesses[0][0]}")
-        finally:
-            iso.close()
+        return placed.first_piece_at(self._volume_info(number), files, guesses, spec)
 
     # ---- pieces ----
 
@@ -188,11 +184,7 @@ class IsoSink:
             return 0
         boot, spec = self._boot(number)
         files = boot + [File(rel, size) for rel, size in sizes.items()]
-        iso = placed.build(self._volume_info(number), files, placed.sources(image, "size"), spec)
-        try:
-            first = placed.offset_of(iso, f"backup/{next(iter(image.pieces))}")
-        finally:
-            iso.close()
+        first = placed.first_piece_at(self._volume_info(number), files, placed.sources(image, "size"), spec)
         gap = image.reserve - first
         if gap < 0:
             log.info("    volume %d: its metadata outgrew the room kept for it; copying its pieces", number)
