@@ -15,10 +15,11 @@ from pathlib import Path
 from typing import BinaryIO
 
 import pytest
+import zstandard
 
 from mkrec.backup.catalog import parse_catalog
 from mkrec.backup.cutstream import Capacity, CutStream, VolumeContent, metadata_sizes
-from mkrec.backup.frames import Frame, FrameCompressor, FrameError, decompress_frame
+from mkrec.backup.frames import FRAME_SIZE, Frame, FrameCompressor, FrameError, decompress_frame, incompressible
 from mkrec.backup.manifest import Manifest, PieceRecord, StreamRecord, parse_manifest
 from mkrec.backup.stream import pump
 from mkrec.backup.sums import Sums, format_sfv, format_sha256sums, parse_sfv, parse_sha256sums
@@ -129,6 +130,33 @@ def test_frames_in_order_and_readable() -> None:
     damaged[len(damaged) // 2] ^= 0xFF
     with pytest.raises(FrameError):
         decompress_frame(bytes(damaged), out[1].usize)
+
+
+def test_probe_tells_incompressible_frames_from_the_rest() -> None:
+    rng = random.Random(2)
+    fast = zstandard.ZstdCompressor(level=1)
+    noise = rng.randbytes(FRAME_SIZE)
+    text = b"".join(b"line %d of a log file\n" % i for i in range(200_000))[:FRAME_SIZE]
+    assert incompressible(noise, fast)
+    assert not incompressible(text, fast)
+    mixed = bytearray(noise)
+    mixed[FRAME_SIZE // 3 : FRAME_SIZE // 3 * 2] = bytes(FRAME_SIZE // 3)  # one sample lands in zeros
+    assert not incompressible(mixed, fast)
+    assert not incompressible(noise[: 64 * 1024], fast)  # too small to probe
+
+
+def test_incompressible_frames_take_the_fast_level_and_others_the_configured_one() -> None:
+    rng = random.Random(3)
+    noise = rng.randbytes(FRAME_SIZE)
+    text = b"".join(b"%d: %s\n" % (i, rng.choice([b"alpha", b"beta", b"gamma"]) * 3) for i in range(400_000))
+    text = text[:FRAME_SIZE]
+    comp = FrameCompressor(level=9, threads=1)
+    frames = [*comp.submit(noise, 0, []), *comp.submit(text, FRAME_SIZE, []), *comp.close()]
+    assert [decompress_frame(f.data, f.usize) for f in frames] == [noise, text]
+    level = zstandard.ZstdCompressor(level=9, write_checksum=True, write_content_size=True)
+    assert frames[1].data == level.compress(text)  # compressible: exactly the configured level
+    assert frames[0].data != level.compress(noise)  # the probe chose the fast level
+    assert len(frames[0].data) < FRAME_SIZE + 1024  # and it costs no space to speak of
 
 
 # ---- cutstream on BytesIO ----
@@ -294,3 +322,20 @@ def test_sfv_and_sha256sums_format(tmp_path: Path) -> None:
     (tmp_path / "SHA256SUMS").write_text(format_sha256sums([("a", s)]))
     subprocess.run(["sha256sum", "-c", "--quiet", "SHA256SUMS"], cwd=tmp_path, check=True)
     assert format_sfv([("a", s)]) == "a 352441C2\n"  # CRC32("abc"), as cksfv prints it
+
+
+# ---- reading a written volume back ----
+
+
+def test_read_back_names_a_file_whose_bytes_did_not_land(tmp_path: Path) -> None:
+    from mkrec.backup.setreader import DirVolume
+    from mkrec.backup.sinks import check_volume
+
+    (tmp_path / "backup").mkdir()
+    (tmp_path / "backup" / "piece").write_bytes(b"written")
+    good = Sums("0" * 64, zlib.crc32(b"written"))
+    check_volume(DirVolume(tmp_path), [("backup/piece", good)])
+    with pytest.raises(MkrecError, match="backup/piece reads back wrong"):
+        check_volume(DirVolume(tmp_path), [("backup/piece", Sums("0" * 64, zlib.crc32(b"wrItten")))])
+    with pytest.raises(MkrecError, match="backup/other is missing after writing"):
+        check_volume(DirVolume(tmp_path), [("backup/other", good)])

@@ -19,7 +19,7 @@ from mkrec.backup import placed
 from mkrec.backup.cutstream import Capacity, PieceFile
 from mkrec.backup.placed import File, PlacedImage
 from mkrec.backup.setreader import DirVolume, IsoVolume, TarVolume, Volume
-from mkrec.backup.sums import SFV, SHA256SUMS, Sums, sha256_of
+from mkrec.backup.sums import SFV, SHA256SUMS, Sums, crc32_of
 from mkrec.backup.volumes import FULL_CATALOG, SetInfo, catalog_name, stage_piece, volume_label
 from mkrec.context import Context
 from mkrec.errors import CommandError, MkrecError
@@ -60,15 +60,15 @@ class SetDir:
 
 
 def check_volume(vol: Volume, sums: list[tuple[str, Sums]]) -> None:
-    """Read a written volume back: every file there, with the size and SHA-256 it was written with."""
+    """Read a written volume back: every file there, with the CRC32 it was written with."""
     try:
         files = vol.files()
         for name, expected in sums:
             if name not in files:
                 raise MkrecError(f"{vol.name}: {name} is missing after writing", hint="the medium may be bad")
             with vol.open(name) as fh:
-                got = sha256_of(fh)
-            if got != expected.sha256:
+                got = crc32_of(fh)
+            if got != expected.crc32:
                 raise MkrecError(f"{vol.name}: {name} reads back wrong", hint="the medium may be bad")
     finally:
         vol.close()

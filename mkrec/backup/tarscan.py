@@ -10,7 +10,7 @@ sit in the backup pipeline at full speed.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from typing import NamedTuple
 
 BLOCK = 512
 
@@ -31,10 +31,11 @@ TYPES = {
 PREFIX_TYPES = {b"x", b"g", b"L", b"K", b"X"}
 
 
-@dataclass(frozen=True)
-class Entry:
+class Entry(NamedTuple):
     """One archive member. Offsets are in the uncompressed tar stream: `offset` is its first
-    header (extended headers included), `end` is just past its padded data."""
+    header (extended headers included), `end` is just past its padded data. A NamedTuple: one is
+    made per file while the backup streams, and it is several times cheaper to build than a frozen
+    dataclass."""
 
     path: str
     type: str
@@ -60,6 +61,10 @@ def _number(field: bytes) -> int:
     if field and field[0] & 0x80:
         value = int.from_bytes(field[1:], "big")
         return -value if field[0] & 0x40 else value
+    try:
+        return int(field.rstrip(b"\0 ") or b"0", 8)  # the usual '0000644\0', without the copies below
+    except ValueError:
+        pass
     text = field.split(b"\0", 1)[0].strip(b" ")
     if not text:
         return 0
@@ -141,6 +146,11 @@ class TarScanner:
                 if not self._collect:
                     self._extended_done()
                 continue
+            if not self._header and n - i >= BLOCK:  # a whole header in this chunk: no copying round
+                i += BLOCK
+                self.pos += BLOCK
+                self._block(bytes(view[i - BLOCK : i]), self.pos - BLOCK)
+                continue
             need = BLOCK - len(self._header)
             step = min(need, n - i)
             self._header += view[i : i + step]
@@ -206,7 +216,7 @@ class TarScanner:
             self._start = None
 
     def _member(self, block: bytes) -> None:
-        pax = {**self._global, **self._pax}
+        pax = {**self._global, **self._pax} if self._global or self._pax else self._pax
         kind = block[156:157]
         stored = int(pax["size"]) if "size" in pax else _number(block[124:136])
         name = _text(block[0:100])

@@ -112,7 +112,7 @@ class VolumeWriter:
         staging.mkdir(parents=True, exist_ok=True, mode=0o700)
         self._full_path = staging / "catalog.all.jsonl.zst"
         self._full_raw = create_private(self._full_path)
-        self._full = zstandard.ZstdCompressor(level=9).stream_writer(self._full_raw)
+        self._full = zstandard.ZstdCompressor(level=3).stream_writer(self._full_raw)
         self._boot_sums: dict[Path, Sums] = {}
 
     # ---- streams ----
