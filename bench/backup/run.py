@@ -167,15 +167,15 @@ def main() -> int:
             rss += samples[len(samples) // 5 :] or samples
             base_rate, mkrec_rate = corpus / t_base / 1e6, corpus / t_mkrec / 1e6
             print(f"run {run}: baseline tar | zstd -T0 -3 {t_base:5.1f} s ({base_rate:5.1f} MB/s, "
-                  f"cpu {cpu_base:4.1f} s, {base_size / 1e9:.2f} GB)   mkrec {t_mkrec:5.1f} s ({mkrec_rate:5.1f} MB/s, "
-                  f"cpu {cpu_mkrec:4.1f} s, {len(isos)} ISO, {iso_size / 1e9:.2f} GB)   "
-                  f"ratio {t_mkrec / t_base:.2f}")  # fmt: skip
+                  f"cpu {cpu_base:4.1f} s, {base_size / 1e9:.2f} GB)   "
+                  f"mkrec {t_mkrec:5.1f} s ({mkrec_rate:5.1f} MB/s, cpu {cpu_mkrec:4.1f} s, "
+                  f"{len(isos)} ISO, {iso_size / 1e9:.2f} GB)   ratio {t_mkrec / t_base:.2f}")  # fmt: skip
         print(f"baseline  tar | zstd -T0 -3: median {statistics.median(bases):6.1f} s")
         print(f"mkrec     cd, dvd volumes:  median {statistics.median(mkrecs):6.1f} s")
         print(f"ratio (mkrec / baseline), median of {args.runs} pairs: {statistics.median(ratios):.2f}   "
               f"(min {min(ratios):.2f}, max {max(ratios):.2f}; goal <= 1.15)")  # fmt: skip
         print(f"CPU ratio (user + system, tar included), median: {statistics.median(cpu_ratios):.2f}   "
-              f"({os.cpu_count()} CPUs: where the CPUs are all busy, wall time follows CPU time)")  # fmt: skip
+              f"({os.cpu_count()} CPUs: when all are busy, wall time follows CPU time)")  # fmt: skip
         print(
             f"mkrec RSS: peak {max(rss) / MiB:.0f} MiB, median {statistics.median(rss) / MiB:.0f} MiB, "
             f"min {min(rss) / MiB:.0f} MiB after each run's first fifth  (goal: flat, < 512 MiB)"

@@ -7,9 +7,9 @@ escapes) on one line that a person can still read with `less` from the rescue sy
 from __future__ import annotations
 
 import json
-from json.encoder import encode_basestring_ascii as _json_text  # type: ignore[attr-defined]
 import posixpath
 from dataclasses import dataclass
+from json.encoder import encode_basestring_ascii as _json_text
 
 from mkrec.backup.tarscan import Entry
 
