@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import shlex
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -99,9 +100,30 @@ def run_in_guest(
         "--",
         script,
     ]
-    return subprocess.run(
-        argv, capture_output=True, text=True, env=env, timeout=timeout, stdin=subprocess.DEVNULL
+    return run_killing_group(argv, env, timeout)
+
+
+def run_killing_group(argv: list[str], env: dict[str, str], timeout: int) -> subprocess.CompletedProcess[str]:
+    """subprocess.run with output captured, but a timeout kills the whole process group: vng starts
+    QEMU as a child, and subprocess.run would kill only vng and leave the guest running."""
+    proc = subprocess.Popen(
+        argv,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        start_new_session=True,
     )
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        raise AssertionError(
+            f"{argv[0]} timed out after {timeout} s; last output:\n{out[-3000:]}\n{err[-3000:]}"
+        ) from None
+    return subprocess.CompletedProcess(argv, proc.returncode, out, err)
 
 
 class Terminal:
