@@ -19,7 +19,14 @@ import zstandard
 
 from mkrec.backup.catalog import parse_catalog
 from mkrec.backup.cutstream import Capacity, CutStream, VolumeContent, metadata_sizes
-from mkrec.backup.frames import FRAME_SIZE, Frame, FrameCompressor, FrameError, decompress_frame, incompressible
+from mkrec.backup.frames import (
+    FRAME_SIZE,
+    Frame,
+    FrameCompressor,
+    FrameError,
+    decompress_frame,
+    incompressible,
+)
 from mkrec.backup.manifest import Manifest, PieceRecord, StreamRecord, parse_manifest
 from mkrec.backup.stream import pump
 from mkrec.backup.sums import Sums, format_sfv, format_sha256sums, parse_sfv, parse_sha256sums
