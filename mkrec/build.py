@@ -39,11 +39,11 @@ def build(ctx: Context) -> None:
     require_available(mode)
     require_separate_path(ctx)
     with step("Capturing the disk layout"):
-        capture_for_build(ctx)
+        layout = capture_for_build(ctx)
     with step("Building the rescue system"):
         rescue = build_rescue(ctx)
     if not mode.needs_volumes():  # in mode cd, volume 1 itself is the rescue disc
         with step("Writing the rescue disc"):
             write_rescue_set(ctx, rescue)
     if mode.writes_backup():
-        run_backup(ctx, rescue)
+        run_backup(ctx, rescue, layout)

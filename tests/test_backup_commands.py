@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import subprocess
 from datetime import datetime
 from pathlib import Path
@@ -14,6 +15,7 @@ import pycdlib
 import pytest
 from pytest_subprocess import FakeProcess
 
+from mkrec.backup import sources as sources_module
 from mkrec.backup.run import _check_tar
 from mkrec.backup.sinks import BlockWriter, burn, burn_argv, patch_set_size
 from mkrec.backup.sources import Source, sources, tar_argv
@@ -21,6 +23,7 @@ from mkrec.config import config_from_dict
 from mkrec.context import Context
 from mkrec.errors import CommandError, MkrecError
 from mkrec.iso import VolumeInfo, write_iso
+from mkrec.layout.model import Filesystem, Layout
 
 FINDMNT = ["findmnt", "-J", "-l", "-o", "TARGET,SOURCE,FSTYPE"]
 
@@ -71,6 +74,48 @@ def test_sources_from_findmnt(fp: FakeProcess, tmp_path: Path) -> None:
         ("/dev/sdb9", "", "image", "sdb9.raw.img.zst"),
         ("/dev/sdb7", "", "image", "sdb7.ext4.img.zst"),
     ]
+
+
+def test_layout_filesystems_that_are_not_mounted_are_imaged(
+    fp: FakeProcess, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    mounts = {
+        "filesystems": [
+            {"target": "/mnt/sys", "source": "/dev/sda2", "fstype": "ext4"},
+            {"target": "/mnt/elsewhere", "source": "/dev/sda6", "fstype": "ext4"},
+        ]
+    }
+    fp.register(FINDMNT, stdout=json.dumps(mounts))
+    fp.register(["blkid", "-c", "/dev/null", "-o", "value", "-s", "TYPE", "/dev/sda7"], stdout="ext4\n")
+    nodes = {"/dev/sda1": 1, "/dev/sda2": 2, "/dev/mapper/vg0-scratch": 3, "/dev/vg0/scratch": 3,
+             "/dev/sda6": 6, "/dev/sda7": 7, "/dev/mapper/cryptdata": 9}  # fmt: skip
+    monkeypatch.setattr(sources_module, "block_id", nodes.get)
+    layout = Layout(
+        hostname="h",
+        captured="2026-01-01T00:00:00",
+        filesystems=(
+            Filesystem("sda2", "ext4", mountpoint="/"),  # mounted: tar, as before
+            Filesystem("sda1", "vfat"),  # the ESP, not mounted
+            Filesystem("vg0/scratch", "xfs"),  # an LV: its /dev/mapper name keeps VGs apart
+            Filesystem("cryptdata", "ext4"),  # an opened LUKS mapping
+            Filesystem("sda6", "ext4"),  # mounted, but outside [source] root: may be changing
+            Filesystem("sda7", "ext4"),  # already in [source] raw
+            Filesystem("sdz1", "ext4"),  # gone since the capture
+        ),
+    )
+    cfg = config_from_dict({"source": {"root": "/mnt/sys", "raw": ["/dev/sda7"]}})
+    with caplog.at_level(logging.INFO, logger="mkrec"):
+        found = sources(Context(cfg, started=datetime(2026, 1, 1)), [], layout)
+    assert [(s.device, s.mountpoint, s.kind, s.stream) for s in found] == [
+        ("/dev/sda2", "/", "tar", "sda2.ext4.tar.zst"),
+        ("/dev/sda7", "", "image", "sda7.ext4.img.zst"),
+        ("/dev/sda1", "", "image", "sda1.vfat.img.zst"),
+        ("/dev/mapper/vg0-scratch", "", "image", "vg0-scratch.xfs.img.zst"),
+        ("/dev/mapper/cryptdata", "", "image", "cryptdata.ext4.img.zst"),
+    ]
+    assert "/dev/sda1 (vfat) is not mounted: it is imaged" in caplog.text
+    assert "/dev/sda6 is mounted at /mnt/elsewhere, outside [source] root: not backed up" in caplog.text
+    assert "sdz1 (ext4) is in the layout but has no device node here: not backed up" in caplog.text
 
 
 def test_tar_exit_codes(caplog: pytest.LogCaptureFixture) -> None:

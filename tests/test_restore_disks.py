@@ -27,6 +27,7 @@ from mkrec.context import Context
 from mkrec.errors import MkrecError
 from mkrec.iso import BootPayload, BootSpec
 from mkrec.layout.capture import capture
+from mkrec.layout.model import Layout
 from mkrec.restore.source import open_set as open_restore_set
 
 pytestmark = pytest.mark.root
@@ -68,20 +69,21 @@ def _corpus(root: Path) -> None:
 STARTED = datetime(2026, 1, 2, 3, 4)
 
 
-def real_backup(root: Path, work: Path, mode: str, raw: tuple[str, ...] = (),
+def real_backup(root: Path, work: Path, mode: str, layout: Layout | None = None,
                 started: datetime = STARTED, payload: BootPayload | None = None) -> Path:  # fmt: skip
-    """The real backup (mkrec.backup.run.backup) of every filesystem mounted under root; raw: partitions
-    imaged. Mode path writes a set directory, mode cd 16 MiB ISO volumes. Returns the set's directory."""
+    """The real backup (mkrec.backup.run.backup) of every filesystem mounted under root, and, as in
+    `mkrec build`, images of the file systems in `layout` that are not mounted. Mode path writes a set
+    directory, mode cd 16 MiB ISO volumes. Returns the set's directory."""
     data = {
         "build": {"mode": mode, "output": str(work / "out")},
         "media": {"size": "16M"},
-        "source": {"root": str(root), "raw": list(raw)},
+        "source": {"root": str(root)},
         "path": {"dir": str(work / "pathset")},
     }
     ctx = Context(config_from_dict(data), hostname="srchost", started=started, staging=work / "isofs")
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(cutstream, "PIECE_MAX", PIECE)  # small pieces: every stream is pasted back from several
-        return run_backup(ctx, payload)
+        return run_backup(ctx, payload, layout)
 
 
 def layout_payload(recovery: Path, work: Path) -> BootPayload:
@@ -103,13 +105,13 @@ class Saved:
 
 
 def backup(src: SourceSystem, work: Path, iso: bool = False) -> Saved:
-    """Capture with the layout code, then the real backup (the unmounted ESP as a raw image)."""
+    """Capture with the layout code, then the real backup: the unmounted ESP is imaged because the
+    layout has it (nothing names it in [source] raw)."""
     recovery = work / "recovery"
-    capture([src.disk], recovery, src.root, "srchost", STARTED)
-    raw = (src.esp_dev,) if src.esp_dev else ()
-    path_set = real_backup(src.root, work, "path", raw)
+    layout = capture([src.disk], recovery, src.root, "srchost", STARTED)
+    path_set = real_backup(src.root, work, "path", layout)
     iso_set = (
-        real_backup(src.root, work, "cd", raw, payload=layout_payload(recovery, work)) if iso else path_set
+        real_backup(src.root, work, "cd", layout, payload=layout_payload(recovery, work)) if iso else path_set
     )
     return Saved(src, path_set, iso_set, recovery)
 

@@ -25,6 +25,7 @@ from mkrec.config import Mode
 from mkrec.context import Context
 from mkrec.errors import CommandError, MkrecError, die
 from mkrec.iso import BootPayload
+from mkrec.layout.model import Layout
 from mkrec.log import step
 from mkrec.progress import Progress
 from mkrec.runner import popen
@@ -74,7 +75,9 @@ class StderrDrain(threading.Thread):
             self.lines.append(raw.decode(errors="replace").rstrip("\n"))
 
 
-def backup(ctx: Context, rescue: BootPayload | None, ask: Ask = ask_on_terminal) -> Path:
+def backup(
+    ctx: Context, rescue: BootPayload | None, ask: Ask = ask_on_terminal, layout: Layout | None = None
+) -> Path:
     cfg = ctx.config
     info = SetInfo(
         set_id=str(uuid.uuid4()),
@@ -84,7 +87,7 @@ def backup(ctx: Context, rescue: BootPayload | None, ask: Ask = ask_on_terminal)
         mode=str(cfg.build.mode),
     )
     never = [cfg.build.output, ctx.staging] + ([cfg.path.dir] if cfg.path.dir else [])
-    srcs = sources(ctx, never)
+    srcs = sources(ctx, never, layout)
     if not srcs:
         die(
             f"nothing to back up: no file system is mounted under {cfg.source.root}", hint="see [source] root"

@@ -1,16 +1,22 @@
-"""What gets backed up and how: the file systems mounted under [source] root (tar) and the
-partitions in [source] raw (images, see imaging.py), with the exact tar command for each."""
+"""What gets backed up and how: the file systems mounted under [source] root (tar), the partitions
+in [source] raw and the captured layout's file systems that are not mounted (images, see
+imaging.py), with the exact tar command for each."""
 
 from __future__ import annotations
 
 import fnmatch
+import logging
 import os
 import posixpath
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
 from mkrec.context import Context
+from mkrec.layout.model import Layout
 from mkrec.runner import run, run_json
+
+log = logging.getLogger("mkrec")
 
 # File systems tar carries with every attribute; anything else on a block device is imaged.
 TAR_FS = {"ext2", "ext3", "ext4", "xfs", "btrfs", "jfs", "reiserfs", "f2fs", "vfat", "exfat"}
@@ -32,20 +38,39 @@ class Source:
         return f"{name}.{self.fstype or 'raw'}.{'tar' if self.kind == 'tar' else 'img'}.zst"
 
 
-def mounted_filesystems(root: Path) -> list[tuple[str, str, str]]:
-    """(target, source, fstype) of block-device mounts at or under root, outermost first.
-
-    Stand-in until mkrec.layout provides the captured list: swap this function for that one."""
+def block_mounts() -> list[tuple[str, str, str]]:
+    """(target, source, fstype) of every mount of a block device, outermost first."""
     data = run_json(["findmnt", "-J", "-l", "-o", "TARGET,SOURCE,FSTYPE"])
     out = []
-    root_s = str(root).rstrip("/") or "/"
     for fs in data.get("filesystems", []):
         target, source, fstype = fs.get("target") or "", fs.get("source") or "", fs.get("fstype") or ""
-        inside = target == root_s or target.startswith(root_s.rstrip("/") + "/")
         # bind mounts show as /dev/x[/subdir]: the file system itself is backed up where it is mounted
-        if inside and source.startswith("/dev/") and "[" not in source:
+        if source.startswith("/dev/") and "[" not in source:
             out.append((target, source, fstype))
     return sorted(out, key=lambda t: t[0])
+
+
+def mounted_filesystems(root: Path, mounts: list[tuple[str, str, str]]) -> list[tuple[str, str, str]]:
+    """The mounts at or under root."""
+    root_s = str(root).rstrip("/") or "/"
+    return [m for m in mounts if m[0] == root_s or m[0].startswith(root_s.rstrip("/") + "/")]
+
+
+def block_id(path: str) -> int | None:
+    """The device number of a block device node (links followed); None for anything else."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_rdev if stat.S_ISBLK(st.st_mode) else None
+
+
+def device_node(name: str) -> str | None:
+    """The /dev node of a device as the layout names it: "sda1", "md0", "cryptdata", "vg0/root"
+    (an LV by its /dev/mapper name, which stays unique across volume groups)."""
+    mapper = "/dev/mapper/" + name.replace("-", "--").replace("/", "-")
+    candidates = [mapper, f"/dev/{name}"] if "/" in name else [f"/dev/{name}", f"/dev/mapper/{name}"]
+    return next((c for c in candidates if block_id(c) is not None), None)
 
 
 def probe_fstype(device: str) -> str:
@@ -59,14 +84,16 @@ def _relative(root: Path, target: str) -> str:
     return "/" if rel == "." else "/" + rel
 
 
-def sources(ctx: Context, never: list[Path]) -> list[Source]:
-    """Every file system to back up: tar for what tar carries, images for [source] raw and the rest.
+def sources(ctx: Context, never: list[Path], layout: Layout | None = None) -> list[Source]:
+    """Every file system to back up: tar for what tar carries, images for [source] raw and the rest,
+    and images of the layout's file systems that are not mounted (an ESP, a spare data partition).
     `never`: directories that must not be backed up as file systems (the output directory)."""
     cfg = ctx.config.source
     raw = set(cfg.raw)
     found: list[Source] = []
     seen: set[str] = set()
-    for target, device, fstype in mounted_filesystems(cfg.root):
+    mounts = block_mounts()
+    for target, device, fstype in mounted_filesystems(cfg.root, mounts):
         mp = _relative(cfg.root, target)
         if device in seen or any(Path(target).is_relative_to(n) for n in never):
             continue
@@ -79,8 +106,42 @@ def sources(ctx: Context, never: list[Path]) -> list[Source]:
         found.append(Source(device, fstype, mp, Path(target), kind))
     for device in cfg.raw:
         if device not in seen:
+            seen.add(device)
             found.append(Source(device, probe_fstype(device), "", Path(device), "image"))
+    if layout is not None:
+        found += unmounted_sources(layout, seen, mounts)
     return found
+
+
+def unmounted_sources(layout: Layout, seen: set[str], mounts: list[tuple[str, str, str]]) -> list[Source]:
+    """Images of the layout's file systems that nothing above covers and that are not mounted at all
+    (one mounted outside [source] root may be changing, so it is named, not imaged)."""
+    covered = {block_id(d) for d in seen} - {None}
+    mounted_at = {block_id(src): target for target, src, _ in mounts}
+    out = []
+    for fs in layout.filesystems:
+        if fs.mountpoint:
+            continue
+        node = device_node(fs.device)
+        if node is None:
+            log.warning(
+                "warning: %s (%s) is in the layout but has no device node here: not backed up",
+                fs.device,
+                fs.type,
+            )
+            continue
+        dev_id = block_id(node)
+        if dev_id in covered:
+            continue
+        if dev_id in mounted_at:
+            log.warning(
+                "warning: %s is mounted at %s, outside [source] root: not backed up", node, mounted_at[dev_id]
+            )
+            continue
+        log.info("%s (%s) is not mounted: it is imaged", node, fs.type)
+        covered.add(dev_id)
+        out.append(Source(node, fs.type, "", Path(node), "image"))
+    return out
 
 
 def tar_argv(src: Source, excludes: tuple[str, ...], never: list[Path]) -> list[str]:

@@ -26,10 +26,10 @@ def capture_layout(ctx: Context, disks: list[str] | None = None, out: Path | Non
     return capture(chosen, out or ctx.recovery_dir, ctx.config.source.root, ctx.hostname, ctx.started)
 
 
-def capture_for_build(ctx: Context) -> Path:
-    """The build's capture stage: fill ctx.recovery_dir."""
-    capture_layout(ctx)
-    return ctx.recovery_dir
+def capture_for_build(ctx: Context) -> Layout:
+    """The build's capture stage: fill ctx.recovery_dir; the layout goes on to the backup, which
+    images the file systems in it that are not mounted."""
+    return capture_layout(ctx)
 
 
 def filesystems_to_back_up(ctx: Context) -> list[Filesystem]:
