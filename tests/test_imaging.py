@@ -1,11 +1,13 @@
 """Used-blocks imaging, its decisions and commands: which tool images what, the exact argv of
 partclone and ntfsclone (save and restore), their image headers (the first bytes of real images),
-the manifest's record of the format, and a tool's failure as one line (pytest-subprocess)."""
+the manifest's record of the format, a tool's failure as one line, and the file system grown to fill
+a larger node after the restore (pytest-subprocess)."""
 
 from __future__ import annotations
 
 import io
 import json
+import logging
 import os
 from pathlib import Path
 
@@ -25,7 +27,7 @@ from mkrec.backup.imaging import (
 )
 from mkrec.backup.manifest import ImageFormat, Manifest, StreamRecord, parse_manifest
 from mkrec.errors import CommandError, MkrecError
-from mkrec.restore.unpack import write_image
+from mkrec.restore.unpack import grow_to_node, write_image
 
 FIXTURES = Path(__file__).parent / "fixtures" / "imaging"
 PC_EXT4 = (FIXTURES / "partclone-ext4-256M.head").read_bytes()
@@ -304,6 +306,108 @@ def test_ntfsclone_says_why_on_stdout(fp: FakeProcess, tmp_path: Path) -> None:
         write_image(FakeSet(rec, NTFS), rec.name, str(node))  # type: ignore[arg-type]
     reason = "ERROR: Output device is too small (1048576) to fit the NTFS image (268431872)."
     assert err.value.message == f"ntfsclone failed (exit 1): {reason}"
+
+
+# ---- growing to fill a larger node ----
+
+MiB = 1 << 20
+
+
+def sized_node(tmp_path: Path, size: int) -> str:
+    node = tmp_path / "node"
+    with open(node, "wb") as fh:
+        fh.truncate(size)  # sparse: only its size matters
+    return str(node)
+
+
+def test_ext4_on_a_larger_node_is_checked_then_grown(
+    fp: FakeProcess, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    node = sized_node(tmp_path, 300 * MiB)
+    fp.register(["e2fsck", "-f", "-p", node], returncode=1)  # 1: errors corrected, fine
+    fp.register(["resize2fs", node])
+    with caplog.at_level(logging.INFO, logger="mkrec"):
+        grow_to_node("ext4", node, 200 * MiB)
+    assert list(fp.calls) == [["e2fsck", "-f", "-p", node], ["resize2fs", node]]
+    assert f"{node}: ext4 grown by 100.0 MiB to fill it" in caplog.text
+
+
+def test_ntfs_on_a_larger_node_is_grown_without_a_question(fp: FakeProcess, tmp_path: Path) -> None:
+    node = sized_node(tmp_path, 256 * MiB)
+    argv = ["ntfsresize", "--force", "--force", "--no-progress-bar", node]
+    fp.register(argv, stdout="Successfully resized NTFS on device\n")
+    grow_to_node("ntfs", node, 128 * MiB + 512)
+    assert list(fp.calls) == [argv]
+
+
+@pytest.mark.parametrize("fstype", ["ext4", "ntfs", "xfs", "vfat"])
+@pytest.mark.parametrize("extra", [0, MiB, -4096], ids=["same", "1MiB", "smaller"])
+def test_a_node_not_more_than_1MiB_larger_is_left_alone(
+    fp: FakeProcess, tmp_path: Path, caplog: pytest.LogCaptureFixture, fstype: str, extra: int
+) -> None:
+    node = sized_node(tmp_path, 64 * MiB + extra)
+    with caplog.at_level(logging.INFO, logger="mkrec"):
+        grow_to_node(fstype, node, 64 * MiB)  # any command run would be unregistered: an error
+    assert not fp.calls and not caplog.text
+
+
+@pytest.mark.parametrize(
+    ("fstype", "level", "line"),
+    [
+        ("xfs", logging.WARNING, "warning: {node}: the xfs file system keeps its saved size "
+                                 "(64.0 MiB unused); once mounted: xfs_growfs MOUNTPOINT"),
+        ("btrfs", logging.WARNING, "warning: {node}: the btrfs file system keeps its saved size "
+                                   "(64.0 MiB unused); once mounted: btrfs filesystem resize max MOUNTPOINT"),
+        ("vfat", logging.INFO, "    {node}: the vfat image keeps its saved size (64.0 MiB unused)"),
+        ("raw", logging.INFO, "    {node}: the raw image keeps its saved size (64.0 MiB unused)"),
+    ],
+)  # fmt: skip
+def test_what_cannot_grow_here_keeps_its_size_in_one_line(
+    fp: FakeProcess, tmp_path: Path, caplog: pytest.LogCaptureFixture, fstype: str, level: int, line: str
+) -> None:
+    node = sized_node(tmp_path, 128 * MiB)
+    with caplog.at_level(logging.INFO, logger="mkrec"):
+        grow_to_node(fstype, node, 64 * MiB)
+    assert not fp.calls
+    assert [(r.levelno, r.getMessage()) for r in caplog.records] == [(level, line.format(node=node))]
+
+
+def test_e2fsck_errors_stop_the_growing(fp: FakeProcess, tmp_path: Path) -> None:
+    node = sized_node(tmp_path, 300 * MiB)
+    fp.register(
+        ["e2fsck", "-f", "-p", node], stdout="UNEXPECTED INCONSISTENCY; RUN fsck MANUALLY.\n", returncode=4
+    )
+    with pytest.raises(MkrecError) as err:
+        grow_to_node("ext3", node, 200 * MiB)
+    assert (
+        err.value.message == f"{node}: e2fsck -f -p found errors it could not repair (exit 4); ext3 not grown"
+    )
+    assert err.value.hint == f"run e2fsck -f {node} by hand, then resize2fs {node}"
+    assert list(fp.calls) == [["e2fsck", "-f", "-p", node]], "resize2fs does not run"
+
+
+def test_a_failing_grow_names_the_node_and_the_command(fp: FakeProcess, tmp_path: Path) -> None:
+    node = sized_node(tmp_path, 300 * MiB)
+    fp.register(["e2fsck", "-f", "-p", node])
+    fp.register(["resize2fs", node], stderr="resize2fs: No space left on device while trying to resize\n",
+                returncode=1)  # fmt: skip
+    with pytest.raises(MkrecError) as err:
+        grow_to_node("ext4", node, 200 * MiB)
+    assert err.value.message == (
+        f"{node}: growing its ext4 file system to fill it failed: "
+        "resize2fs failed (exit 1): resize2fs: No space left on device while trying to resize"
+    )
+    assert err.value.hint == f"the image is written at its saved size; to grow it run resize2fs {node}"
+
+
+def test_an_image_written_onto_a_larger_node_is_grown(fp: FakeProcess, tmp_path: Path) -> None:
+    node = sized_node(tmp_path, 16 * MiB)
+    rec = _image_record(ImageFormat.PARTCLONE, 8 * MiB, len(PC_EXT4))
+    fp.register(restore_argv(ImageFormat.PARTCLONE, node))
+    fp.register(["e2fsck", "-f", "-p", node])
+    fp.register(["resize2fs", node])
+    write_image(FakeSet(rec, PC_EXT4), rec.name, node)  # type: ignore[arg-type]
+    assert [c[0] for c in fp.calls] == ["partclone.restore", "e2fsck", "resize2fs"]
 
 
 def test_the_preflight_wants_the_image_tools_when_partitions_are_imaged() -> None:

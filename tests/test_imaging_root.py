@@ -2,7 +2,8 @@
 partclone, an NTFS volume (mounted read-only through ntfs-3g, so found as a file system tar cannot
 carry) with ntfsclone; both are backed up into a real set (mode path), checked with verify / ls /
 extract, and restored with `mkrec restore fs` onto partitions of the same and of a larger size,
-then checked (e2fsck, the saved UUID) and compared file by file on the host."""
+then checked (e2fsck, the saved UUID, the file system grown to fill the larger partition) and
+compared file by file on the host."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import os
 import random
 import shutil
 import stat
+import struct
 import subprocess
 import sys
 import time
@@ -51,6 +53,21 @@ def partition_disk(disks: LoopDisks, disk_size: str, part_mib: int | None = None
 
 def size_of(node: str) -> int:
     return int(sh("blockdev", "--getsize64", node))
+
+
+def ext4_bytes(node: str) -> int:
+    """The ext4 file system's own size: its block count times its block size (dumpe2fs -h)."""
+    fields = dict(line.split(":", 1) for line in sh("dumpe2fs", "-h", node).splitlines() if ":" in line)
+    return int(fields["Block count"]) * int(fields["Block size"])
+
+
+def ntfs_bytes(node: str) -> int:
+    """The NTFS volume's own size: total sectors times bytes per sector, from its boot sector."""
+    with open(node, "rb") as fh:
+        boot = fh.read(512)
+    (sector,) = struct.unpack_from("<H", boot, 0x0B)
+    (sectors,) = struct.unpack_from("<q", boot, 0x28)
+    return sectors * sector
 
 
 def fs_ids(node: str) -> tuple[str, str, str]:
@@ -209,6 +226,11 @@ def test_partclone_image_restores_fsck_clean_with_the_same_tree(
     _disk, target = partition_disk(loop_disks, disk_size, part_mib)
     out = restore_fs(ext4_saved, target, tmp_path)
     assert f"ERASE {target}" in out.stdout and "write the partclone image" in out.stdout
+    grown = f"{target}: ext4 grown by 96.0 MiB to fill it"
+    assert (grown in out.stdout + out.stderr) == (part_mib > 160), out.stdout + out.stderr
+    fs_size, part_size = ext4_bytes(target), size_of(target)
+    print(f"ext4 after the restore: {fs_size / MiB:.1f} MiB in a {part_size / MiB:.1f} MiB partition")
+    assert part_size - MiB < fs_size <= part_size, "the file system fills the partition"
     fsck = subprocess.run(["e2fsck", "-f", "-n", target], capture_output=True, text=True)
     assert fsck.returncode == 0, fsck.stdout + fsck.stderr
     assert fs_ids(target) == ext4_saved.ids, "type, UUID and label come back with the image"
@@ -300,6 +322,12 @@ def test_ntfsclone_image_restores_with_the_same_tree(
     _disk, target = partition_disk(loop_disks, disk_size, part_mib)
     out = restore_fs(ntfs_saved, target, tmp_path)
     assert "write the ntfsclone image" in out.stdout
+    grown = f"{target}: ntfs grown by 128.0 MiB to fill it"
+    assert (grown in out.stdout + out.stderr) == (part_mib > 128), out.stdout + out.stderr
+    fs_size, part_size = ntfs_bytes(target), size_of(target)
+    print(f"NTFS after the restore: {fs_size / MiB:.1f} MiB in a {part_size / MiB:.1f} MiB partition")
+    assert part_size - MiB < fs_size <= part_size, "the volume fills the partition"
+    sh("ntfsfix", "--no-action", target)  # boot sectors, $MFT and its mirror consistent
     assert fs_ids(target) == ntfs_saved.ids
     mnt = tmp_path / "check"
     mnt.mkdir()

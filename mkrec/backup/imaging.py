@@ -46,7 +46,9 @@ PARTCLONE = {
 }
 PARTCLONE_RESTORE = "partclone.restore"  # one program restores every partclone image
 NTFSCLONE = "ntfsclone"
-IMAGE_TOOLS = (PARTCLONE_RESTORE, NTFSCLONE, *PARTCLONE.values())  # what the rescue system carries
+NTFSRESIZE = "ntfsresize"  # grows a restored NTFS to fill a larger partition
+# what the rescue system carries
+IMAGE_TOOLS = (PARTCLONE_RESTORE, NTFSCLONE, NTFSRESIZE, *PARTCLONE.values())
 
 HEAD = 4096  # bytes read before the stream goes on: every header fits
 PARTCLONE_MAGIC = b"partclone-image\0"

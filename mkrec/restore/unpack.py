@@ -1,25 +1,33 @@
 """Putting data back: a tar stream unpacked into a mounted filesystem, an image written onto its
-node (block for block, or through partclone / ntfsclone for their formats). Both read the stream
-from the backup set through the RestoreSet (mkrec.restore.source)."""
+node (block for block, or through partclone / ntfsclone for their formats) and its file system
+grown to fill a larger node. Both read the stream from the backup set through the RestoreSet
+(mkrec.restore.source)."""
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
+import shlex
 import subprocess
 from pathlib import Path
 from typing import BinaryIO, cast
 
 from mkrec.backup.extract import tar_extract_argv
-from mkrec.backup.imaging import Drain, check_tool, image_format, needed_bytes, restore_argv
+from mkrec.backup.imaging import NTFSRESIZE, Drain, check_tool, image_format, needed_bytes, restore_argv
 from mkrec.backup.manifest import ImageFormat, StreamRecord
 from mkrec.errors import MkrecError
 from mkrec.progress import Progress
 from mkrec.restore.source import RestoreSet
-from mkrec.runner import popen, wait_checked
+from mkrec.runner import popen, run, wait_checked
 from mkrec.sizes import format_size
 
+log = logging.getLogger("mkrec.restore")
+
 CHUNK = 1 << 20
+GROW_SLACK = 1 << 20  # a node at most this much larger than the saved file system is left as it is
+# file systems that grow only while mounted: the command a person runs on the mount point
+GROW_MOUNTED = {"xfs": "xfs_growfs MOUNTPOINT", "btrfs": "btrfs filesystem resize max MOUNTPOINT"}
 
 
 def unpack_tar(reader: RestoreSet, name: str, dest: Path) -> int:
@@ -78,7 +86,50 @@ def write_image(reader: RestoreSet, name: str, node: str) -> int:
     else:
         done = _feed_tool(reader, name, restore_argv(fmt, node), progress)
     progress.finish()
+    grow_to_node(record.fstype, node, needed_bytes(record))
     return done
+
+
+def grow_to_node(fstype: str, node: str, fs_size: int) -> None:
+    """An image brings its file system back at the saved size: on a node larger by more than
+    GROW_SLACK (restore-fs onto a larger partition or LV, an LV given more room in clone-disk's
+    table) ext2/3/4 and NTFS are grown to fill it. Never shrinks; xfs and btrfs grow only while
+    mounted (images are not), so a warning names the command; other images keep their size."""
+    extra = node_capacity(node) - fs_size
+    if extra <= GROW_SLACK:
+        return
+    unused = format_size(extra)
+    if fstype in ("ext2", "ext3", "ext4"):
+        code = run(["e2fsck", "-f", "-p", node], check=False).returncode
+        if code > 1:  # 1: errors corrected
+            raise MkrecError(
+                f"{node}: e2fsck -f -p found errors it could not repair (exit {code}); {fstype} not grown",
+                hint=f"run e2fsck -f {node} by hand, then resize2fs {node}",
+            )
+        _grow(fstype, node, ["resize2fs", node])
+    elif fstype == "ntfs":
+        # one --force skips the question, the other lets a volume flagged for chkdsk be resized
+        _grow(fstype, node, [NTFSRESIZE, "--force", "--force", "--no-progress-bar", node])
+    elif fstype in GROW_MOUNTED:
+        log.warning(
+            "warning: %s: the %s file system keeps its saved size (%s unused); once mounted: %s",
+            node, fstype, unused, GROW_MOUNTED[fstype],
+        )  # fmt: skip
+        return
+    else:
+        log.info("    %s: the %s image keeps its saved size (%s unused)", node, fstype, unused)
+        return
+    log.info("    %s: %s grown by %s to fill it", node, fstype, unused)
+
+
+def _grow(fstype: str, node: str, argv: list[str]) -> None:
+    try:
+        run(argv)
+    except MkrecError as err:
+        raise MkrecError(
+            f"{node}: growing its {fstype} file system to fill it failed: {err.message}",
+            hint=f"the image is written at its saved size; to grow it run {shlex.join(argv)}",
+        ) from None
 
 
 def _write_blocks(reader: RestoreSet, name: str, node: str, progress: Progress) -> int:
