@@ -97,10 +97,20 @@ def run_in_guest(
         memory,
         "--rwdir",
         str(rwdir),
+        *(f"--rodir={d}" for d in code_dirs()),
         "--",
         script,
     ]
     return run_killing_group(argv, env, timeout)
+
+
+def code_dirs() -> list[Path]:
+    """The checkout and the virtualenv, shared with the guest explicitly: virtme-ng puts tmpfs over
+    /var/tmp, /var/cache, /var/lib/... in the guest, so a checkout there would vanish (a clean clone in
+    /var/tmp made every guest test fail on 'No such file or directory' for .venv/bin/python)."""
+    repo = Path(__file__).resolve().parent.parent
+    venv = Path(sys.prefix).resolve()
+    return [repo] if venv.is_relative_to(repo) else [repo, venv]
 
 
 def run_killing_group(argv: list[str], env: dict[str, str], timeout: int) -> subprocess.CompletedProcess[str]:
