@@ -20,7 +20,7 @@ from mkrec.layout.model import (
     RaidArray,
     VolumeGroup,
 )
-from mkrec.restore import bootloader, mounts, stack
+from mkrec.restore import bootloader, engine, mounts, stack
 from mkrec.restore import commands as cmd
 from mkrec.restore.devices import PresentDisk, parse_lsblk, protected_disks, swap_devices
 from mkrec.restore.fstab import fix_crypttab, fix_fstab
@@ -603,6 +603,18 @@ def test_boot_code_is_written_without_touching_the_table(tmp_path: Path) -> None
     assert len(data) == 512 + 4096
     with pytest.raises(MkrecError, match="441 bytes of boot code, more than the 440"):
         bootloader.write_boot_code(str(disk), bytes(441))
+
+
+def test_each_disk_booting_with_extlinux_is_its_own_step() -> None:
+    second = dataclasses.replace(
+        EXTLINUX, disk="sdb", detail="/data/boot/ldlinux.sys", directory="/data/boot"
+    )
+    grub_efi = BootLoader(BootKind.GRUB_EFI, "sda", esp="sda1")
+    assert [engine.boot_step(b) for b in (EXTLINUX, second, grub_efi)] == [
+        ("boot:extlinux:sda", "Boot loader extlinux on sda"),
+        ("boot:extlinux:sdb", "Boot loader extlinux on sdb"),
+        ("boot:grub-efi:sda", "Boot loader grub-efi on sda"),
+    ]
 
 
 # ---- journal ----

@@ -9,7 +9,7 @@ from functools import partial
 from pathlib import Path
 
 from mkrec.errors import MkrecError
-from mkrec.layout.model import VolumeGroup
+from mkrec.layout.model import BootLoader, VolumeGroup
 from mkrec.restore.ask import Input
 from mkrec.restore.bootloader import install_boot
 from mkrec.restore.commands import MKFS_TYPES, mkfs_argv
@@ -139,9 +139,16 @@ def _run(
         )
     steps.run("fstab", "fstab and crypttab", lambda: fix_system_files(plan, root))
     for boot in plan.system.boots:
-        steps.run(f"boot:{boot.kind}", f"Boot loader {boot.kind}", partial(install_boot, plan, boot, root))
+        steps.run(*boot_step(boot), partial(install_boot, plan, boot, root))
     journal.complete()
     log.info("Restore finished; log in %s", runlog.file)
+
+
+def boot_step(boot: BootLoader) -> tuple[str, str]:
+    """The journal id and title of a boot loader's step: one per disk (or ESP, or directory), so
+    that two disks each booting with extlinux are two steps, each resumed on its own."""
+    where = boot.disk or boot.esp or boot.directory or ""
+    return f"boot:{boot.kind}:{where}", f"Boot loader {boot.kind}" + (f" on {where}" if where else "")
 
 
 def _raw(reader: RestoreSet, target: FsTarget) -> None:
