@@ -52,7 +52,7 @@ test: deps
 
 # pytest exits 5 when it collected nothing: that is a failure here, a green run must have tested.
 check: deps
-	@$(VENV)/bin/python -m pytest $(PYTEST_ARGS); rc=$$?; \
+	@$(VENV)/bin/python -m pytest --durations=12 $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make check: no tests ran" >&2; exit 1; fi; exit $$rc
 
 clean:
