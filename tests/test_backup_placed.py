@@ -59,8 +59,9 @@ def bootable(tmp: Path) -> BootPayload:
     return BootPayload(entries, BootSpec("/isolinux/isolinux.bin", "/boot/efiboot.img"))
 
 
-def write_set(tmp: Path, data: bytes) -> Path:
-    cfg = config_from_dict({"build": {"mode": "cd", "output": str(tmp / "out")}, "media": {"size": "16M"}})
+def write_set(tmp: Path, data: bytes, bootable_volumes: str = "first") -> Path:
+    media = {"size": "16M", "bootable": bootable_volumes}
+    cfg = config_from_dict({"build": {"mode": "cd", "output": str(tmp / "out")}, "media": media})
     ctx = Context(cfg, hostname="h", started=datetime(2026, 3, 14, 15, 9), staging=tmp / "isofs")
     info = SetInfo("0f0e0d0c-set", ctx.set_name, "h", "2026-03-14T15:09:00", "cd")
     rescue = bootable(tmp) if Path(ISOLINUX).exists() else None
@@ -150,6 +151,42 @@ def test_pieces_are_written_once_in_place(tmp_path: Path, caplog: pytest.LogCapt
     bset.close()
     assert report.ok, report.problems
     assert read_back(setdir) == data
+
+
+def piece_bytes_on(setdir: Path, volume: int) -> int:
+    bset = open_set(setdir)
+    try:
+        return sum(p.size for s in bset.streams.values() for p in s.pieces if p.volume == volume)
+    finally:
+        bset.close()
+
+
+def boots(iso_file: Path) -> bool:
+    """El Torito boot record, MBR signature and isohybrid's backup GPT in the last sector."""
+    with open(iso_file, "rb") as fh:
+        image = fh.read()
+    info = subprocess.run(["isoinfo", "-d", "-i", iso_file], capture_output=True, text=True).stdout
+    return image[510:512] == b"\x55\xaa" and image[-512:-504] == b"EFI PART" and "Eltorito" in info
+
+
+@pytest.mark.skipif(not Path(ISOLINUX).exists(), reason="needs isolinux (apt-get install isolinux)")
+def test_bootable_all_puts_the_rescue_system_on_every_volume(tmp_path: Path) -> None:
+    data = stream_data()
+    first_only = sorted(write_set(tmp_path / "first", data).glob("*.iso"))
+    every = sorted(write_set(tmp_path / "all", data, "all").glob("*.iso"))
+    assert [boots(p) for p in first_only] == [True] + [False] * (len(first_only) - 1)
+    assert len(every) >= 4 and all(boots(p) for p in every)
+    assert all(p.stat().st_size <= 16 * 1024 * 1024 for p in every)
+    # volume 2 gives the rescue system (its 1 MiB EFI image and isolinux) room too: less data on it,
+    # give or take the frame at which each volume was closed
+    payload = bootable(tmp_path / "size").size()
+    data_on_2 = [piece_bytes_on(p.parent, 2) for p in (first_only[0], every[0])]
+    assert data_on_2[1] <= data_on_2[0] - payload + FRAME, data_on_2
+    bset = open_set(every[0].parent)
+    report = verify_set(bset)
+    bset.close()
+    assert report.ok, report.problems
+    assert read_back(every[0].parent) == data
 
 
 def test_metadata_outgrowing_its_room_copies_the_pieces(
