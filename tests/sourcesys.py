@@ -14,6 +14,8 @@ from pathlib import Path
 
 from support import LoopDisks, kernel_for_guests, sh
 
+from mkrec.rescue.elf import resolve_libraries
+
 MARKER = "MKREC-SOURCE-SYSTEM-UP"
 BIOS_BOOT = "21686148-6449-6E6F-744E-656564454649"
 ESP = "C12A7328-F81F-11D2-BA4B-00A0C93EC93B"
@@ -39,6 +41,15 @@ type={LINUX}, name=data
 """,
 }
 SYSLINUX_MBR = Path("/usr/lib/syslinux/mbr")
+# What a real system's boot loader package brings (own_tools=True), copied from the host to the same
+# paths: the restore then runs it inside the restored system's chroot. Debian 12's grub-install does
+# grub-mkimage's, grub-probe's and grub-bios-setup's work itself; it needs the platform's modules and
+# runs `udevadm info --query path` for where a partition starts (its fallback, the HDIO_GETGEO ioctl,
+# fails on loop devices), and every Debian has udevadm.
+OWN_TOOLS = {
+    "grub": ((Path("/usr/sbin/grub-install"), Path("/usr/bin/udevadm")), (Path("/usr/lib/grub/i386-pc"),)),
+    "extlinux": ((Path("/usr/bin/extlinux"),), ()),
+}
 
 INIT = """#!/bin/sh
 mount -t proc proc /proc
@@ -109,6 +120,18 @@ def _install_userland(root: Path, marker: str) -> None:
     (root / "etc" / "marker").write_text(marker + "\n")
 
 
+def _install_own_tools(root: Path, boot: str) -> None:
+    """The boot loader's programs, their shared libraries (found by the rescue builder's ELF resolver,
+    the loader at its PT_INTERP path) and data directories, at the host's paths in the source root."""
+    programs, trees = OWN_TOOLS[boot]
+    for path in [*programs, *resolve_libraries(programs).values()]:
+        dest = root / path.relative_to("/")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(path, dest)
+    for tree in trees:
+        shutil.copytree(tree, root / tree.relative_to("/"))
+
+
 def _install_kernel(root: Path) -> None:
     found = kernel_for_guests()
     assert found is not None, "no kernel in /boot"
@@ -147,12 +170,20 @@ def _install_efi_loader(
 
 
 def build_source_system(
-    disks: LoopDisks, workdir: Path, label: str = "gpt", marker: str = "marker-1", boot: str = "grub"
+    disks: LoopDisks,
+    workdir: Path,
+    label: str = "gpt",
+    marker: str = "marker-1",
+    boot: str = "grub",
+    own_tools: bool = False,
 ) -> SourceSystem:
     """Build and mount a 256 MiB bootable system; the caller's LoopDisks cleans it up.
     boot: "grub" (BIOS, and UEFI on gpt), "grub-efi" (gpt, UEFI only, where Debian installs it:
     EFI/debian/grubx64.efi and no EFI/BOOT fallback, the ESP in fstab at /boot/efi; the host cannot
-    mount vfat, a guest mounts it there) or "extlinux" (root and data partitions only)."""
+    mount vfat, a guest mounts it there) or "extlinux" (root and data partitions only).
+    own_tools: the system has its own grub-install (i386-pc) or extlinux, as a real one has (17 MiB
+    with their libraries for GRUB, 2.3 MiB for extlinux: the root stays half empty); without them a
+    restore uses the rescue system's."""
     name = label if boot == "grub" else f"{label}-{boot}"
     image = workdir / f"source-{name}.img"
     sh("truncate", "-s", "256M", image)
@@ -179,6 +210,8 @@ def build_source_system(
         fstab = f"UUID={esp_uuid} /boot/efi vfat umask=0077 0 1\n"
     _install_userland(root, marker)
     _install_kernel(root)
+    if own_tools:
+        _install_own_tools(root, boot)
     (root / "data" / "hello.txt").write_text("data partition content\n")
     root_uuid = sh("blkid", "-s", "UUID", "-o", "value", root_dev).strip()
     data_uuid = sh("blkid", "-s", "UUID", "-o", "value", data_dev).strip()
