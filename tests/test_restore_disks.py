@@ -353,6 +353,31 @@ def test_clone_to_a_larger_disk(gpt_source: Saved, loop_disks: LoopDisks, tmp_pa
     check_same_system(src, target, loop_disks, tmp_path / "check", same_table=False)
 
 
+def test_clone_grows_an_unmounted_partition_that_was_imaged(loop_disks: LoopDisks, tmp_path: Path) -> None:
+    """A file system on the disk that is not mounted is imaged because the layout has it; clone-disk
+    onto a 2x disk scales its partition like the others, and the restore grows it to fill it."""
+    src = build_source_system(loop_disks, tmp_path, "dos", "imaged-marker")
+    _corpus(src.root)
+    expected = tree(src.root)
+    sh("umount", src.root / "data")
+    saved = backup(src, tmp_path)
+    bset = open_set(saved.path_set)
+    (stream,) = [s for s in bset.streams.values() if s.kind == "image"]
+    bset.close()
+    assert stream.device == src.data_dev and stream.mountpoint == ""
+    target = loop_disks.create("512M")
+    out = restore("clone", saved, target, tmp_path / "target")
+    loop_disks.rescan(target)
+    node = target + src.data_dev.removeprefix(src.disk)
+    old, new = (int(sh("blockdev", "--getsize64", d)) for d in (src.data_dev, node))
+    assert new > 1.8 * old, (old, new)
+    head = dict(line.split(":", 1) for line in sh("dumpe2fs", "-h", node).splitlines() if ":" in line)
+    fs_bytes = int(head["Block count"]) * int(head["Block size"])
+    assert new - fs_bytes < 1 << 20, "the ext4 image grew to fill its larger partition"
+    assert "grown by" in out
+    assert mounted_tree(loop_disks, target, tmp_path / "check", src) == expected
+
+
 def test_clone_to_a_smaller_disk_that_fits(gpt_source: Saved, loop_disks: LoopDisks, tmp_path: Path) -> None:
     src = gpt_source.src
     target = loop_disks.create("230M")

@@ -149,6 +149,32 @@ def test_clone_proportions() -> None:
     assert 2.1 < ratio < 2.2
 
 
+def imaged_data(fstype: str) -> dict[int, SavedFs]:
+    """gpt_fs with the data partition saved as an image (e.g. NTFS, or in [source] raw)."""
+    data = SavedFs("/dev/sda4", fstype, "u4", "data", "", 61 * MIB, 10 * MIB, raw=f"sda4.{fstype}.img.zst")
+    return {**gpt_fs(), 4: data}
+
+
+@pytest.mark.parametrize("fstype", ["ntfs", "ext4"])
+def test_growable_images_grow_with_a_larger_disk_and_never_shrink(fstype: str) -> None:
+    d = gpt()
+    old = {p.number: p.size for p in d.table.partitions}
+    larger = clone_layout(d.table, d.size, 2 * d.size, imaged_data(fstype))
+    new = {p.number: p.size for p in larger.table.partitions}
+    assert new[4] > 2 * old[4] and new[3] > 2 * old[3]  # the restore grows the image's file system
+    assert "kept" not in render_rows(larger.rows).splitlines()[-1]
+    smaller = clone_layout(d.table, d.size, 200 * MIB, imaged_data(fstype))
+    assert {p.number: p.size for p in smaller.table.partitions}[4] == old[4]
+    assert "kept (raw image)" in render_rows(smaller.rows)
+
+
+def test_images_the_restore_cannot_grow_keep_their_size() -> None:
+    d = gpt()
+    out = clone_layout(d.table, d.size, 2 * d.size, imaged_data("xfs"))
+    assert {p.number: p.size for p in out.table.partitions}[4] == d.table.partition(4).size
+    assert "kept (raw image)" in render_rows(out.rows)
+
+
 def test_clone_smaller_but_fits() -> None:
     d = gpt()
     out = clone_layout(d.table, d.size, 200 * MIB, gpt_fs(used_root=20 * MIB, used_data=2 * MIB))

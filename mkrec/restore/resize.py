@@ -1,9 +1,11 @@
 """clone-disk's maths: a saved partition table recomputed for a disk of another size. Pure functions.
 
-Partitions whose size has a meaning keep it (ESP, BIOS boot, /boot, swap unless asked, raw images,
+Partitions whose size has a meaning keep it (ESP, BIOS boot, /boot, swap unless asked, images,
 partitions without a filesystem we can recreate); the others, LVM physical volumes included, share
-what is left in proportion to their old sizes. Every start is aligned to 1 MiB, and nothing is
-accepted that cannot hold its data. The LVs of a VG whose PVs changed size: mkrec.restore.lvresize."""
+what is left in proportion to their old sizes. On a larger disk, ext2/3/4 and NTFS images grow with
+the others (the restore grows the file system to fill its partition); they never shrink. Every start
+is aligned to 1 MiB, and nothing is accepted that cannot hold its data. The LVs of a VG whose PVs
+changed size: mkrec.restore.lvresize."""
 
 from __future__ import annotations
 
@@ -19,6 +21,8 @@ ESP_TYPES = frozenset({"c12a7328-f81f-11d2-ba4b-00a0c93ec93b", "ef"})
 BIOS_BOOT_TYPES = frozenset({"21686148-6449-6e6f-744e-656564454649"})
 GPT_BACKUP_SECTORS = 33  # the backup GPT (header + 32 sectors of entries) at the disk's end
 RESIZABLE_FS = frozenset({"ext2", "ext3", "ext4", "xfs", "btrfs", "vfat", "swap"})
+# Images whose file system the restore grows to fill a larger node (mkrec.restore.unpack.grow_to_node)
+GROWABLE_IMAGES = frozenset({"ext2", "ext3", "ext4", "ntfs"})
 
 
 def min_fs_bytes(fstype: str, used: int) -> int:
@@ -32,8 +36,11 @@ def min_fs_bytes(fstype: str, used: int) -> int:
     return need
 
 
-def fixed_reason(part: Partition, fs: SavedFs | None, resize_swap: bool = False, pv: bool = False) -> str:
-    """Why this partition keeps its size ("" when it is scaled). pv: it is an LVM physical volume."""
+def fixed_reason(
+    part: Partition, fs: SavedFs | None, resize_swap: bool = False, pv: bool = False, growing: bool = False
+) -> str:
+    """Why this partition keeps its size ("" when it is scaled). pv: it is an LVM physical volume;
+    growing: the new disk is not smaller than the old one."""
     ptype = part.type.lower().removeprefix("0x")
     if ptype in ESP_TYPES:
         return "ESP"
@@ -41,15 +48,15 @@ def fixed_reason(part: Partition, fs: SavedFs | None, resize_swap: bool = False,
         return "BIOS boot"
     if pv and fs is None:
         return ""
-    return fs_fixed_reason(fs, resize_swap)
+    return fs_fixed_reason(fs, resize_swap, growing)
 
 
-def fs_fixed_reason(fs: SavedFs | None, resize_swap: bool = False) -> str:
+def fs_fixed_reason(fs: SavedFs | None, resize_swap: bool = False, growing: bool = False) -> str:
     """Why a partition or an LV holding fs keeps its size ("" when it is scaled)."""
     if fs is None:
         return "no filesystem"
     if fs.raw:
-        return "raw image"
+        return "" if growing and fs.fstype in GROWABLE_IMAGES else "raw image"
     if fs.fstype not in RESIZABLE_FS:
         return f"{fs.fstype} not recreated"
     if fs.mountpoint == "/boot":
@@ -117,8 +124,10 @@ def clone_layout(
     if not parts:
         return CloneLayout(table, ())
     head = _align_up(parts[0].start, align)
+    growing = new_disk_bytes >= old_disk_bytes
     reasons = {
-        p.number: fixed_reason(p, filesystems.get(p.number), resize_swap, p.number in pvs) for p in parts
+        p.number: fixed_reason(p, filesystems.get(p.number), resize_swap, p.number in pvs, growing)
+        for p in parts
     }
     fixed_total = sum(_align_up(p.size, align) for p in parts if reasons[p.number])
     flex = [p for p in parts if not reasons[p.number]]
@@ -140,6 +149,8 @@ def clone_layout(
             sizes[p.number] = p.size
         else:
             sizes[p.number] = max(_align_down(p.size * new_room // old_room, align), align)
+            if _is_image(filesystems.get(p.number)):
+                sizes[p.number] = max(sizes[p.number], p.size)  # an image never shrinks
     new_parts: list[Partition] = []
     cursor = head
     for i, p in enumerate(parts):
@@ -163,7 +174,9 @@ def clone_layout(
     for p in sorted(new_parts, key=lambda p: p.number):
         fs = filesystems.get(p.number)
         old = table.partition(p.number)
-        need = min_fs_bytes(fs.fstype, fs.used) if fs and not reasons[p.number] else 0
+        need = 0
+        if fs and not reasons[p.number]:
+            need = old.size * sector if _is_image(fs) else min_fs_bytes(fs.fstype, fs.used)
         what = (fs.mountpoint or fs.fstype) if fs else (f"pv {pvs[p.number]}" if p.number in pvs else "")
         what = what or old.name or old.type
         rows.append(Row(p.number, what, old.size * sector, p.size * sector, reasons[p.number], need))
@@ -177,6 +190,10 @@ def clone_layout(
             hint="choose a larger target disk, or free space on the saved filesystems",
         )
     return CloneLayout(table.with_partitions(tuple(sorted(new_parts, key=lambda p: p.number))), tuple(rows))
+
+
+def _is_image(fs: SavedFs | None) -> bool:
+    return bool(fs and fs.raw)
 
 
 def render_rows(rows: tuple[Row, ...] | list[Row]) -> str:
