@@ -3,9 +3,14 @@ target safety (on real lsblk output), exact command lines, the journal's resume 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import io
 import itertools
 import json
+import signal
+import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,7 +25,8 @@ from mkrec.layout.model import (
     RaidArray,
     VolumeGroup,
 )
-from mkrec.restore import bootloader, engine, mounts, stack
+from mkrec.progress import Progress
+from mkrec.restore import bootloader, engine, mounts, stack, unpack
 from mkrec.restore import commands as cmd
 from mkrec.restore.devices import PresentDisk, parse_lsblk, protected_disks, swap_devices
 from mkrec.restore.fstab import fix_crypttab, fix_fstab
@@ -779,3 +785,27 @@ def test_a_luks_container_without_a_key_stops_with_what_to_do() -> None:
     ):
         stack.make_layer(luks, nodes, None, lambda argv, **kw: ran.append(argv))
     assert ran == [["wipefs", "-a", "-q", "/dev/mapper/vg--0-my--home"]]
+
+
+# ---- feeding a stream to tar or an imaging tool ----
+
+
+class DamagedSet:
+    """A RestoreSet whose stream gives one chunk and then fails as a damaged frame does."""
+
+    @contextlib.contextmanager
+    def open(self, name: str) -> Iterator[io.BytesIO]:
+        class Reader(io.BytesIO):
+            def read(self, size: int | None = -1) -> bytes:
+                if self.tell():
+                    raise MkrecError(f"{name}: frame 2 is damaged")
+                return super().read(size)
+
+        yield Reader(b"x" * 1000)
+
+
+def test_a_damaged_stream_kills_the_tool_it_was_feeding() -> None:
+    proc = subprocess.Popen(["cat"], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)
+    with pytest.raises(MkrecError, match="frame 2 is damaged"):
+        unpack._stream_into(DamagedSet(), "s.tar.zst", proc, Progress("test", 0))  # type: ignore[arg-type]
+    assert proc.returncode == -signal.SIGKILL, "tar must not go on to finish a truncated stream"

@@ -33,20 +33,8 @@ GROW_MOUNTED = {"xfs": "xfs_growfs MOUNTPOINT", "btrfs": "btrfs filesystem resiz
 def unpack_tar(reader: RestoreSet, name: str, dest: Path) -> int:
     """Feed the stream to tar -x in dest; returns the bytes unpacked."""
     progress = Progress(f"Unpacking {name}")
-    done = 0
     proc = popen(tar_extract_argv(dest), stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)
-    assert proc.stdin is not None
-    try:
-        with reader.open(name) as src:
-            while chunk := src.read(CHUNK):
-                proc.stdin.write(chunk)
-                done += len(chunk)
-                progress.update(done)
-    except BrokenPipeError:
-        pass  # tar stopped early: wait_checked reports why
-    finally:
-        with contextlib.suppress(BrokenPipeError):
-            proc.stdin.close()
+    done = _stream_into(reader, name, proc, progress)
     wait_checked(proc)
     progress.finish()
     return done
@@ -162,6 +150,15 @@ def _feed_tool(reader: RestoreSet, name: str, argv: list[str], progress: Progres
     drains = [Drain(cast(BinaryIO, proc.stdout)), Drain(cast(BinaryIO, proc.stderr))]
     for d in drains:
         d.start()
+    done = _stream_into(reader, name, proc, progress)
+    check_tool(proc, drains)
+    return done
+
+
+def _stream_into(reader: RestoreSet, name: str, proc: subprocess.Popen[bytes], progress: Progress) -> int:
+    """The decompressed stream into proc's stdin; the bytes written. A damaged stream kills proc:
+    tar or the imaging tool must not finish (and report success on) what it was given."""
+    assert proc.stdin is not None
     done = 0
     try:
         with reader.open(name) as src:
@@ -170,13 +167,12 @@ def _feed_tool(reader: RestoreSet, name: str, argv: list[str], progress: Progres
                 done += len(chunk)
                 progress.update(done)
     except BrokenPipeError:
-        pass  # the tool stopped reading: check_tool says why
+        pass  # the tool stopped reading: its exit status says why
     except BaseException:
-        proc.kill()  # a damaged stream: the tool must not finish what it was given
+        proc.kill()
         proc.wait()
         raise
     finally:
         with contextlib.suppress(BrokenPipeError):
             proc.stdin.close()
-    check_tool(proc, drains)
     return done
