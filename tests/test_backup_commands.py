@@ -90,6 +90,8 @@ def test_layout_filesystems_that_are_not_mounted_are_imaged(
     nodes = {"/dev/sda1": 1, "/dev/sda2": 2, "/dev/mapper/vg0-scratch": 3, "/dev/vg0/scratch": 3,
              "/dev/sda6": 6, "/dev/sda7": 7, "/dev/mapper/cryptdata": 9}  # fmt: skip
     monkeypatch.setattr(sources_module, "block_id", nodes.get)
+    elsewhere = {"/dev/sda6": [("/mnt/elsewhere", False)]}
+    monkeypatch.setattr(sources_module, "mounted_on", lambda node: elsewhere.get(node, []))
     layout = Layout(
         hostname="h",
         captured="2026-01-01T00:00:00",

@@ -12,6 +12,7 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
+from mkrec.backup.imaging import mounted_on
 from mkrec.context import Context
 from mkrec.layout.model import Layout
 from mkrec.runner import run, run_json
@@ -38,22 +39,18 @@ class Source:
         return f"{name}.{self.fstype or 'raw'}.{'tar' if self.kind == 'tar' else 'img'}.zst"
 
 
-def block_mounts() -> list[tuple[str, str, str]]:
-    """(target, source, fstype) of every mount of a block device, outermost first."""
+def mounted_filesystems(root: Path) -> list[tuple[str, str, str]]:
+    """(target, source, fstype) of block-device mounts at or under root, outermost first."""
     data = run_json(["findmnt", "-J", "-l", "-o", "TARGET,SOURCE,FSTYPE"])
     out = []
+    root_s = str(root).rstrip("/") or "/"
     for fs in data.get("filesystems", []):
         target, source, fstype = fs.get("target") or "", fs.get("source") or "", fs.get("fstype") or ""
+        inside = target == root_s or target.startswith(root_s.rstrip("/") + "/")
         # bind mounts show as /dev/x[/subdir]: the file system itself is backed up where it is mounted
-        if source.startswith("/dev/") and "[" not in source:
+        if inside and source.startswith("/dev/") and "[" not in source:
             out.append((target, source, fstype))
     return sorted(out, key=lambda t: t[0])
-
-
-def mounted_filesystems(root: Path, mounts: list[tuple[str, str, str]]) -> list[tuple[str, str, str]]:
-    """The mounts at or under root."""
-    root_s = str(root).rstrip("/") or "/"
-    return [m for m in mounts if m[0] == root_s or m[0].startswith(root_s.rstrip("/") + "/")]
 
 
 def block_id(path: str) -> int | None:
@@ -92,8 +89,7 @@ def sources(ctx: Context, never: list[Path], layout: Layout | None = None) -> li
     raw = set(cfg.raw)
     found: list[Source] = []
     seen: set[str] = set()
-    mounts = block_mounts()
-    for target, device, fstype in mounted_filesystems(cfg.root, mounts):
+    for target, device, fstype in mounted_filesystems(cfg.root):
         mp = _relative(cfg.root, target)
         if device in seen or any(Path(target).is_relative_to(n) for n in never):
             continue
@@ -109,15 +105,14 @@ def sources(ctx: Context, never: list[Path], layout: Layout | None = None) -> li
             seen.add(device)
             found.append(Source(device, probe_fstype(device), "", Path(device), "image"))
     if layout is not None:
-        found += unmounted_sources(layout, seen, mounts)
+        found += unmounted_sources(layout, seen)
     return found
 
 
-def unmounted_sources(layout: Layout, seen: set[str], mounts: list[tuple[str, str, str]]) -> list[Source]:
+def unmounted_sources(layout: Layout, seen: set[str]) -> list[Source]:
     """Images of the layout's file systems that nothing above covers and that are not mounted at all
     (one mounted outside [source] root may be changing, so it is named, not imaged)."""
     covered = {block_id(d) for d in seen} - {None}
-    mounted_at = {block_id(src): target for target, src, _ in mounts}
     out = []
     for fs in layout.filesystems:
         if fs.mountpoint:
@@ -133,9 +128,10 @@ def unmounted_sources(layout: Layout, seen: set[str], mounts: list[tuple[str, st
         dev_id = block_id(node)
         if dev_id in covered:
             continue
-        if dev_id in mounted_at:
+        elsewhere = mounted_on(node)
+        if elsewhere:
             log.warning(
-                "warning: %s is mounted at %s, outside [source] root: not backed up", node, mounted_at[dev_id]
+                "warning: %s is mounted at %s, outside [source] root: not backed up", node, elsewhere[0][0]
             )
             continue
         log.info("%s (%s) is not mounted: it is imaged", node, fs.type)
