@@ -22,6 +22,13 @@ def sh(*argv: str | os.PathLike[str], input: str | None = None) -> str:
     return proc.stdout
 
 
+def fs_ids(node: str) -> tuple[str, str, str]:
+    """(TYPE, UUID, LABEL) of the file system on node, from its signature (no cache)."""
+    out = sh("blkid", "-c", "/dev/null", "-o", "export", node)
+    v = dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+    return v.get("TYPE", ""), v.get("UUID", ""), v.get("LABEL", "")
+
+
 def kernel_for_guests() -> tuple[Path, str] | None:
     """The kernel guests boot: the one the rescue system would take (newest with its modules)."""
     from mkrec.errors import MkrecError

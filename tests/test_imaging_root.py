@@ -22,7 +22,7 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
-from support import LoopDisks, sh
+from support import LoopDisks, fs_ids, sh
 
 from mkrec.backup import run_backup
 from mkrec.backup.manifest import ImageFormat, StreamRecord
@@ -68,12 +68,6 @@ def ntfs_bytes(node: str) -> int:
     (sector,) = struct.unpack_from("<H", boot, 0x0B)
     (sectors,) = struct.unpack_from("<q", boot, 0x28)
     return sectors * sector
-
-
-def fs_ids(node: str) -> tuple[str, str, str]:
-    out = sh("blkid", "-c", "/dev/null", "-o", "export", node)
-    v = dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
-    return v.get("TYPE", ""), v.get("UUID", ""), v.get("LABEL", "")
 
 
 def tree(root: Path) -> dict[str, tuple[object, ...]]:

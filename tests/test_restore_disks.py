@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 from sourcesys import SourceSystem, build_source_system
-from support import LoopDisks, sh
+from support import LoopDisks, fs_ids, sh
 
 from mkrec.backup import cutstream, run_backup
 from mkrec.backup.setreader import open_set
@@ -169,12 +169,6 @@ def tree(root: Path) -> dict[str, tuple[object, ...]]:
         for rel in members:
             out[rel] = (*out[rel][:6], min(members), out[rel][7])
     return out
-
-
-def fs_ids(node: str) -> tuple[str, str, str]:
-    out = sh("blkid", "-c", "/dev/null", "-o", "export", node)
-    v = dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
-    return v.get("TYPE", ""), v.get("UUID", ""), v.get("LABEL", "")
 
 
 def table_ids(disk: str) -> list[str]:
