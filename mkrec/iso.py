@@ -11,11 +11,15 @@ from pathlib import Path, PurePosixPath
 from typing import BinaryIO, cast
 
 import pycdlib
+from pycdlib.isohybrid import IsoHybrid
 
 from mkrec.errors import MkrecError
 from mkrec.progress import ProgressCallback
 
 JOLIET_MAX = 64  # Joliet names longer than this are left to Rock Ridge only
+GPT_TAIL = 33 * 512  # isohybrid's backup GPT: 32 sectors of partition entries, then its header
+CYLINDER = 64 * 32 * 512  # pycdlib's default isohybrid geometry: a hybrid image ends on a cylinder
+HYBRID_TAIL_MAX = CYLINDER + GPT_TAIL  # the most a hybrid image can grow past its ISO 9660 data
 
 
 @dataclass(frozen=True)
@@ -155,12 +159,52 @@ def add_boot(iso: pycdlib.PyCdlib, boot: BootSpec) -> None:
         # MBR boot code for a USB stick (isolinux's isohdpfx, built into pycdlib) and, with EFI,
         # an MBR partition entry pointing UEFI firmware at the FAT image.
         iso.add_isohybrid(efi=boot.efi_image is not None)
+        if boot.efi_image:
+            iso.isohybrid_mbr.__class__ = _GptSafeHybrid
+
+
+class _GptSafeHybrid(IsoHybrid):
+    """pycdlib pads a hybrid image up to a whole cylinder and writes the backup GPT into the last
+    33 sectors of that padding, without checking that the padding is that long: an image whose
+    ISO 9660 data ended less than 16.5 KiB before a cylinder boundary had its last files
+    overwritten by the GPT. This one pads one cylinder more whenever the padding would be too
+    short for the GPT, so the GPT always lies past the data (`hybrid_tail_overlaps` checks it)."""
+
+    __slots__ = ()
+
+    def _calc_cc(self, iso_size: int) -> tuple[int, int]:
+        cylinders, padding = super()._calc_cc(iso_size)
+        if padding < GPT_TAIL:
+            cylinders, padding = min(cylinders + 1, 1024), padding + CYLINDER
+        return cylinders, padding
+
+
+def hybrid_tail_overlaps(iso: pycdlib.PyCdlib) -> bool:
+    """Would isohybrid's backup GPT be written over the image's ISO 9660 data? (Call after the
+    layout is consistent: the GPT's place follows from the image's size.)"""
+    hybrid = iso.isohybrid_mbr
+    if hybrid is None or not hybrid.efi:
+        return False
+    header = hybrid.secondary_gpt.header
+    gpt_start = header.current_lba * 512 - header.num_parts * 128
+    return bool(gpt_start < iso.pvd.space_size * iso.logical_block_size)
+
+
+def check_layout(iso: pycdlib.PyCdlib, out: Path) -> None:
+    """Refuse to write an image whose own structures would overlap its data."""
+    if hybrid_tail_overlaps(iso):
+        raise MkrecError(
+            f"{out}: the hybrid image's backup GPT would overwrite its last files",
+            hint="this is a bug in mkrec; please report it with the output of mkrec --debug",
+        )
 
 
 def finish_iso(iso: pycdlib.PyCdlib, out: Path, progress: ProgressCallback | None = None) -> Path:
     tmp = out.with_name(out.name + ".part")
     cb = (lambda done, total, _opaque: progress(done, total)) if progress else None
     try:
+        iso.force_consistency()
+        check_layout(iso, out)
         iso.write(str(tmp), progress_cb=cb)
     except OSError as exc:
         tmp.unlink(missing_ok=True)

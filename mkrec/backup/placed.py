@@ -21,7 +21,7 @@ from pathlib import Path, PurePosixPath
 
 import pycdlib
 
-from mkrec.iso import BootSpec, VolumeInfo, add_boot, add_data, new_iso
+from mkrec.iso import BootSpec, VolumeInfo, add_boot, add_data, check_layout, new_iso
 
 SECTOR = 2048
 MANIFEST = "backup/manifest.json"
@@ -253,5 +253,6 @@ def placed_where_written(iso: pycdlib.PyCdlib, image: PlacedImage) -> bool:
 
 def write_around(iso: pycdlib.PyCdlib, image: PlacedImage) -> None:
     """Write everything but the pieces into the image that holds them."""
+    check_layout(iso, image.path)
     with open(image.path, "r+b") as fh:
         iso.write_fp(SkipWriter(fh), blocksize=16 * 1024 * 1024)  # type: ignore[arg-type]

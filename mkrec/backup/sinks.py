@@ -19,11 +19,18 @@ from mkrec.backup import placed
 from mkrec.backup.cutstream import Capacity, PieceFile
 from mkrec.backup.placed import File, PlacedImage
 from mkrec.backup.setreader import DirVolume, IsoVolume, TarVolume, Volume
-from mkrec.backup.sums import SFV, SHA256SUMS, Sums, crc32_of
-from mkrec.backup.volumes import FULL_CATALOG, SetInfo, catalog_name, stage_piece, volume_label
+from mkrec.backup.sums import SFV, SHA256SUMS, Sums, crc32_of, format_sfv, format_sha256sums
+from mkrec.backup.volumes import (
+    FULL_CATALOG,
+    SetInfo,
+    catalog_name,
+    stage_piece,
+    volume_label,
+    write_private,
+)
 from mkrec.context import Context
 from mkrec.errors import CommandError, MkrecError
-from mkrec.iso import BootPayload, BootSpec, VolumeInfo, finish_iso, tree_entries
+from mkrec.iso import HYBRID_TAIL_MAX, BootPayload, BootSpec, VolumeInfo, finish_iso, tree_entries
 from mkrec.runner import run
 
 log = logging.getLogger("mkrec.backup")
@@ -59,19 +66,43 @@ class SetDir:
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 
+class ReadBackError(MkrecError):
+    """A written volume does not read back as written: `name` is missing or has other bytes."""
+
+    def __init__(self, volume: str, name: str, problem: str) -> None:
+        super().__init__(f"{volume}: {name} {problem}", hint="the medium may be bad")
+        self.volume = volume
+        self.name = name
+        self.problem = problem
+
+
 def check_volume(vol: Volume, sums: list[tuple[str, Sums]]) -> None:
     """Read a written volume back: every file there, with the CRC32 it was written with."""
     try:
         files = vol.files()
         for name, expected in sums:
             if name not in files:
-                raise MkrecError(f"{vol.name}: {name} is missing after writing", hint="the medium may be bad")
+                raise ReadBackError(vol.name, name, "is missing after writing")
             with vol.open(name) as fh:
                 got = crc32_of(fh)
             if got != expected.crc32:
-                raise MkrecError(f"{vol.name}: {name} reads back wrong", hint="the medium may be bad")
+                raise ReadBackError(
+                    vol.name, name, f"reads back wrong (CRC32 {got:08X}, written {expected.crc32:08X})"
+                )
     finally:
         vol.close()
+
+
+def keep_bad_image(image: Path, sums: list[tuple[str, Sums]], keep_in: Path, title: str) -> Path:
+    """An image file that read back wrong was written wrong by mkrec (no medium is involved):
+    move it out of the set (which is about to be removed) together with the checksums its
+    files should have, for a bug report. Returns the directory that holds them."""
+    evidence = keep_in / f"bad-{image.stem}"
+    evidence.mkdir(parents=True, exist_ok=True, mode=0o700)
+    image.replace(evidence / image.name)
+    write_private(evidence / SHA256SUMS, format_sha256sums(sums).encode())
+    write_private(evidence / SFV, format_sfv(sums, title).encode())
+    return evidence
 
 
 def patch_set_size(iso: Path, size: int) -> None:
@@ -112,6 +143,8 @@ class IsoSink:
         boot = 0
         if self.rescue:
             boot = self.rescue.size() + len(self.rescue.entries) * Capacity(0, 0).per_file
+            if self.rescue.boot.hybrid:
+                boot += HYBRID_TAIL_MAX  # a hybrid image is padded to a cylinder, the backup GPT after it
         rest = full - boot if self.media.bootable == "all" else full
         # The padded manifest may take its whole reserve: more than cutstream's estimate of it.
         fixed = Capacity(0, 0).fixed + placed.manifest_reserve(full, 0)
@@ -212,12 +245,23 @@ class IsoSink:
                 f"({self.media.size.capacity})",
                 hint="this is a bug in mkrec's capacity maths; please report it",
             )
-        check_volume(IsoVolume(out), sums)
+        self._check(out, sums)
         shutil.rmtree(voldir)
         self.isos.append(out)
         log.info("    volume %d: %s written and checked", number, out.name)
         if self.media.burn:
             burn(out, number, self.ask)
+
+    def _check(self, out: Path, sums: list[tuple[str, Sums]]) -> None:
+        try:
+            check_volume(IsoVolume(out), sums)
+        except ReadBackError as exc:
+            kept = keep_bad_image(out, sums, self.setdir.final.parent, f"{self.info.set_name} {out.name}")
+            raise MkrecError(
+                f"{out.name} was written wrong: {exc.name} {exc.problem}",
+                hint=f"a bug in mkrec, not a bad medium: the image and the checksums its files should "
+                f"have are kept in {kept} for a report",
+            ) from None
 
     def _write(
         self, number: int, files: list[File], spec: BootSpec | None, image: PlacedImage | None, out: Path
