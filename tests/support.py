@@ -191,3 +191,20 @@ class Terminal:
         code = self.proc.wait(timeout=timeout)
         os.close(self.master)
         return code
+
+
+def stream_sha256(set_dir: Path, stream: str) -> str:
+    """SHA-256 of a stream of a set as its frames hold it (each checked by zstd on the way)."""
+    import hashlib
+
+    from mkrec.backup.frames import decompress_frame
+    from mkrec.backup.setreader import open_set
+
+    bset = open_set(set_dir)
+    try:
+        digest = hashlib.sha256()
+        for f in bset.frames(stream):
+            digest.update(decompress_frame(bset.read_piece(f.volume, f.piece, f.poffset, f.csize), f.usize))
+        return digest.hexdigest()
+    finally:
+        bset.close()

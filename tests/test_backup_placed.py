@@ -85,7 +85,7 @@ def write_set(tmp: Path, data: bytes, bootable_volumes: str = "first") -> Path:
     try:
         summary = pump(io.BytesIO(data), STREAM, cut, scan_tar=False, frame_size=FRAME)
         result = cut.end_stream()
-        record.complete, record.size, record.sha256 = True, summary.size, summary.sha256
+        record.complete, record.size = True, summary.size
         record.compressed_size = result.compressed_size
         return sink.commit(cut.finish(writer.catalog_estimate(0)))
     except BaseException:
@@ -317,7 +317,7 @@ def random_set(tmp: Path, seed: int) -> Path:
             frame = rng.choice([64 * 1024, FRAME])
             summary = pump(io.BytesIO(data), name, cut, scan_tar=False, frame_size=frame)
             result = cut.end_stream()
-            record.complete, record.size, record.sha256 = True, summary.size, summary.sha256
+            record.complete, record.size = True, summary.size
             record.compressed_size = result.compressed_size
         return sink.commit(cut.finish(writer.catalog_estimate(0)))
     except BaseException:

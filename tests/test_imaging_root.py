@@ -22,7 +22,7 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
-from support import LoopDisks, fs_ids, sh
+from support import LoopDisks, fs_ids, sh, stream_sha256
 
 from mkrec.backup import run_backup
 from mkrec.backup.manifest import ImageFormat, StreamRecord
@@ -257,7 +257,8 @@ def test_verify_ls_and_extract_of_an_image(ext4_saved: Saved, tmp_path: Path) ->
     proc = mkrec("extract", set_dir, ext4_saved.part, "-C", str(tmp_path / "x"))
     image = tmp_path / "x" / f"{Path(ext4_saved.part).name}.ext4.partclone.img"
     assert f"to put it on a partition: partclone.restore --source {image} --output /dev/TARGET" in proc.stderr
-    assert hashlib.sha256(image.read_bytes()).hexdigest() == stream.sha256, "the whole image, byte for byte"
+    whole = stream_sha256(ext4_saved.set_dir, stream.name)
+    assert hashlib.sha256(image.read_bytes()).hexdigest() == whole, "the whole image, byte for byte"
 
 
 # ---- NTFS, mounted read-only: ntfsclone ----

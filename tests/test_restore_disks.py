@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 from sourcesys import SourceSystem, build_source_system
-from support import LoopDisks, fs_ids, sh
+from support import LoopDisks, fs_ids, sh, stream_sha256
 
 from mkrec.backup import cutstream, run_backup
 from mkrec.backup.setreader import open_set
@@ -415,7 +415,7 @@ def test_a_missing_volume_is_asked_for_and_another_sets_volume_refused(
     for chunk in asking.chunks(stream):
         digest.update(chunk)
     asking.close()
-    assert digest.hexdigest() == asking.streams[stream].sha256
+    assert digest.hexdigest() == stream_sha256(setdir, stream)
     assert prompts == [f"Please insert volume 2 of {total} of {name}, then press Enter (q: stop): "] * 2
     said = capsys.readouterr().out
     assert "zz-wrong-disc.iso is volume 1 of CDrec-20260506-0708" in said

@@ -207,7 +207,6 @@ def _stream(
     result = cut.end_stream()
     record.complete = True
     record.size = summary.size
-    record.sha256 = summary.sha256
     record.compressed_size = result.compressed_size
     progress.finish()
     log.info("    %s: %d entries, %d bytes -> %d compressed", src.stream, summary.entries, summary.size,
