@@ -9,6 +9,7 @@ from mkrec.context import Context
 from mkrec.errors import die
 from mkrec.layout import capture_for_build
 from mkrec.log import step
+from mkrec.preflight import require_config_ready, require_room_for_rescue
 from mkrec.rescue import build_rescue, write_rescue_set
 
 # Modes whose build has landed. The menu and `build` say plainly when a mode is not there yet.
@@ -38,10 +39,12 @@ def build(ctx: Context) -> None:
     mode = ctx.config.build.mode
     require_available(mode)
     require_separate_path(ctx)
+    require_config_ready(ctx)
     with step("Capturing the disk layout"):
         layout = capture_for_build(ctx)
     with step("Building the rescue system"):
         rescue = build_rescue(ctx)
+    require_room_for_rescue(ctx, rescue.size())
     if not mode.needs_volumes():  # in mode cd, volume 1 itself is the rescue disc
         with step("Writing the rescue disc"):
             write_rescue_set(ctx, rescue)

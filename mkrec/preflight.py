@@ -14,9 +14,11 @@ from dataclasses import asdict, dataclass
 from enum import StrEnum
 from pathlib import Path
 
+from mkrec.backup.frames import FRAME_SIZE
 from mkrec.config import Config, Mode
 from mkrec.context import Context
-from mkrec.errors import MkrecError
+from mkrec.errors import MkrecError, die
+from mkrec.iso import HYBRID_TAIL_MAX
 from mkrec.kernel import find_kernel
 from mkrec.runner import run_json, which
 from mkrec.sizes import format_size
@@ -26,6 +28,11 @@ from mkrec.tools import PACKAGE, needed_tools
 STAGING_ESTIMATE = 512 * 1024**2
 # What the rescue system occupies in RAM once unpacked (measured builds stay below this).
 RESCUE_RAM_ESTIMATE = 512 * 1024**2
+# What the rescue system takes on volume 1 before it was first built (measured: 69 MiB).
+RESCUE_DISC_ESTIMATE = 80 * 1024**2
+# Besides the rescue system, volume 1 holds its ISO metadata, the hybrid image's tail and at least
+# one compressed frame of backup data.
+VOLUME_ROOM = 1024**2 + HYBRID_TAIL_MAX + FRAME_SIZE + 2 * 1024**2
 ISOLINUX_FILES = [
     Path("/usr/lib/ISOLINUX/isolinux.bin"),
     Path("/usr/lib/syslinux/modules/bios/ldlinux.c32"),
@@ -297,6 +304,59 @@ def check_mode(ctx: Context) -> Iterable[Result]:
             yield passed("burner", f"xorriso and {drives[0]}")
 
 
+def smallest_media(rescue_disc: int) -> int:
+    """The smallest [media] size whose volume 1 holds the rescue system and some backup data,
+    rounded up to whole MiB."""
+    return -(-(rescue_disc + VOLUME_ROOM) // 1024**2) * 1024**2
+
+
+def media_verdict(ctx: Context, rescue_disc: int | None) -> Result | None:
+    """Mode cd: does volume 1 hold the rescue system (measured, or estimated before the first
+    build) and some backup? None when the mode writes no volumes."""
+    cfg = ctx.config
+    if cfg.build.mode is not Mode.CD:
+        return None
+    size = cfg.media.size
+    rescue = f"{format_size(rescue_disc)}" if rescue_disc else f"about {format_size(RESCUE_DISC_ESTIMATE)}"
+    need = smallest_media(rescue_disc or RESCUE_DISC_ESTIMATE)
+    detail = f'[media] size = "{size}" ({format_size(size.capacity)}); the rescue system takes {rescue}'
+    if size.capacity < need:
+        return fail(
+            "media",
+            detail + ", so volume 1 has no room for backup data",
+            f'set [media] size to at least "{need // 1024**2}M" (or "cd700", "dvd"), '
+            "or build the rescue disc alone with --mode rescue",
+        )
+    return passed("media", detail)
+
+
+def check_media(ctx: Context) -> Iterable[Result]:
+    from mkrec.rescue import measured_rescue_size
+
+    verdict = media_verdict(ctx, measured_rescue_size(ctx.staging, "disc"))
+    if verdict:
+        yield verdict
+
+
+# Checks of the configuration alone: `mkrec build` runs them before any work, too.
+CONFIG_CHECKS: list[Callable[[Context], Iterable[Result]]] = [check_mode, check_media]
+
+
+def require_config_ready(ctx: Context) -> None:
+    """Stop `mkrec build` before any work on the first configuration FAIL, in one line."""
+    for check in CONFIG_CHECKS:
+        for result in check(ctx):
+            if result.status is Status.FAIL:
+                die(result.detail, hint=result.fix)
+
+
+def require_room_for_rescue(ctx: Context, rescue_disc: int) -> None:
+    """After the rescue system is built (its size now known exactly), before the backup starts."""
+    verdict = media_verdict(ctx, rescue_disc)
+    if verdict and verdict.status is Status.FAIL:
+        die(verdict.detail, hint=verdict.fix)
+
+
 CHECKS: list[Callable[[Context], Iterable[Result]]] = [
     check_root,
     check_tools,
@@ -306,7 +366,7 @@ CHECKS: list[Callable[[Context], Iterable[Result]]] = [
     check_output_excluded,
     check_ram,
     check_disks,
-    check_mode,
+    *CONFIG_CHECKS,
 ]
 
 

@@ -20,3 +20,21 @@ def test_path_mode_refuses_the_output_directory_as_path(tmp_path: Path) -> None:
     with pytest.raises(MkrecError, match=r"\[path\] dir and \[build\] output are the same directory"):
         build(Context(cfg, staging=tmp_path / "isofs"))
     assert not (tmp_path / "isofs").exists()  # refused before any stage ran
+
+
+@pytest.mark.parametrize(
+    ("sections", "message"),
+    [
+        ({"build": {"mode": "path"}}, "mode path needs [path] dir"),
+        ({"build": {"mode": "cd"}, "media": {"size": "64M"}}, "so volume 1 has no room for backup data"),
+    ],
+)
+def test_config_level_requirements_stop_the_build_before_any_work(
+    tmp_path: Path, sections: dict[str, dict[str, object]], message: str
+) -> None:
+    """Issue 15: these were found only after the layout was captured and the rescue disc built."""
+    data = {**sections, "build": {**sections["build"], "output": str(tmp_path / "out")}}
+    with pytest.raises(MkrecError) as caught:
+        build(Context(config_from_dict(data), staging=tmp_path / "isofs"))
+    assert message in caught.value.message
+    assert not (tmp_path / "isofs").exists() and not (tmp_path / "out").exists()

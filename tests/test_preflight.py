@@ -237,3 +237,31 @@ def test_json_output(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None
         "fix": "",
     }
     assert {row["status"] for row in data} <= {"PASS", "WARN", "FAIL"}
+
+
+def test_media_smaller_than_the_rescue_system_fails_naming_the_smallest_size(tmp_path: Path) -> None:
+    """Issue 15: a 64M medium cannot hold a 69 MiB rescue disc; say so before any work, with the
+    size that works (the build used to stop at the first volume's close, calling it a bug)."""
+    staging = tmp_path / "isofs"
+    staging.mkdir()
+    (staging / "rescue-size.json").write_text(json.dumps({"unpacked": 1, "disc": 69 * 1024**2}))
+    small = Context(config_from_dict({"build": {"mode": "cd"}, "media": {"size": "64M"}}), staging=staging)
+    row = only(rows(pf.check_media, small))
+    assert row.status is pf.Status.FAIL
+    assert row.detail == (
+        '[media] size = "64M" (64.0 MiB); the rescue system takes 69.0 MiB, '
+        "so volume 1 has no room for backup data"
+    )
+    smallest = pf.smallest_media(69 * 1024**2)
+    assert row.fix.startswith(f'set [media] size to at least "{smallest // 1024**2}M"')
+    fits = Context(
+        config_from_dict({"build": {"mode": "cd"}, "media": {"size": f"{smallest // 1024**2}M"}}),
+        staging=staging,
+    )
+    assert only(rows(pf.check_media, fits)).status is pf.Status.PASS
+    # before the first build: an estimate, said as one
+    fresh = Context(
+        config_from_dict({"build": {"mode": "cd"}, "media": {"size": "64M"}}), staging=tmp_path / "none"
+    )
+    assert "the rescue system takes about 80.0 MiB" in only(rows(pf.check_media, fresh)).detail
+    assert rows(pf.check_media, ctx_with(tmp_path, build={"mode": "path"})) == []

@@ -34,7 +34,7 @@ SYSLINUX_MODULES = Path("/usr/lib/syslinux/modules/bios")
 ISOLINUX_MODULES = ("ldlinux.c32", "menu.c32", "libutil.c32", "libcom32.c32")
 EFI_IMAGE = "/boot/grub/efi.img"
 ZSTD_LEVEL = 12  # measured here: level 19 triples the build time for 6 % less
-SIZE_FILE = "rescue-size.json"  # in staging: what the last build unpacks to, for the preflight
+SIZE_FILE = "rescue-size.json"  # in staging: the last build's sizes (RAM unpacked, disc), for the preflight
 
 
 def find_memtest(ctx: Context) -> tuple[Path | None, Path | None]:
@@ -74,8 +74,6 @@ def build_rescue(ctx: Context) -> BootPayload:
         initrd_raw = _pack(build_initrd(ctx, kernel), boot / "initrd.img", "initrd")
     with step("root RAM disk"):
         rdbase_raw = _pack(build_rdbase(ctx, kernel), boot / "rdbase.img", "rd-base")
-    (ctx.staging / SIZE_FILE).write_text(json.dumps({"unpacked": initrd_raw + rdbase_raw}) + "\n")
-
     with step("boot loaders"):
         shutil.copyfile(kernel.image, boot / "vmlinuz")
         bios_memtest, efi_memtest = find_memtest(ctx)
@@ -94,13 +92,16 @@ def build_rescue(ctx: Context) -> BootPayload:
 
     entries = tree_entries(boot, "/boot") + tree_entries(isolinux, "/isolinux")
     entries += tree_entries(ctx.recovery_dir, "/etc/recovery")
-    spec = BootSpec(bios_image="/isolinux/isolinux.bin", efi_image=EFI_IMAGE)
-    return BootPayload(tuple(entries), spec)
+    payload = BootPayload(tuple(entries), BootSpec(bios_image="/isolinux/isolinux.bin", efi_image=EFI_IMAGE))
+    sizes = {"unpacked": initrd_raw + rdbase_raw, "disc": payload.size()}
+    (ctx.staging / SIZE_FILE).write_text(json.dumps(sizes) + "\n")
+    return payload
 
 
-def measured_rescue_size(staging: Path) -> int | None:
-    """What the last build's rescue system unpacks to in RAM, or None before the first build."""
+def measured_rescue_size(staging: Path, what: str = "unpacked") -> int | None:
+    """What the last build's rescue system unpacks to in RAM ("unpacked") or takes on the disc
+    ("disc"), or None before the first build."""
     try:
-        return int(json.loads((staging / SIZE_FILE).read_text())["unpacked"])
+        return int(json.loads((staging / SIZE_FILE).read_text())[what])
     except (OSError, ValueError, KeyError, TypeError):
         return None
