@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 from pathlib import Path
+from types import FrameType
 
 from mkrec import __version__
 from mkrec.config import Config, Mode, describe_config, load_config
@@ -169,7 +171,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (systemd stopping the unit, `timeout`): unwinds like Ctrl-C, so every stage cleans
+    up what it started (a partial set is removed, a restore step stays unjournaled)."""
+
+
+def _terminate(signum: int, _frame: FrameType | None) -> None:
+    raise Terminated(signal.Signals(signum).name)
+
+
 def main(argv: list[str] | None = None) -> int:
+    signal.signal(signal.SIGTERM, _terminate)
     args = build_parser().parse_args(argv)
     setup_logging(args.debug)
     config_path = args.config or default_config_path()
@@ -194,6 +206,9 @@ def main(argv: list[str] | None = None) -> int:
         if exc.hint:
             log.error("mkrec: hint: %s", exc.hint)
         return 1
+    except Terminated:
+        log.error("mkrec: stopped by SIGTERM; what this run had started is cleaned up")
+        return 128 + signal.SIGTERM
     except KeyboardInterrupt:
         log.error("mkrec: interrupted")
         return 130
