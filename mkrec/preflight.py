@@ -14,7 +14,6 @@ from dataclasses import asdict, dataclass
 from enum import StrEnum
 from pathlib import Path
 
-from mkrec.backup.frames import FRAME_SIZE
 from mkrec.config import Config, Mode
 from mkrec.context import Context
 from mkrec.errors import MkrecError, die
@@ -31,8 +30,8 @@ RESCUE_RAM_ESTIMATE = 512 * 1024**2
 # What the rescue system takes on volume 1 before it was first built (measured: 69 MiB).
 RESCUE_DISC_ESTIMATE = 80 * 1024**2
 # Besides the rescue system, volume 1 holds its ISO metadata, the hybrid image's tail and at least
-# one compressed frame of backup data.
-VOLUME_ROOM = 1024**2 + HYBRID_TAIL_MAX + FRAME_SIZE + 2 * 1024**2
+# one compressed frame of backup data (at most a 4 MiB frame and zstd's framing).
+VOLUME_ROOM = 1024**2 + HYBRID_TAIL_MAX + 4 * 1024**2 + 2 * 1024**2
 ISOLINUX_FILES = [
     Path("/usr/lib/ISOLINUX/isolinux.bin"),
     Path("/usr/lib/syslinux/modules/bios/ldlinux.c32"),
@@ -122,15 +121,45 @@ def _existing_parent(path: Path) -> Path:
     return path
 
 
+def used_bytes_under(root: Path) -> int:
+    """Bytes in use on the block-device file systems mounted at or under root: what the backup reads."""
+    from mkrec.backup.sources import mounted_filesystems
+
+    used = 0
+    for target, _source, _fstype in mounted_filesystems(root):
+        st = os.statvfs(target)
+        used += (st.f_blocks - st.f_bfree) * st.f_frsize
+    return used
+
+
 def check_output_space(ctx: Context) -> Iterable[Result]:
+    """The set stays in [build] output (mode cd) or [path] dir (mode path) whole, next to the
+    staging tree: its size is the used bytes of the file systems, compressed. Compression is
+    not known before the backup: FAIL below half the used bytes (what typical systems compress
+    to), WARN below all of them (data that does not compress)."""
     cfg = ctx.config
-    out = cfg.build.output
-    target = cfg.path.dir if cfg.build.mode is Mode.PATH and cfg.path.dir is not None else out
-    need = STAGING_ESTIMATE + (cfg.media.size.capacity if cfg.build.mode is Mode.CD else 0)
+    mode = cfg.build.mode
+    target = cfg.path.dir if mode is Mode.PATH and cfg.path.dir is not None else cfg.build.output
     free = shutil.disk_usage(_existing_parent(target)).free
-    detail = f"{format_size(free)} free in {target}, need {format_size(need)} (one volume + staging)"
-    if free < need:
-        yield fail("output space", detail, "free space there or set [build] output to a larger disk")
+    if mode in (Mode.CD, Mode.PATH):
+        try:
+            used = used_bytes_under(cfg.source.root)
+        except (MkrecError, OSError):
+            used = 0
+        worst = STAGING_ESTIMATE + used
+        typical = STAGING_ESTIMATE + used // 2
+        detail = (
+            f"{format_size(free)} free in {target}; the set is the {format_size(used)} in use under "
+            f"{cfg.source.root}, compressed (often to half), plus {format_size(STAGING_ESTIMATE)} of staging"
+        )
+    else:  # rescue, tape: only the rescue disc and, for tape, one volume's staging
+        worst = typical = STAGING_ESTIMATE + (cfg.tape.capacity if mode is Mode.TAPE else 0)
+        detail = f"{format_size(free)} free in {target}, need {format_size(worst)} (rescue disc + staging)"
+    fix = "free space there, or set [build] output (mode path: [path] dir) to a larger disk"
+    if free < typical:
+        yield fail("output space", detail, fix)
+    elif free < worst:
+        yield warn("output space", detail + " — enough only if the data compresses", fix)
     else:
         yield passed("output space", detail)
 

@@ -97,8 +97,29 @@ def test_boot_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_output_space_passes_here(tmp_path: Path) -> None:
-    row = only(rows(pf.check_output_space, ctx_with(tmp_path, media={"size": "cd700"})))
-    assert row.status is pf.Status.PASS and "need 1.2 GiB" in row.detail
+    row = only(rows(pf.check_output_space, ctx_with(tmp_path, build={"mode": "rescue"})))
+    assert row.status is pf.Status.PASS and "need 512.0 MiB (rescue disc + staging)" in row.detail
+
+
+@pytest.mark.root
+def test_output_space_estimates_the_set_from_the_used_bytes(tmp_path: Path, loop_disks) -> None:  # type: ignore[no-untyped-def]
+    """Issue 15: the row used to ask for one volume + staging, while the whole compressed set
+    stays in the output directory."""
+    disk = loop_disks.create("1G")
+    sh("mkfs.ext4", "-q", disk)
+    root = loop_disks.mount(disk, tmp_path / "src")
+    (root / "data").write_bytes(os.urandom(300 * 1024 * 1024))
+    small = tmp_path / "small"
+    small.mkdir()
+    sh("mount", "-t", "tmpfs", "-o", "size=700M", "tmpfs", small)
+    try:
+        ctx = ctx_with(tmp_path, build={"output": str(small)}, source={"root": str(root)})
+        row = only(rows(pf.check_output_space, ctx))
+    finally:
+        sh("umount", small)
+    assert row.status is pf.Status.WARN, row  # 512 MiB staging + 300 MiB used > 700 MiB > 512 + 150
+    assert "the set is the 3" in row.detail and "MiB in use under" in row.detail
+    assert "enough only if the data compresses" in row.detail
 
 
 @pytest.mark.root
@@ -111,7 +132,7 @@ def test_output_space_fails_on_a_small_filesystem(tmp_path: Path) -> None:
     finally:
         sh("umount", small)
     assert row.status is pf.Status.FAIL
-    assert row.fix == "free space there or set [build] output to a larger disk"
+    assert row.fix == "free space there, or set [build] output (mode path: [path] dir) to a larger disk"
 
 
 @pytest.mark.root
