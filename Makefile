@@ -16,6 +16,7 @@ PYTEST_ARGS ?=
 # the tool -> package map from mkrec/tools.py, this list installs them.
 DEBS := linux-image-amd64 kmod busybox-static cpio zstd tar file \
         isolinux syslinux syslinux-common extlinux grub-efi-amd64-bin grub-pc-bin grub-common grub2-common efibootmgr memtest86+ \
+        shim-signed grub-efi-amd64-signed \
         mtools dosfstools e2fsprogs xfsprogs btrfs-progs util-linux fdisk gdisk parted \
         lvm2 mdadm cryptsetup acl attr partclone ntfs-3g \
         qemu-system-x86 ovmf xorriso genisoimage \

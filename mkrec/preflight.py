@@ -115,6 +115,48 @@ def check_boot_files(ctx: Context) -> Iterable[Result]:
         yield passed("grub bios", f"GRUB BIOS modules in {GRUB_BIOS_DIR}")
 
 
+def pe_is_signed(image: Path) -> bool:
+    """Does a PE/COFF image (an EFI kernel) carry an Authenticode signature? Its optional header's
+    certificate table (data directory 4) is then not empty."""
+    with open(image, "rb") as fh:
+        head = fh.read(4096)
+    if head[:2] != b"MZ":
+        return False
+    pe = int.from_bytes(head[0x3C:0x40], "little")
+    if head[pe : pe + 4] != b"PE\0\0":
+        return False
+    optional = pe + 24
+    directories = optional + (112 if head[optional : optional + 2] == b"\x0b\x02" else 96)  # PE32+ / PE32
+    size = int.from_bytes(head[directories + 4 * 8 + 4 : directories + 4 * 8 + 8], "little")
+    return size > 0
+
+
+def check_secure_boot(ctx: Context) -> Iterable[Result]:
+    """The rescue disc boots under Secure Boot with Debian's signed shim, GRUB and kernel."""
+    from mkrec.rescue.efi import SHIM, SIGNED_GRUB, signed_chain
+
+    if signed_chain() is None:
+        missing = " and ".join(str(p) for p in (SHIM, SIGNED_GRUB) if not p.is_file())
+        yield warn(
+            "secure boot",
+            f"no {missing}: the rescue disc will not boot with Secure Boot enabled",
+            "apt-get install shim-signed grub-efi-amd64-signed",
+        )
+        return
+    try:
+        kernel = find_kernel(ctx.config.rescue.kernel)
+    except MkrecError:
+        return  # the kernel row says what is wrong
+    if not pe_is_signed(kernel.image):
+        yield warn(
+            "secure boot",
+            f"{kernel.image} is not signed: the signed GRUB will refuse it with Secure Boot enabled",
+            "use Debian's kernel (apt-get install linux-image-amd64) in [rescue] kernel",
+        )
+        return
+    yield passed("secure boot", f"signed shim, GRUB and kernel {kernel.version}: boots with Secure Boot on")
+
+
 def _existing_parent(path: Path) -> Path:
     while not path.exists() and path != path.parent:
         path = path.parent
@@ -391,6 +433,7 @@ CHECKS: list[Callable[[Context], Iterable[Result]]] = [
     check_tools,
     check_kernel,
     check_boot_files,
+    check_secure_boot,
     check_output_space,
     check_output_excluded,
     check_ram,

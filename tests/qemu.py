@@ -12,6 +12,10 @@ from pathlib import Path
 
 OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE_4M.fd")
 OVMF_VARS = Path("/usr/share/OVMF/OVMF_VARS_4M.fd")
+# Secure Boot enforced: the SMM build of the firmware, and variables with Microsoft's keys enrolled
+# (shim is signed by Microsoft's UEFI CA).
+OVMF_CODE_SECBOOT = Path("/usr/share/OVMF/OVMF_CODE_4M.secboot.fd")
+OVMF_VARS_MS = Path("/usr/share/OVMF/OVMF_VARS_4M.ms.fd")
 
 
 class Guest:
@@ -87,10 +91,18 @@ class Guest:
         self.reader.join(timeout=5)
 
 
-def qemu_argv(media: list[str], workdir: Path, uefi: bool = False, memory: str = "1024") -> list[str]:
+def qemu_argv(
+    media: list[str], workdir: Path, uefi: bool = False, memory: str = "1024", secure_boot: bool = False
+) -> list[str]:
     argv = ["qemu-system-x86_64", "-accel", "tcg", "-m", memory, "-display", "none", "-net", "none"]
     argv += ["-serial", "stdio", "-monitor", "none", "-no-reboot"]
-    if uefi:
+    if secure_boot:
+        vars_copy = workdir / "OVMF_VARS.ms.fd"
+        vars_copy.write_bytes(OVMF_VARS_MS.read_bytes())
+        argv += ["-machine", "q35,smm=on", "-global", "driver=cfi.pflash01,property=secure,value=on"]
+        argv += ["-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE_SECBOOT}"]
+        argv += ["-drive", f"if=pflash,format=raw,unit=1,file={vars_copy}"]
+    elif uefi:
         vars_copy = workdir / "OVMF_VARS.fd"
         vars_copy.write_bytes(OVMF_VARS.read_bytes())
         argv += ["-machine", "q35"]

@@ -286,3 +286,25 @@ def test_media_smaller_than_the_rescue_system_fails_naming_the_smallest_size(tmp
     )
     assert "the rescue system takes about 80.0 MiB" in only(rows(pf.check_media, fresh)).detail
     assert rows(pf.check_media, ctx_with(tmp_path, build={"mode": "path"})) == []
+
+
+def test_pe_signature_is_read_from_the_certificate_table(tmp_path: Path) -> None:
+    signed, unsigned = Path("/usr/lib/shim/shimx64.efi.signed"), Path("/usr/lib/shim/shimx64.efi")
+    if not (signed.is_file() and unsigned.is_file()):
+        pytest.skip("needs shim-signed (apt-get install shim-signed)")
+    assert pf.pe_is_signed(signed) and not pf.pe_is_signed(unsigned)
+    (tmp_path / "text").write_text("not a PE image")
+    assert not pf.pe_is_signed(tmp_path / "text")
+
+
+def test_secure_boot_row_names_the_packages_when_the_signed_chain_is_missing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mkrec.rescue import efi
+
+    monkeypatch.setattr(efi, "SHIM", tmp_path / "shimx64.efi.signed")
+    monkeypatch.setattr(efi, "signed_chain", lambda: None)
+    row = only(rows(pf.check_secure_boot, ctx_with(tmp_path)))
+    assert row.status is pf.Status.WARN
+    assert row.detail.endswith("the rescue disc will not boot with Secure Boot enabled")
+    assert row.fix == "apt-get install shim-signed grub-efi-amd64-signed"

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pycdlib
 import pytest
-from qemu import OVMF_CODE, Guest, qemu_argv
+from qemu import OVMF_CODE, OVMF_CODE_SECBOOT, Guest, qemu_argv
 
 from mkrec.config import config_from_dict
 from mkrec.context import Context
@@ -22,6 +22,7 @@ from mkrec.errors import MkrecError
 from mkrec.iso import BootPayload
 from mkrec.layout import capture_for_build
 from mkrec.rescue import build_rescue, write_rescue_set
+from mkrec.rescue.efi import signed_chain
 from mkrec.rescue.rdbase import MARKER
 
 # ---- the tests ----
@@ -189,5 +190,27 @@ def test_boots_as_cd_under_uefi(built: Built, tmp_path: Path) -> None:
         _check_shell(guest)
         code, out = guest.command("ls -d /sys/firmware/efi; ls /sys/firmware/efi/efivars | grep -c -")
         assert code == 0 and int(out.splitlines()[-1]) > 0, f"booted through UEFI, efivarfs mounted: {out}"
+    finally:
+        guest.kill()
+
+
+@pytest.mark.vm
+@pytest.mark.skipif(
+    not OVMF_CODE_SECBOOT.exists(), reason=f"needs {OVMF_CODE_SECBOOT} (apt-get install ovmf)"
+)
+@pytest.mark.skipif(signed_chain() is None, reason="needs apt-get install shim-signed grub-efi-amd64-signed")
+def test_boots_as_cd_under_uefi_with_secure_boot_enforced(built: Built, tmp_path: Path) -> None:
+    """OVMF with Microsoft's keys enrolled and Secure Boot on: shim (signed by Microsoft), Debian's
+    signed GRUB and kernel; the kernel locks itself down and loads only signed modules."""
+    media = ["-cdrom", str(built.iso)]
+    guest = Guest(qemu_argv(media, tmp_path, secure_boot=True), tmp_path / "serial.log")
+    try:
+        _check_shell(guest)
+        _code, out = guest.command("dmesg | grep -i -e 'secure boot' -e 'locked down'")
+        assert "secureboot: Secure boot enabled" in out, out
+        assert "Kernel is locked down from EFI Secure Boot" in out, out
+        # under lockdown only signed modules load: the CD drive's and iso9660 among them
+        code, out = guest.command("grep -c -e '^sr_mod ' -e '^isofs ' /proc/modules; blkid /dev/sr0")
+        assert code == 0 and out.splitlines()[0] == "2" and 'LABEL="CDREC_1"' in out, out
     finally:
         guest.kill()

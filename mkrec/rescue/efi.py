@@ -1,6 +1,13 @@
-"""The UEFI boot image: a FAT file holding EFI/BOOT/BOOTX64.EFI, a standalone GRUB whose built-in
-config finds the disc and reads its grub.cfg. Made with mkfs.vfat -C and mtools, never mounted
-(the build host's kernel may have no vfat)."""
+"""The UEFI boot image: a FAT file holding EFI/BOOT/BOOTX64.EFI. Made with mkfs.vfat -C and mtools,
+never mounted (the build host's kernel may have no vfat).
+
+Where Debian's signed boot chain is installed (shim-signed, grub-efi-amd64-signed), the disc boots
+under Secure Boot: BOOTX64.EFI is the signed shim, which starts grubx64.efi beside it, Debian's
+signed GRUB for CDs (gcdx64). That GRUB cannot load modules or read the FAT image: it finds the
+disc by /.disk/info and sources /boot/grub/x86_64-efi/grub.cfg there (SECURE_BOOT_FILES), which
+finds this very disc by its tag file and reads the menu. The kernel is Debian's signed one and
+the modules the rescue system loads are signed too, as lockdown requires. Without the signed
+chain, BOOTX64.EFI is a standalone GRUB whose built-in config does the same search."""
 
 from __future__ import annotations
 
@@ -37,15 +44,40 @@ def grub_mkstandalone_argv(out: Path, embedded_cfg: Path) -> list[str]:
     ]  # fmt: skip
 
 
+SHIM = Path("/usr/lib/shim/shimx64.efi.signed")
+SIGNED_GRUB = Path("/usr/lib/grub/x86_64-efi-signed/gcdx64.efi.signed")  # Debian's, for CDs
+MOK_MANAGER = Path("/usr/lib/shim/mmx64.efi.signed")  # shim starts it when a key is to enrol
+# On the disc, for the signed GRUB: what it searches for, and the config it then sources.
+DISK_INFO = "/.disk/info"
+SIGNED_GRUB_CFG = "/boot/grub/x86_64-efi/grub.cfg"
+
+
+def signed_chain(shim: Path = SHIM, grub: Path = SIGNED_GRUB) -> tuple[Path, Path] | None:
+    """Debian's signed shim and GRUB, when both are installed."""
+    return (shim, grub) if shim.is_file() and grub.is_file() else None
+
+
+def efi_programs(workdir: Path, embedded_cfg: Path) -> list[tuple[Path, str]]:
+    """(file, name in EFI/BOOT/) of the image: the signed chain, else a standalone GRUB."""
+    chain = signed_chain()
+    if chain is not None:
+        shim, grub = chain
+        programs = [(shim, "BOOTX64.EFI"), (grub, "grubx64.efi")]
+        return programs + ([(MOK_MANAGER, "mmx64.efi")] if MOK_MANAGER.is_file() else [])
+    efi = workdir / "BOOTX64.EFI"
+    run(grub_mkstandalone_argv(efi, embedded_cfg))
+    return [(efi, "BOOTX64.EFI")]
+
+
 def make_efi_image(workdir: Path, embedded_cfg_text: str, out: Path) -> Path:
     """Write out (a FAT image) with EFI/BOOT/BOOTX64.EFI; workdir holds the intermediate files."""
     cfg = workdir / "grub-embedded.cfg"
     cfg.write_text(embedded_cfg_text)
-    efi = workdir / "BOOTX64.EFI"
-    run(grub_mkstandalone_argv(efi, cfg))
+    programs = efi_programs(workdir, cfg)
     out.unlink(missing_ok=True)
     run(["mkfs.vfat", "-C", "-n", "MKREC_EFI", str(out), str(FAT_KIB)])
     mtools = {"MTOOLS_SKIP_CHECK": "1"}
     run(["mmd", "-i", str(out), "::/EFI", "::/EFI/BOOT"], env=mtools)
-    run(["mcopy", "-i", str(out), str(efi), "::/EFI/BOOT/BOOTX64.EFI"], env=mtools)
+    for src, name in programs:
+        run(["mcopy", "-i", str(out), str(src), f"::/EFI/BOOT/{name}"], env=mtools)
     return out
