@@ -127,6 +127,28 @@ def test_iso_contents_checksums_and_boot_records(built: Built) -> None:
     assert 0xEF in part_types, f"an EFI system partition entry for USB on UEFI, got {part_types}"
 
 
+def test_no_private_keys_or_password_hashes_reach_the_rescue_disc(built: Built) -> None:
+    """Issue 15: the rescue disc is not encrypted; the README lists what of the host it carries.
+    No private key, no password hash of the host, no SSH host key: in the ISO and in both initrds
+    unpacked."""
+    import zstandard
+
+    blobs = {"iso": built.iso.read_bytes()}
+    for name in ("initrd.img", "rdbase.img"):
+        packed = (built.ctx.staging / "boot" / name).read_bytes()
+        blobs[name] = zstandard.ZstdDecompressor().stream_reader(io.BytesIO(packed)).read()
+    hashes = [
+        fields[1].encode()
+        for line in Path("/etc/shadow").read_text().splitlines()
+        if len(fields := line.split(":")) > 1 and fields[1].startswith("$")
+    ]
+    for what, data in blobs.items():
+        assert b"PRIVATE KEY-----" not in data, what
+        assert b"ssh_host_" not in data, what
+        assert not [h for h in hashes if h in data], f"a password hash of this host is in {what}"
+    assert b"root:*:" in blobs["rdbase.img"], "the rescue system's own shadow: root without a password"
+
+
 def _check_shell(guest: Guest) -> None:
     guest.expect(MARKER, BOOT_TIMEOUT)
     welcome = guest.text()
