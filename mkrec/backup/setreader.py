@@ -16,9 +16,8 @@ import zstandard
 
 from mkrec.backup.catalog import CatalogEntry, parse_catalog
 from mkrec.backup.manifest import Manifest, PieceRecord, StreamRecord, parse_manifest
+from mkrec.backup.volumes import MANIFEST
 from mkrec.errors import MkrecError
-
-MANIFEST = "backup/manifest.json"
 
 
 class Volume(Protocol):
