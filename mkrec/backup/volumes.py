@@ -64,7 +64,7 @@ def create_private(path: Path) -> BinaryIO:
 
 
 def stage_piece(voldir: Path, name: str) -> BinaryIO:
-    """A piece as a file in the volume's staging directory (sinks that pack volumes later)."""
+    """A piece as a file in <voldir>/backup: the sinks that keep pieces as files (directory, tape)."""
     backup = voldir / "backup"
     backup.mkdir(parents=True, exist_ok=True, mode=0o700)
     return create_private(backup / name)
