@@ -12,7 +12,8 @@ import uuid
 from pathlib import Path
 from typing import BinaryIO, cast
 
-from mkrec.backup.cutstream import PIECE_MAX, CutStream
+from mkrec.backup import cutstream
+from mkrec.backup.cutstream import CutStream
 from mkrec.backup.dirsink import DirSink
 from mkrec.backup.frames import FRAME_SIZE
 from mkrec.backup.imaging import ImageStream, open_image
@@ -100,7 +101,7 @@ def backup(
     cut = CutStream(
         writer,
         sink.capacity(),
-        piece_max=PIECE_MAX,
+        piece_max=cutstream.PIECE_MAX,  # read at run time: tests set smaller pieces
         on_volume=lambda n: overall.set_tag(f"volume {n}"),
     )
     overall.set_tag("volume 1")
