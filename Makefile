@@ -12,17 +12,7 @@ VENV   := .venv
 MKREC  := $(VENV)/bin/mkrec
 PYTEST_ARGS ?=
 
-# What the build, the rescue system and the tests use. Kept in one place: the preflight reads
-# the tool -> package map from mkrec/tools.py, this list installs them.
-DEBS := linux-image-amd64 kmod busybox-static cpio zstd tar file \
-        isolinux syslinux syslinux-common extlinux grub-efi-amd64-bin grub-pc-bin grub-common grub2-common efibootmgr memtest86+ \
-        shim-signed grub-efi-amd64-signed \
-        mtools dosfstools e2fsprogs xfsprogs btrfs-progs util-linux fdisk gdisk parted \
-        lvm2 mdadm cryptsetup acl attr partclone ntfs-3g \
-        qemu-system-x86 ovmf xorriso genisoimage \
-        python3 python3-venv
-
-.PHONY: all deps debs test check clean
+.PHONY: all deps debs apt test check clean
 
 all: deps
 	$(MKREC) --config $(CONFIG) preflight
@@ -30,9 +20,15 @@ all: deps
 
 deps: debs $(VENV)/.installed
 
-# Install only what is missing, so a second run costs a few dpkg-query calls.
+# The Debian packages are those of mkrec's one tool table (mkrec/tools.py), read with the system's
+# python3 and the standard library only (-S: no site packages), before the venv exists; so python3
+# itself comes first. Install only what is missing: a second run costs a few dpkg-query calls.
 debs:
-	@missing=""; for p in $(DEBS); do \
+	@command -v $(PYTHON) >/dev/null || $(MAKE) -s apt PKGS=python3
+	@pkgs="$$($(PYTHON) -S -m mkrec.tools packages)" && $(MAKE) -s apt PKGS="$$pkgs"
+
+apt:
+	@missing=""; for p in $(PKGS); do \
 	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || missing="$$missing $$p"; \
 	done; \
 	if [ -n "$$missing" ]; then \

@@ -12,17 +12,6 @@ from mkrec.log import step
 from mkrec.preflight import require_config_ready, require_room_for_rescue
 from mkrec.rescue import build_rescue, write_rescue_set
 
-# Modes whose build has landed. The menu and `build` say plainly when a mode is not there yet.
-AVAILABLE_MODES: frozenset[Mode] = frozenset({Mode.RESCUE, Mode.CD, Mode.PATH, Mode.TAPE})
-
-
-def require_available(mode: Mode) -> None:
-    if mode not in AVAILABLE_MODES:
-        die(
-            f"mode {mode} ({mode.describe()}) is not available yet in this version of mkrec",
-            hint="choose another mode in [build] mode or with --mode",
-        )
-
 
 def require_separate_path(ctx: Context) -> None:
     """Mode path puts the backup in [path] dir/<host>/<date>/ and the rescue disc in
@@ -37,7 +26,6 @@ def require_separate_path(ctx: Context) -> None:
 
 def build(ctx: Context) -> None:
     mode = ctx.config.build.mode
-    require_available(mode)
     require_separate_path(ctx)
     require_config_ready(ctx)
     with step("Capturing the disk layout"):

@@ -98,9 +98,6 @@ def cmd_layout_show(ctx: Context, args: argparse.Namespace) -> int:
     return 0
 
 
-# Subcommands whose stage has not landed yet; each stage replaces its entries with real handlers.
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mkrec", description="Bare-metal disaster recovery for Linux.")
     parser.add_argument("--config", type=Path, help="the config file (default: ./Config.toml)")

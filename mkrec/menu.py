@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from mkrec import build
 from mkrec.config import Mode
 
 CHOICES = [Mode.RESCUE, Mode.CD, Mode.PATH, Mode.TAPE]
@@ -14,9 +13,8 @@ QUIT = str(len(CHOICES) + 1)
 def menu_lines(default: Mode) -> list[str]:
     lines = ["", "mkrec — what shall we make?", ""]
     for number, mode in enumerate(CHOICES, start=1):
-        note = "" if mode in build.AVAILABLE_MODES else "   (not available yet)"
         mark = "*" if mode is default else " "
-        lines.append(f" {mark}{number}  {mode.describe()}{note}")
+        lines.append(f" {mark}{number}  {mode.describe()}")
     lines.append(f"  {QUIT}  quit")
     lines.append("")
     return lines
@@ -25,7 +23,7 @@ def menu_lines(default: Mode) -> list[str]:
 def choose_mode(
     default: Mode, ask: Callable[[str], str] = input, say: Callable[[str], None] = print
 ) -> Mode | None:
-    """Show the menu until a usable mode is chosen; None means quit. Enter takes the default (*)."""
+    """Show the menu until a mode is chosen; None means quit. Enter takes the default (*)."""
     for line in menu_lines(default):
         say(line)
     while True:
@@ -41,8 +39,5 @@ def choose_mode(
             mode = CHOICES[int(answer) - 1]
         else:
             say(f"Please answer a number from 1 to {QUIT}.")
-            continue
-        if mode not in build.AVAILABLE_MODES:
-            say(f"Mode {mode} ({mode.describe()}) is not available yet in this version of mkrec.")
             continue
         return mode

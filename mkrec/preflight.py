@@ -14,12 +14,14 @@ from dataclasses import asdict, dataclass
 from enum import StrEnum
 from pathlib import Path
 
-from mkrec.config import Config, Mode
+from mkrec.backup.frames import FRAME_SIZE
+from mkrec.config import Mode
 from mkrec.context import Context
 from mkrec.errors import MkrecError, die
 from mkrec.iso import HYBRID_TAIL_MAX
 from mkrec.kernel import find_kernel
-from mkrec.runner import run_json, which
+from mkrec.layout.sourcedisks import disks_to_back_up
+from mkrec.runner import which
 from mkrec.sizes import format_size
 from mkrec.tools import PACKAGE, needed_tools
 
@@ -30,8 +32,8 @@ RESCUE_RAM_ESTIMATE = 512 * 1024**2
 # What the rescue system takes on volume 1 before it was first built (measured: 69 MiB).
 RESCUE_DISC_ESTIMATE = 80 * 1024**2
 # Besides the rescue system, volume 1 holds its ISO metadata, the hybrid image's tail and at least
-# one compressed frame of backup data (at most a 4 MiB frame and zstd's framing).
-VOLUME_ROOM = 1024**2 + HYBRID_TAIL_MAX + 4 * 1024**2 + 2 * 1024**2
+# one compressed frame of backup data (a frame that does not compress, and zstd's framing).
+VOLUME_ROOM = 1024**2 + HYBRID_TAIL_MAX + FRAME_SIZE + 2 * 1024**2
 ISOLINUX_FILES = [
     Path("/usr/lib/ISOLINUX/isolinux.bin"),
     Path("/usr/lib/syslinux/modules/bios/ldlinux.c32"),
@@ -255,42 +257,6 @@ def check_ram(ctx: Context) -> Iterable[Result]:
         yield warn("ram", detail + " — little left for restore buffers", "2 GiB or more is comfortable")
     else:
         yield passed("ram", detail)
-
-
-def disks_to_back_up(config: Config) -> list[str]:
-    """The configured disks, or every disk holding a filesystem mounted under [source] root.
-
-    Parentage comes from lsblk's PKNAME in list mode: without udev, lsblk's tree can show
-    partitions flat. A device with several parents (an LV over two PVs, RAID) is listed once per parent.
-    """
-    if config.source.disks:
-        return list(config.source.disks)
-    rows = run_json(["lsblk", "-J", "-l", "-p", "-o", "PATH,TYPE,PKNAME,MOUNTPOINTS"]).get("blockdevices", [])
-    parents: dict[str, set[str]] = {}
-    types: dict[str, str] = {}
-    for row in rows:
-        types[row["path"]] = row.get("type") or ""
-        parents.setdefault(row["path"], set())
-        if row.get("pkname"):
-            parents[row["path"]].add(row["pkname"])
-    partitioned = {p for path, ps in parents.items() if types.get(path) == "part" for p in ps}
-
-    def is_disk(path: str) -> bool:
-        # A partitioned loop device is a disk image (tests, VM images); an unpartitioned one
-        # (a snap, a mounted ISO) is not a disk to rebuild.
-        return types.get(path) == "disk" or (types.get(path) == "loop" and path in partitioned)
-
-    def tops(path: str, seen: frozenset[str] = frozenset()) -> set[str]:
-        ups = parents.get(path, set()) - seen
-        return {path} if not ups else set().union(*(tops(up, seen | {path}) for up in ups))
-
-    root = str(config.source.root).rstrip("/")
-    found: list[str] = []
-    for row in rows:
-        mounts = [m for m in row.get("mountpoints") or [] if isinstance(m, str)]
-        if any(m == (root or "/") or m.startswith(root + "/") for m in mounts):
-            found += [top for top in sorted(tops(row["path"])) if is_disk(top) and top not in found]
-    return found
 
 
 def check_disks(ctx: Context) -> Iterable[Result]:

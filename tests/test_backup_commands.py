@@ -16,9 +16,11 @@ import pytest
 from pytest_subprocess import FakeProcess
 
 from mkrec.backup import sources as sources_module
+from mkrec.backup.burn import burn, burn_argv
+from mkrec.backup.isosink import patch_set_size
 from mkrec.backup.run import _check_tar
-from mkrec.backup.sinks import BlockWriter, burn, burn_argv, patch_set_size
 from mkrec.backup.sources import Source, sources, tar_argv
+from mkrec.backup.tapesink import BlockWriter
 from mkrec.config import config_from_dict
 from mkrec.context import Context
 from mkrec.errors import CommandError, MkrecError

@@ -1,4 +1,4 @@
-"""Mode cd writes each piece once, straight into its place in the ISO image (mkrec.backup.placed).
+"""Mode cd writes each piece once, straight into its place in the ISO image (mkrec.backup.isosink).
 These tests run the real pipeline (pump -> cutstream -> volume writer -> ISO sink) on a stream made
 in memory, then read the ISOs with pycdlib and mkrec's own reader: the pieces sit where the ISO
 9660 directory says, the padded manifest is still the same JSON, every byte comes back, and a
@@ -18,12 +18,12 @@ from pathlib import Path
 import pycdlib
 import pytest
 
-from mkrec.backup import placed
+from mkrec.backup import isosink
 from mkrec.backup.cutstream import CutStream
 from mkrec.backup.frames import decompress_frame
+from mkrec.backup.isosink import IsoSink
 from mkrec.backup.manifest import StreamRecord
 from mkrec.backup.setreader import IsoVolume, open_set
-from mkrec.backup.sinks import IsoSink
 from mkrec.backup.stream import pump
 from mkrec.backup.verify import verify_set
 from mkrec.backup.volumes import SetInfo, VolumeWriter
@@ -107,7 +107,7 @@ def read_back(setdir: Path) -> bytes:
 def test_iso9660_names_order_the_walk() -> None:
     order = {"vg0-root.xfs.tar.zst.007": 2, "dm-0.ext4.tar.zst.001": 1}
     names = [
-        placed.iso9660_path(rel, order)
+        isosink.iso9660_path(rel, order)
         for rel in (
             "backup/catalog.vol002.jsonl",
             "backup/vg0-root.xfs.tar.zst.007",
@@ -146,7 +146,7 @@ def test_pieces_are_written_once_in_place(tmp_path: Path, caplog: pytest.LogCapt
         ]
         assert pieces
         # the pieces follow the manifest with no gap: its padding put the first where it was written
-        end = manifest.extent_location() + -(-manifest.get_data_length() // placed.SECTOR)
+        end = manifest.extent_location() + -(-manifest.get_data_length() // isosink.SECTOR)
         assert pieces[0].extent_location() == end
         with iso.open_file_from_iso(rr_path="/backup/manifest.json") as fh:
             text = fh.read().decode()
@@ -248,7 +248,7 @@ def data_end(entries: list[tuple[Path, str]], boot: BootSpec) -> int:
     add_boot(iso, boot)
     iso.force_consistency()
     try:
-        return int(iso.pvd.space_size) * placed.SECTOR
+        return int(iso.pvd.space_size) * isosink.SECTOR
     finally:
         iso.close()
 
@@ -262,13 +262,13 @@ def test_hybrid_image_keeps_its_last_files_at_every_size(tmp_path: Path) -> None
     base = data_end(hybrid_entries(tmp_path / "probe", 2048), boot)
     boundary = -(-base // CYLINDER) * CYLINDER + CYLINDER
     for sectors_before in [*range(0, 12), 16, 64]:
-        filler = 2048 + boundary - sectors_before * placed.SECTOR - base
+        filler = 2048 + boundary - sectors_before * isosink.SECTOR - base
         entries = hybrid_entries(tmp_path, filler)
-        assert data_end(entries, boot) == boundary - sectors_before * placed.SECTOR
+        assert data_end(entries, boot) == boundary - sectors_before * isosink.SECTOR
         out = write_iso(tmp_path / f"v{sectors_before}.iso", entries, VolumeInfo("CDREC_1", "s"), boot=boot)
         image = out.read_bytes()
         assert image[-512:-504] == b"EFI PART" and image[510:512] == b"\x55\xaa"
-        assert len(image) <= boundary - sectors_before * placed.SECTOR + HYBRID_TAIL_MAX
+        assert len(image) <= boundary - sectors_before * isosink.SECTOR + HYBRID_TAIL_MAX
         vol = IsoVolume(out)
         try:
             for src, iso_path in entries[1:]:  # isolinux.bin has its boot info table patched in
@@ -349,7 +349,7 @@ def test_a_volume_written_wrong_is_kept_for_a_report(tmp_path: Path, monkeypatch
         out = self._iso_path(number)
         iso = pycdlib.PyCdlib()
         iso.open(str(out))
-        at = iso.get_record(rr_path="/README.txt").extent_location() * placed.SECTOR
+        at = iso.get_record(rr_path="/README.txt").extent_location() * isosink.SECTOR
         iso.close()
         with open(out, "r+b") as fh:
             fh.seek(at)

@@ -335,8 +335,8 @@ def test_sfv_and_sha256sums_format(tmp_path: Path) -> None:
 
 
 def test_read_back_names_a_file_whose_bytes_did_not_land(tmp_path: Path) -> None:
+    from mkrec.backup.setdir import check_volume
     from mkrec.backup.setreader import DirVolume
-    from mkrec.backup.sinks import check_volume
 
     (tmp_path / "backup").mkdir()
     (tmp_path / "backup" / "piece").write_bytes(b"written")

@@ -6,8 +6,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from mkrec import cli
 
 MKREC = [sys.executable, "-m", "mkrec"]
@@ -46,15 +44,13 @@ def test_unknown_mode_on_the_command_line_is_rejected() -> None:
     assert proc.returncode == 2 and "invalid Mode value: 'floppy'" in proc.stderr
 
 
-def test_log_file_gets_everything(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from mkrec import build
-
-    monkeypatch.setattr(build, "AVAILABLE_MODES", frozenset())
+def test_log_file_gets_everything(tmp_path: Path) -> None:
     config = tmp_path / "c.toml"
-    config.write_text(f'[build]\noutput = "{tmp_path}/out"\n')
+    # mode path into the output directory itself: the build stops at once, with an error to log
+    config.write_text(f'[build]\nmode = "path"\noutput = "{tmp_path}/out"\n[path]\ndir = "{tmp_path}/out"\n')
     assert cli.main(["--config", str(config), "build"]) == 1
     log = (tmp_path / "out" / "mkrec.log").read_text()
-    assert "mkrec: error: mode cd" in log
+    assert "mkrec: error: [path] dir and [build] output are the same directory" in log
     assert oct((tmp_path / "out" / "mkrec.log").stat().st_mode & 0o777) == "0o600"
 
 

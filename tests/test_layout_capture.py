@@ -17,7 +17,7 @@ from support import LoopDisks, sh
 from mkrec.cli import main
 from mkrec.config import Config, SourceConfig
 from mkrec.context import Context
-from mkrec.layout import capture_for_build, filesystems_to_back_up
+from mkrec.layout import capture_for_build
 from mkrec.layout.bootloader import extlinux_on, syslinux_in_mbr
 from mkrec.layout.model import BootKind, BootLoader, Partition, PartitionKind
 from mkrec.layout.probe import can_open
@@ -232,7 +232,7 @@ def test_source_system_grub_bios_and_efi_through_the_build_stage(
     name = src.disk.removeprefix("/dev/")
     config = dataclasses.replace(Config(), source=SourceConfig(root=src.root))
     ctx = Context(config, staging=tmp_path / "isofs")
-    capture_for_build(ctx)  # disks found from what is mounted under root
+    captured = capture_for_build(ctx)  # disks found from what is mounted under root
     out = ctx.recovery_dir
     layout = read_layout(out / "layout.toml")
     assert [d.name for d in layout.disks] == [name]
@@ -247,7 +247,7 @@ def test_source_system_grub_bios_and_efi_through_the_build_stage(
     core = (out / f"biosboot-{name}p1.bin").read_bytes()  # GRUB's core image was saved
     assert core == Path(f"{src.disk}p1").read_bytes() and core.strip(b"\0")
 
-    backed = filesystems_to_back_up(ctx)
+    backed = captured.mounted_under(str(ctx.config.source.root))  # what the backup streams
     assert [(f.device, f.type, f.mountpoint) for f in backed] == [
         (f"{name}p3", "ext4", str(src.root)),
         (f"{name}p4", "ext4", str(src.root / "data")),

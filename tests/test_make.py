@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from mkrec.tools import PACKAGE
+
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -39,3 +41,15 @@ def test_make_test_with_a_broken_key_fails_on_the_config_row(tmp_path: Path) -> 
 def test_make_deps_is_a_quick_no_op_when_everything_is_there() -> None:
     proc = make("deps")
     assert proc.returncode == 0 and "installing" not in proc.stdout
+
+
+def test_make_deps_reads_the_packages_from_the_tool_table_with_the_system_python() -> None:
+    """Before the venv exists, `make deps` asks mkrec.tools for the Debian packages: the system's
+    python3 and the standard library only (-S: no site packages)."""
+    proc = subprocess.run(
+        ["/usr/bin/python3", "-S", "-m", "mkrec.tools", "packages"], cwd=REPO, capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stderr
+    packages = proc.stdout.split()
+    assert packages[:2] == ["python3", "python3-venv"]  # the venv is made from them
+    assert set(PACKAGE.values()) <= set(packages) and len(packages) == len(set(packages))

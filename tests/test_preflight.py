@@ -15,6 +15,7 @@ from mkrec import runner
 from mkrec.config import Config, config_from_dict
 from mkrec.context import Context
 from mkrec.errors import MkrecError
+from mkrec.layout.sourcedisks import disks_to_back_up
 from mkrec.tools import CORE, PACKAGE
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -181,7 +182,7 @@ def test_discovery_from_lsblk_output(tmp_path: Path, fp) -> None:  # type: ignor
     # Captured on a VM whose root disk /dev/vda is mounted on / directly (no partition table).
     fixture = (FIXTURES / "lsblk-vm-root.json").read_text()
     fp.register(["lsblk", "-J", "-l", "-p", "-o", "PATH,TYPE,PKNAME,MOUNTPOINTS"], stdout=fixture)
-    assert pf.disks_to_back_up(ctx_with(tmp_path).config) == ["/dev/vda"]
+    assert disks_to_back_up(ctx_with(tmp_path).config) == ["/dev/vda"]
 
 
 @pytest.mark.root
@@ -205,7 +206,7 @@ def test_discovers_the_disk_under_root_and_reads_it(tmp_path: Path, loop_disks) 
     sh("mkfs.ext4", "-q", f"{dev}p1")
     mnt = loop_disks.mount(f"{dev}p1", tmp_path / "root")
     ctx = ctx_with(tmp_path, source={"root": str(mnt)})
-    assert pf.disks_to_back_up(ctx.config) == [dev]
+    assert disks_to_back_up(ctx.config) == [dev]
     row = only(rows(pf.check_disks, ctx))
     assert (row.check, row.status) == (f"disk {dev}", pf.Status.PASS)
 

@@ -150,6 +150,11 @@ class CutStream:
         sizes = [p.size for p in self._pieces] + [size]
         return cap == 0 or self._usage(sizes, self._catalog_bytes, self._frames) <= cap
 
+    @property
+    def pending_catalog_bytes(self) -> int:
+        """Catalog lines of the open volume, in bytes: not yet handed to the store."""
+        return self._catalog_bytes
+
     # ---- streams and frames ----
 
     def start_stream(self, name: str) -> None:

@@ -7,7 +7,6 @@ xattrs, ACLs, device nodes. A member that overlaps a missing or damaged frame is
 
 from __future__ import annotations
 
-import bisect
 import logging
 import os
 import posixpath
@@ -16,13 +15,11 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
 
 from mkrec.backup.catalog import CatalogEntry
-from mkrec.backup.frames import FrameError, decompress_frame
 from mkrec.backup.imaging import image_format, restore_hint
 from mkrec.backup.manifest import ImageFormat, StreamRecord
-from mkrec.backup.setreader import BackupSet, FrameLoc
+from mkrec.backup.setreader import BackupSet, FrameReader
 from mkrec.errors import MkrecError
 from mkrec.runner import popen, wait_checked
 
@@ -73,69 +70,6 @@ def ls_lines(bset: BackupSet, wanted: str = "") -> list[str]:
     for n in missing:
         lines.append(f"# volume {n} is missing: files whose data starts on it are not listed")
     return lines
-
-
-class FrameReader:
-    """Bytes of one stream by uncompressed offset, from the frames present; a tiny cache keeps
-    neighbouring members from decompressing the same frame twice."""
-
-    def __init__(self, bset: BackupSet, stream: str) -> None:
-        self.bset = bset
-        # A frame is readable only if its volume is here and its piece file is on it: a lost piece
-        # (mode path) is a gap exactly like a lost volume.
-        present = {n: set(ov.volume.files()) for n, ov in bset.volumes.items()}
-        self.frames = [
-            f for f in bset.frames(stream) if f.volume in present and f"backup/{f.piece}" in present[f.volume]
-        ]
-        self.starts = [f.uoffset for f in self.frames]
-        self.cache: dict[int, bytes] = {}
-
-    def _covering(self, start: int, end: int) -> list[FrameLoc] | None:
-        """The frames covering [start, end), or None when a gap (missing volume) is in the way."""
-        i = bisect.bisect_right(self.starts, start) - 1
-        out = []
-        pos = start
-        while pos < end:
-            if i < 0 or i >= len(self.frames):
-                return None
-            f = self.frames[i]
-            if not (f.uoffset <= pos < f.uoffset + f.usize):
-                return None
-            out.append(f)
-            pos = f.uoffset + f.usize
-            i += 1
-        return out
-
-    def available(self, start: int, end: int) -> bool:
-        return self._covering(start, end) is not None
-
-    def _frame(self, f: FrameLoc) -> bytes:
-        if f.uoffset not in self.cache:
-            data = self.bset.read_piece(f.volume, f.piece, f.poffset, f.csize)
-            if len(self.cache) >= 2:
-                self.cache.pop(next(iter(self.cache)))
-            self.cache[f.uoffset] = decompress_frame(data, f.usize)
-        return self.cache[f.uoffset]
-
-    def copy(self, start: int, end: int, out: IO[bytes]) -> bool:
-        """Write [start, end) to out. On a damaged frame the rest is written as zeros (so the tar
-        stream keeps its shape) and False is returned."""
-        frames = self._covering(start, end)
-        assert frames is not None
-        pos = start
-        for f in frames:
-            upto = min(end, f.uoffset + f.usize)
-            try:
-                data = self._frame(f)
-            except (FrameError, OSError) as exc:
-                log.debug("frame at %d of %s: %s", f.uoffset, f.piece, exc)
-                if pos > start:  # the header is out: zeros keep tar's stream in step
-                    out.write(bytes(end - pos))
-                # else nothing of this member was sent: zeros would read as end-of-archive
-                return False
-            out.write(data[pos - f.uoffset : upto - f.uoffset])
-            pos = upto
-        return True
 
 
 @dataclass

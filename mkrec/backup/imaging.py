@@ -47,8 +47,6 @@ PARTCLONE = {
 PARTCLONE_RESTORE = "partclone.restore"  # one program restores every partclone image
 NTFSCLONE = "ntfsclone"
 NTFSRESIZE = "ntfsresize"  # grows a restored NTFS to fill a larger partition
-# what the rescue system carries
-IMAGE_TOOLS = (PARTCLONE_RESTORE, NTFSCLONE, NTFSRESIZE, *PARTCLONE.values())
 
 HEAD = 4096  # bytes read before the stream goes on: every header fits
 PARTCLONE_MAGIC = b"partclone-image\0"

@@ -14,13 +14,15 @@ from typing import BinaryIO, cast
 
 from mkrec.backup import cutstream
 from mkrec.backup.cutstream import CutStream
+from mkrec.backup.dirsink import DirSink
 from mkrec.backup.frames import FRAME_SIZE
 from mkrec.backup.imaging import ImageStream, open_image
+from mkrec.backup.isosink import IsoSink
 from mkrec.backup.manifest import StreamRecord
-from mkrec.backup.sinks import Ask, IsoSink, PathSink, TapeSink
 from mkrec.backup.sources import Source, sources, tar_argv
 from mkrec.backup.stream import Readable, pump, widen_pipe
-from mkrec.backup.volumes import SetInfo, Sink, VolumeWriter
+from mkrec.backup.tapesink import TapeSink
+from mkrec.backup.volumes import Ask, SetInfo, Sink, VolumeWriter
 from mkrec.config import Mode
 from mkrec.context import Context
 from mkrec.errors import CommandError, MkrecError, die
@@ -44,9 +46,9 @@ def make_sink(ctx: Context, info: SetInfo, rescue: BootPayload | None, ask: Ask)
     if mode is Mode.CD:
         return IsoSink(ctx, info, rescue, ask)
     if mode is Mode.PATH:
-        return PathSink(ctx, info)
+        return DirSink(ctx)
     if mode is Mode.TAPE:
-        return TapeSink(ctx, info, ask)
+        return TapeSink(ctx, ask)
     raise MkrecError(f"mode {mode} writes no backup")
 
 
@@ -99,7 +101,7 @@ def backup(
     cut = CutStream(
         writer,
         sink.capacity(),
-        piece_max=cutstream.PIECE_MAX,
+        piece_max=cutstream.PIECE_MAX,  # read at run time: tests set smaller pieces
         on_volume=lambda n: overall.set_tag(f"volume {n}"),
     )
     overall.set_tag("volume 1")
@@ -110,7 +112,7 @@ def backup(
             with step(f"Backing up {what} ({src.device}, {src.fstype}, {src.kind})"):
                 size = _stream(ctx, src, cut, writer, never, overall, done_before)
                 done_before += size
-        trailer = writer.catalog_estimate(cut._catalog_bytes)
+        trailer = writer.catalog_estimate(cut.pending_catalog_bytes)
         with step("Closing the last volume"):
             volumes = cut.finish(trailer)
         final = sink.commit(volumes)

@@ -1,11 +1,14 @@
 """Opening a backup set from the host: a directory of ISO files (read with pycdlib — the host
 kernel may have no iso9660, and no loop mount is needed), a directory written by mode path, or a
-tape file (a tar archive, plus <file>.2, <file>.3 ... for further tapes). Volumes that are missing
-or unreadable are noted, not fatal: what the others hold stays readable."""
+tape file (a tar archive, plus <file>.2, <file>.3 ... for further tapes), and reading a stream's
+bytes back from the frames present (FrameReader: what ls/extract and the restore read through).
+Volumes that are missing or unreadable are noted, not fatal: what the others hold stays readable."""
 
 from __future__ import annotations
 
+import bisect
 import contextlib
+import logging
 import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,10 +18,12 @@ import pycdlib
 import zstandard
 
 from mkrec.backup.catalog import CatalogEntry, parse_catalog
+from mkrec.backup.frames import FrameError, decompress_frame
 from mkrec.backup.manifest import Manifest, PieceRecord, StreamRecord, parse_manifest
+from mkrec.backup.volumes import MANIFEST
 from mkrec.errors import MkrecError
 
-MANIFEST = "backup/manifest.json"
+log = logging.getLogger("mkrec.extract")
 
 
 class Volume(Protocol):
@@ -267,3 +272,66 @@ def read_volume(kind: str, path: Path) -> OpenVolume | None:
         vol.close()
         return None
     return OpenVolume(manifest.volume, vol, manifest)
+
+
+class FrameReader:
+    """Bytes of one stream by uncompressed offset, from the frames present; a tiny cache keeps
+    neighbouring members from decompressing the same frame twice."""
+
+    def __init__(self, bset: BackupSet, stream: str) -> None:
+        self.bset = bset
+        # A frame is readable only if its volume is here and its piece file is on it: a lost piece
+        # (mode path) is a gap exactly like a lost volume.
+        present = {n: set(ov.volume.files()) for n, ov in bset.volumes.items()}
+        self.frames = [
+            f for f in bset.frames(stream) if f.volume in present and f"backup/{f.piece}" in present[f.volume]
+        ]
+        self.starts = [f.uoffset for f in self.frames]
+        self.cache: dict[int, bytes] = {}
+
+    def _covering(self, start: int, end: int) -> list[FrameLoc] | None:
+        """The frames covering [start, end), or None when a gap (missing volume) is in the way."""
+        i = bisect.bisect_right(self.starts, start) - 1
+        out = []
+        pos = start
+        while pos < end:
+            if i < 0 or i >= len(self.frames):
+                return None
+            f = self.frames[i]
+            if not (f.uoffset <= pos < f.uoffset + f.usize):
+                return None
+            out.append(f)
+            pos = f.uoffset + f.usize
+            i += 1
+        return out
+
+    def available(self, start: int, end: int) -> bool:
+        return self._covering(start, end) is not None
+
+    def _frame(self, f: FrameLoc) -> bytes:
+        if f.uoffset not in self.cache:
+            data = self.bset.read_piece(f.volume, f.piece, f.poffset, f.csize)
+            if len(self.cache) >= 2:
+                self.cache.pop(next(iter(self.cache)))
+            self.cache[f.uoffset] = decompress_frame(data, f.usize)
+        return self.cache[f.uoffset]
+
+    def copy(self, start: int, end: int, out: IO[bytes]) -> bool:
+        """Write [start, end) to out. On a damaged frame the rest is written as zeros (so the tar
+        stream keeps its shape) and False is returned."""
+        frames = self._covering(start, end)
+        assert frames is not None
+        pos = start
+        for f in frames:
+            upto = min(end, f.uoffset + f.usize)
+            try:
+                data = self._frame(f)
+            except (FrameError, OSError) as exc:
+                log.debug("frame at %d of %s: %s", f.uoffset, f.piece, exc)
+                if pos > start:  # the header is out: zeros keep tar's stream in step
+                    out.write(bytes(end - pos))
+                # else nothing of this member was sent: zeros would read as end-of-archive
+                return False
+            out.write(data[pos - f.uoffset : upto - f.uoffset])
+            pos = upto
+        return True

@@ -1,11 +1,12 @@
 """Turning what cutstream closes into the files of a volume: pieces (written by cutstream through
-this PieceStore), the catalog part, manifest.json, README.txt, SHA256SUMS and Checksums.sfv.
-A Sink then packs the volume (ISO, directory, tape)."""
+this PieceStore), the catalog part, manifest.json, README.txt, SHA256SUMS and Checksums.sfv; and
+the Sink protocol every medium (ISO, directory, tape) fills to pack them."""
 
 from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Protocol
@@ -17,6 +18,7 @@ from mkrec.backup.manifest import Manifest, PieceRecord, StreamRecord
 from mkrec.backup.sums import SFV, SHA256SUMS, Sums, format_sfv, format_sha256sums, sums_of
 
 FULL_CATALOG = "backup/catalog.all.jsonl.zst"
+MANIFEST = "backup/manifest.json"
 
 
 def catalog_name(volume: int) -> str:
@@ -36,22 +38,21 @@ class SetInfo:
     mode: str
 
 
+Ask = Callable[[str], None]  # show a prompt and wait for the operator (Enter)
+Padding = Callable[[dict[str, int]], int]  # file sizes on a volume -> bytes manifest.json must grow by
+
+
 class Sink(Protocol):
-    """Where volumes go: ISO files, a directory, a tape."""
+    """Where volumes go: ISO files (isosink), a directory (dirsink), a tape (tapesink)."""
 
     work: Path  # scratch space inside the temporary set (the whole-set catalog grows there)
 
     def capacity(self) -> Capacity: ...
-    def volume_dir(self, number: int) -> Path: ...
-    def boot_entries(self, number: int) -> list[tuple[Path, str]]: ...
-    def unlisted(self, number: int) -> list[str]: ...
     def open_piece(self, number: int, name: str) -> PieceFile: ...
-    def manifest_padding(self, number: int, sizes: dict[str, int]) -> int:
-        """Bytes of whitespace manifest.json must grow by (the sink places the pieces after it);
-        `sizes`: every file of the volume but its pieces and boot files, by path on the volume."""
+    def close_volume(self, volume: ClosedVolume) -> None:
+        """Write the volume's files (ClosedVolume.write_files), pack and read back the volume."""
         ...
 
-    def close_volume(self, number: int, voldir: Path, sums: list[tuple[str, Sums]], last: bool) -> None: ...
     def commit(self, volumes: int) -> Path: ...
     def abort(self) -> None: ...
 
@@ -63,7 +64,7 @@ def create_private(path: Path) -> BinaryIO:
 
 
 def stage_piece(voldir: Path, name: str) -> BinaryIO:
-    """A piece as a file in the volume's staging directory (sinks that pack volumes later)."""
+    """A piece as a file in <voldir>/backup: the sinks that keep pieces as files (directory, tape)."""
     backup = voldir / "backup"
     backup.mkdir(parents=True, exist_ok=True, mode=0o700)
     return create_private(backup / name)
@@ -98,9 +99,89 @@ Restore the machine:  boot volume 1 and run start-restore
 """
 
 
+@dataclass
+class ClosedVolume:
+    """A volume cutstream has closed: its pieces are written, its metadata files not yet. The sink
+    decides where they go (write_files) and what the medium adds to them (boot files)."""
+
+    number: int
+    last: bool
+    title: str  # the checksum lists' comment
+    pieces: list[PieceInfo]
+    manifest: Manifest
+    catalog: bytes  # this volume's catalog part
+    readme: str
+    full_catalog: Path | None  # the whole-set catalog, finished (last volume only)
+
+    def write_files(
+        self,
+        voldir: Path,
+        listed: list[tuple[str, Sums]] | None = None,
+        unlisted: list[str] | None = None,
+        padding: Padding | None = None,
+    ) -> list[tuple[str, Sums]]:
+        """Write the metadata files into `voldir` (where the pieces are too, for sinks that stage
+        them) and return every checksummed file of the volume with its sums. `listed`: files the
+        medium adds that the checksum lists name; `unlisted`: files it adds that they cannot name;
+        `padding`: asked, with the sizes of every file but pieces and `listed`, how many bytes of
+        whitespace manifest.json must grow by (the ISO sink places the pieces after it)."""
+        listed = listed or []
+        (voldir / "backup").mkdir(parents=True, exist_ok=True, mode=0o700)
+        write_private(voldir / catalog_name(self.number), self.catalog)
+        if self.full_catalog is not None:
+            os.replace(self.full_catalog, voldir / FULL_CATALOG)
+        self.manifest.unlisted = unlisted or []
+        manifest_path = voldir / MANIFEST
+        write_private(manifest_path, self.manifest.to_json().encode())
+        write_private(voldir / "README.txt", self.readme.encode())
+        pad = padding(self._sizes_with_sums(voldir, [name for name, _ in listed])) if padding else 0
+        if pad:
+            with open(manifest_path, "ab") as fh:  # trailing whitespace: the same JSON
+                fh.write(b" " * (pad - 1) + b"\n")
+        sums = self._sums(voldir) + listed
+        sums.sort()
+        write_private(voldir / SHA256SUMS, format_sha256sums(sums).encode())
+        write_private(voldir / SFV, format_sfv(sums, self.title).encode())
+        return sums
+
+    @staticmethod
+    def _files(voldir: Path) -> dict[str, Path]:
+        """The volume's files in its staging directory (pieces too, where the sink stages them),
+        but not the checksum lists."""
+        out = {}
+        for dirpath, _dirs, files in os.walk(voldir):
+            for name in files:
+                path = Path(dirpath) / name
+                rel = path.relative_to(voldir).as_posix()
+                if rel not in (SHA256SUMS, SFV):
+                    out[rel] = path
+        return out
+
+    def _sizes_with_sums(self, voldir: Path, listed: list[str]) -> dict[str, int]:
+        """Sizes of the volume's files but pieces and `listed`, SHA256SUMS and Checksums.sfv
+        included: their size follows from the names they list (every checksum has a fixed width)."""
+        piece_names = {f"backup/{p.name}" for p in self.pieces}
+        sizes = {
+            rel: path.stat().st_size for rel, path in self._files(voldir).items() if rel not in piece_names
+        }
+        blank = [(name, Sums("0" * 64, 0)) for name in sorted(set(sizes) | piece_names | set(listed))]
+        sizes[SHA256SUMS] = len(format_sha256sums(blank).encode())
+        sizes[SFV] = len(format_sfv(blank, self.title).encode())
+        return sizes
+
+    def _sums(self, voldir: Path) -> list[tuple[str, Sums]]:
+        known = {f"backup/{p.name}": Sums(p.sha256, p.crc32) for p in self.pieces}
+        out = list(known.items())
+        for rel, path in self._files(voldir).items():
+            if rel not in known:
+                with open(path, "rb") as fh:
+                    out.append((rel, sums_of(fh)[0]))
+        return out
+
+
 class VolumeWriter:
-    """The PieceStore behind cutstream for real backups: pieces go into the sink's staging
-    directory for the volume; close_volume() adds the metadata files and hands the volume on."""
+    """The PieceStore behind cutstream for real backups: pieces go to the sink; at a volume's
+    close the manifest, catalog part and README are made and the sink writes the volume."""
 
     def __init__(self, info: SetInfo, sink: Sink, staging: Path) -> None:
         self.info = info
@@ -113,7 +194,6 @@ class VolumeWriter:
         self._full_path = staging / "catalog.all.jsonl.zst"
         self._full_raw = create_private(self._full_path)
         self._full = zstandard.ZstdCompressor(level=3).stream_writer(self._full_raw)
-        self._boot_sums: dict[Path, Sums] = {}
 
     # ---- streams ----
 
@@ -134,34 +214,27 @@ class VolumeWriter:
 
     def close_volume(self, content: VolumeContent) -> None:
         n = content.number
-        voldir = self.sink.volume_dir(n)
-        (voldir / "backup").mkdir(parents=True, exist_ok=True, mode=0o700)
         self.pieces.extend(content.pieces)
         self.volumes = n
         catalog = "".join(line + "\n" for line in content.catalog).encode()
-        write_private(voldir / catalog_name(n), catalog)
         self._full.write(catalog)
         full = None
         if content.last:
             self._full.flush(zstandard.FLUSH_FRAME)
             self._full.close()  # closes the file too
-            os.replace(self._full_path, voldir / FULL_CATALOG)
-            full = FULL_CATALOG.removeprefix("backup/")
-        manifest = self.manifest(n, content.last, full)
-        manifest.unlisted = self.sink.unlisted(n)
-        manifest_path = voldir / "backup" / "manifest.json"
-        write_private(manifest_path, manifest.to_json().encode())
-        write_private(voldir / "README.txt", render_readme(self.info, n, content.last, n).encode())
-        title = f"{self.info.set_name} volume {n}"
-        pad = self.sink.manifest_padding(n, self._sizes_with_sums(voldir, content.pieces, n, title))
-        if pad:
-            with open(manifest_path, "ab") as fh:  # trailing whitespace: the same JSON
-                fh.write(b" " * (pad - 1) + b"\n")
-        sums = self._sums(voldir, content.pieces) + self._boot(n)
-        sums.sort()
-        write_private(voldir / SHA256SUMS, format_sha256sums(sums).encode())
-        write_private(voldir / SFV, format_sfv(sums, title).encode())
-        self.sink.close_volume(n, voldir, sums, content.last)
+            full = self._full_path
+        name = FULL_CATALOG.removeprefix("backup/") if full else None
+        volume = ClosedVolume(
+            number=n,
+            last=content.last,
+            title=f"{self.info.set_name} volume {n}",
+            pieces=content.pieces,
+            manifest=self.manifest(n, content.last, name),
+            catalog=catalog,
+            readme=render_readme(self.info, n, content.last, n),
+            full_catalog=full,
+        )
+        self.sink.close_volume(volume)
 
     def abort(self) -> None:
         with contextlib.suppress(OSError, ValueError, zstandard.ZstdError):
@@ -199,52 +272,3 @@ class VolumeWriter:
             catalog=catalog_name(volume).removeprefix("backup/"),
             full_catalog=full_catalog,
         )
-
-    @staticmethod
-    def _files(voldir: Path) -> dict[str, Path]:
-        """The volume's files in its staging directory (pieces too, where the sink stages them),
-        but not the checksum lists."""
-        out = {}
-        for dirpath, _dirs, files in os.walk(voldir):
-            for name in files:
-                path = Path(dirpath) / name
-                rel = path.relative_to(voldir).as_posix()
-                if rel not in (SHA256SUMS, SFV):
-                    out[rel] = path
-        return out
-
-    def _sizes_with_sums(
-        self, voldir: Path, pieces: list[PieceInfo], volume: int, title: str
-    ) -> dict[str, int]:
-        """Sizes of the volume's files but pieces and boot files, SHA256SUMS and Checksums.sfv
-        included: their size follows from the names they list (every checksum has a fixed width)."""
-        piece_names = {f"backup/{p.name}" for p in pieces}
-        sizes = {
-            rel: path.stat().st_size for rel, path in self._files(voldir).items() if rel not in piece_names
-        }
-        listed = sorted(set(sizes) | piece_names | {name for name, _ in self._boot(volume)})
-        blank = [(name, Sums("0" * 64, 0)) for name in listed]
-        sizes[SHA256SUMS] = len(format_sha256sums(blank).encode())
-        sizes[SFV] = len(format_sfv(blank, title).encode())
-        return sizes
-
-    def _sums(self, voldir: Path, pieces: list[PieceInfo]) -> list[tuple[str, Sums]]:
-        known = {f"backup/{p.name}": Sums(p.sha256, p.crc32) for p in pieces}
-        out = list(known.items())
-        for rel, path in self._files(voldir).items():
-            if rel not in known:
-                with open(path, "rb") as fh:
-                    out.append((rel, sums_of(fh)[0]))
-        return out
-
-    def _boot(self, volume: int) -> list[tuple[str, Sums]]:
-        out = []
-        unlisted = set(self.sink.unlisted(volume))
-        for src, iso_path in self.sink.boot_entries(volume):
-            if iso_path.lstrip("/") in unlisted:
-                continue
-            if src not in self._boot_sums:
-                with open(src, "rb") as fh:
-                    self._boot_sums[src] = sums_of(fh)[0]
-            out.append((iso_path.lstrip("/"), self._boot_sums[src]))
-        return out

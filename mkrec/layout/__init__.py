@@ -1,8 +1,8 @@
 """Layout capture: what the disks look like, written as hand-editable text into etc/recovery/.
 
 Entry points: capture_for_build(ctx) (the build stage), capture_layout(ctx, disks, out) (the
-`mkrec layout capture` command), filesystems_to_back_up(ctx) (for the backup), and read_layout(path)
-from mkrec.layout.textfmt (for the restore).
+`mkrec layout capture` command), and read_layout(path) from mkrec.layout.textfmt (for the restore).
+The disks captured are those mkrec.layout.sourcedisks chooses.
 """
 
 from __future__ import annotations
@@ -10,11 +10,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from mkrec.context import Context
-from mkrec.layout.model import Filesystem, Layout
+from mkrec.layout.model import Layout
+from mkrec.layout.sourcedisks import disks_to_back_up
 from mkrec.layout.textfmt import LAYOUT_FILE, read_layout
-from mkrec.preflight import disks_to_back_up
 
-__all__ = ["LAYOUT_FILE", "capture_for_build", "capture_layout", "filesystems_to_back_up", "read_layout"]
+__all__ = ["LAYOUT_FILE", "capture_for_build", "capture_layout", "read_layout"]
 
 
 def capture_layout(ctx: Context, disks: list[str] | None = None, out: Path | None = None) -> Layout:
@@ -30,14 +30,3 @@ def capture_for_build(ctx: Context) -> Layout:
     """The build's capture stage: fill ctx.recovery_dir; the layout goes on to the backup, which
     images the file systems in it that are not mounted."""
     return capture_layout(ctx)
-
-
-def filesystems_to_back_up(ctx: Context) -> list[Filesystem]:
-    """The mounted filesystems at or below [source] root, parents first, each with device, type,
-    mountpoint, uuid and label: what the backup streams, one per filesystem."""
-    from mkrec.layout.capture import build_layout
-
-    layout, _, _ = build_layout(
-        disks_to_back_up(ctx.config), ctx.config.source.root, ctx.hostname, ctx.started
-    )
-    return layout.mounted_under(str(ctx.config.source.root))

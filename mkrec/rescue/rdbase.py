@@ -9,7 +9,7 @@ import logging
 import tomllib
 from pathlib import Path
 
-from mkrec.backup.imaging import IMAGE_TOOLS  # partclone.*, ntfsclone: restoring images
+from mkrec.backup.imaging import PARTCLONE
 from mkrec.config import config_to_dict
 from mkrec.context import Context
 from mkrec.errors import MkrecError
@@ -19,23 +19,17 @@ from mkrec.rescue.elf import is_elf, resolve_libraries
 from mkrec.rescue.python import add_python
 from mkrec.rescue.render import render
 from mkrec.runner import which
+from mkrec.tools import Need, commands
 
 log = logging.getLogger("mkrec.rescue")
 
 MARKER = "mkrec rescue system ready"
 LIBDIR = "usr/lib/x86_64-linux-gnu"  # in the loader's built-in path: no ld.so.cache needed
 
-# Without these a restore cannot start: partitioning, the common filesystems, the archive.
-REQUIRED_TOOLS = ("sfdisk", "mkfs.ext4", "e2fsck", "mkswap", "tar", "zstd", "blkid", "lsblk", "mount")
-OPTIONAL_TOOLS = (
-    "sgdisk", "parted", "fdisk", "partx", "wipefs", "findmnt", "losetup", "umount",
-    "mke2fs", "mkfs.ext2", "mkfs.ext3", "tune2fs", "resize2fs", "dumpe2fs", "e2label",
-    "mkfs.xfs", "xfs_repair", "xfs_admin", "xfs_db", "xfs_growfs",
-    "mkfs.vfat", "mkfs.fat", "fatlabel", "mkfs.btrfs", "btrfs", "btrfstune",
-    "lvm", "dmsetup", "mdadm", "cryptsetup",
-    "grub-install", "grub-probe", "grub-mkimage", "grub-editenv", "efibootmgr", "extlinux",
-    "getfacl", "setfacl", "getfattr", "setfattr", "bash",
-)  # fmt: skip
+# From the one tool table (mkrec.tools). Without REQUIRED_TOOLS a restore cannot start; the optional
+# ones (and every partclone.<fs>, for restoring images) are carried when installed here.
+REQUIRED_TOOLS = commands(Need.RESCUE)
+OPTIONAL_TOOLS = (*commands(Need.RESTORE), *PARTCLONE.values())
 # lvm is one program answering to many names.
 LVM_NAMES = (
     "pvcreate", "pvs", "pvscan", "pvremove", "vgcreate", "vgs", "vgscan", "vgchange", "vgremove",
@@ -82,7 +76,7 @@ def _add_program(archive: Archive, path: Path) -> Path:
 
 def add_tools(archive: Archive) -> list[Path]:
     elves = []
-    for name in REQUIRED_TOOLS + OPTIONAL_TOOLS + IMAGE_TOOLS:
+    for name in REQUIRED_TOOLS + OPTIONAL_TOOLS:
         path = which(name)
         if path is None:
             if name in REQUIRED_TOOLS:

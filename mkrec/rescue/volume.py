@@ -10,9 +10,9 @@ import shutil
 from collections.abc import Iterable
 from pathlib import Path
 
+from mkrec.backup.setdir import SetDir
 from mkrec.backup.sums import format_sfv, format_sha256sums, sums_of
 from mkrec.context import Context
-from mkrec.errors import MkrecError
 from mkrec.iso import BootPayload, VolumeInfo, write_iso
 from mkrec.kernel import find_kernel
 from mkrec.progress import Progress
@@ -45,7 +45,6 @@ def _private_tree(path: Path) -> None:
 
 def write_rescue_set(ctx: Context, payload: BootPayload) -> Path:
     """Mode rescue: write the bootable ISO (with SHA256SUMS) into ctx.set_dir; returns the ISO."""
-    final = ctx.set_dir
     iso_name = f"{ctx.set_name}-vol1.iso"
     extra = ctx.staging / ".work" / "root"
     shutil.rmtree(extra, ignore_errors=True)
@@ -69,26 +68,23 @@ def write_rescue_set(ctx: Context, payload: BootPayload) -> Path:
     (extra / "Checksums.sfv").write_text(sfv)
     entries += [(extra / "SHA256SUMS", "/SHA256SUMS"), (extra / "Checksums.sfv", "/Checksums.sfv")]
 
-    # Build next to the final directory, then swap: an old same-day set survives a failed run.
-    partial = final.with_name(f".{final.name}.partial")
-    shutil.rmtree(partial, ignore_errors=True)
+    # Built next to the final directory, then swapped in: an old same-day set survives a failed run.
+    setdir = SetDir(ctx.set_dir)
+    partial = setdir.create()
     try:
-        partial.mkdir(parents=True, mode=0o700)
-    except OSError as exc:
-        raise MkrecError(f"cannot create {partial}: {exc.strerror}", hint="check [build] output") from None
-    iso = partial / iso_name
-    bar = Progress("Writing " + iso_name)
-    write_iso(iso, entries, VolumeInfo(label="CDREC_1", set_id=ctx.set_name), bar.update, boot=payload.boot)
-    bar.finish()
-    with open(iso, "rb") as fh:
-        (partial / "SHA256SUMS").write_text(format_sha256sums([(iso_name, sums_of(fh)[0])]))
-    _private_tree(partial)
-    old = final.with_name(f".{final.name}.old")
-    shutil.rmtree(old, ignore_errors=True)
-    if final.exists():
-        final.rename(old)
-    partial.rename(final)
-    shutil.rmtree(old, ignore_errors=True)
+        iso = partial / iso_name
+        bar = Progress("Writing " + iso_name)
+        write_iso(
+            iso, entries, VolumeInfo(label="CDREC_1", set_id=ctx.set_name), bar.update, boot=payload.boot
+        )
+        bar.finish()
+        with open(iso, "rb") as fh:
+            (partial / "SHA256SUMS").write_text(format_sha256sums([(iso_name, sums_of(fh)[0])]))
+        _private_tree(partial)
+    except BaseException:
+        setdir.abort()
+        raise
+    final = setdir.commit()
     os.chmod(final.parent, 0o700)
     log.info("    %s: %s", final / iso_name, format_size((final / iso_name).stat().st_size))
     return final / iso_name

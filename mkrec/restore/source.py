@@ -1,6 +1,6 @@
 """The backup set as the restore reads it: the thin seam between the restore engine and the backup
-package (mkrec.backup.setreader reads the volumes and manifests, mkrec.backup.extract.FrameReader
-the frames). What this module adds is what only a restore needs:
+package (mkrec.backup.setreader reads the volumes and manifests, and the frames through its
+FrameReader). What this module adds is what only a restore needs:
 
 - finding the volumes: --source (a set directory, a directory of ISO files, an ISO or tape file, a
   block device), else every optical drive, every block device labelled CDREC_<N> and
@@ -26,9 +26,8 @@ from typing import BinaryIO
 
 import pycdlib
 
-from mkrec.backup.extract import FrameReader
 from mkrec.backup.manifest import StreamRecord
-from mkrec.backup.setreader import BackupSet, read_volume, volume_sources
+from mkrec.backup.setreader import BackupSet, FrameReader, read_volume, volume_sources
 from mkrec.errors import MkrecError
 from mkrec.restore.devices import is_block
 from mkrec.runner import run_json
