@@ -26,17 +26,18 @@ from mkrec.layout.model import (
     VolumeGroup,
 )
 from mkrec.progress import Progress
-from mkrec.restore import bootloader, engine, mounts, stack, unpack
-from mkrec.restore import commands as cmd
-from mkrec.restore.devices import PresentDisk, parse_lsblk, protected_disks, swap_devices
-from mkrec.restore.fstab import fix_crypttab, fix_fstab
-from mkrec.restore.journal import Journal, read_steps
-from mkrec.restore.mapping import map_disks, parse_map
-from mkrec.restore.model import SavedDisk, SavedFs, SavedSystem
-from mkrec.restore.mounts import mounts_below
-from mkrec.restore.plan import Plan, make_plan, render_plan
-from mkrec.restore.resize import clone_layout, min_fs_bytes, render_rows, scale_volumes
-from mkrec.restore.sfdisk import MIB, parse_dump, partition_node, render_script, same_table
+from mkrec.restore.apply import argv as cmd
+from mkrec.restore.apply import bootloader, engine, layers, mounts, unpack
+from mkrec.restore.apply.fstab import fix_crypttab, fix_fstab
+from mkrec.restore.apply.journal import Journal, read_steps
+from mkrec.restore.apply.mounts import mounts_below
+from mkrec.restore.decide import stack
+from mkrec.restore.decide.mapping import map_disks, parse_map
+from mkrec.restore.decide.model import SavedDisk, SavedFs, SavedSystem
+from mkrec.restore.decide.plan import Plan, make_plan, render_plan
+from mkrec.restore.decide.present import PresentDisk, parse_lsblk, protected_disks, swap_devices
+from mkrec.restore.decide.resize import clone_layout, min_fs_bytes, render_rows, scale_volumes
+from mkrec.restore.decide.sfdisk import MIB, parse_dump, partition_node, render_script, same_table
 
 FIX = Path(__file__).parent / "fixtures" / "restore"
 GIB = 1024 * MIB
@@ -745,29 +746,29 @@ def test_stack_layers_are_ordered_and_named() -> None:
 def test_stack_argv() -> None:
     raid, vg, luks = _stack_layout()
     conf = ["--config", "devices { use_devicesfile=0 } activation { udev_sync=0 udev_rules=0 }"]
-    assert stack.mdadm_create_argv(raid, ["/dev/sdb2", "/dev/sdc2"]) == [
+    assert cmd.mdadm_create_argv(raid, ["/dev/sdb2", "/dev/sdc2"]) == [
         "mdadm", "--create", "/dev/md0", "--run", "--level=raid1", "--raid-devices=2", "--metadata=1.2",
         f"--uuid={MD_UUID}", "--name=host:0", "/dev/sdb2", "/dev/sdc2",
     ]  # fmt: skip
-    assert stack.pvcreate_argv(vg.pvs[0].uuid, "/dev/md0") == [
+    assert cmd.pvcreate_argv(vg.pvs[0].uuid, "/dev/md0") == [
         "pvcreate", *conf, "-ff", "-y", "--uuid", PV_UUID, "--norestorefile",
         "/dev/md0",
     ]  # fmt: skip
-    assert stack.vgcreate_argv(vg, ["/dev/md0"]) == [
+    assert cmd.vgcreate_argv(vg, ["/dev/md0"]) == [
         "vgcreate", *conf, "-y", "--physicalextentsize", "4096k", "vg-0", "/dev/md0"
     ]  # fmt: skip
-    assert stack.lvcreate_argv(vg, 1) == [
+    assert cmd.lvcreate_argv(vg, 1) == [
         "lvcreate", *conf, "-y", "-W", "y", "-Z", "y", "--name", "my-home", "--size", f"{32 * MIB}b", "vg-0"
     ]  # fmt: skip
-    assert stack.luks_format_argv(luks, "/dev/mapper/vg--0-my--home", "/root/key") == [
+    assert cmd.luks_format_argv(luks, "/dev/mapper/vg--0-my--home", "/root/key") == [
         "cryptsetup", "luksFormat", "--batch-mode", "--type=luks2", f"--uuid={LUKS_UUID}",
         "--cipher=aes-xts-plain64", "--key-size=512", "--label=home", "--key-file=/root/key",
         "/dev/mapper/vg--0-my--home",
     ]  # fmt: skip
-    assert stack.luks_format_argv(luks, "/dev/x", "-", 1000)[-4:] == [
+    assert cmd.luks_format_argv(luks, "/dev/x", "-", 1000)[-4:] == [
         "--pbkdf=pbkdf2", "--pbkdf-force-iterations=1000", "--key-file=-", "/dev/x"
     ]  # fmt: skip
-    assert stack.luks_open_argv(luks, "/dev/x", "-") == [
+    assert cmd.luks_open_argv(luks, "/dev/x", "-") == [
         "cryptsetup",
         "open",
         "--key-file=-",
@@ -783,7 +784,7 @@ def test_a_luks_container_without_a_key_stops_with_what_to_do() -> None:
     with pytest.raises(
         MkrecError, match="LUKS container crypthome on /dev/mapper/vg--0-my--home needs a new"
     ):
-        stack.make_layer(luks, nodes, None, lambda argv, **kw: ran.append(argv))
+        layers.make_layer(luks, nodes, None, lambda argv, **kw: ran.append(argv))
     assert ran == [["wipefs", "-a", "-q", "/dev/mapper/vg--0-my--home"]]
 
 

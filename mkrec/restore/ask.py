@@ -7,8 +7,8 @@ import sys
 from collections.abc import Callable
 
 from mkrec.errors import MkrecError
-from mkrec.restore.devices import PresentDisk
-from mkrec.restore.model import SavedDisk
+from mkrec.restore.decide.model import SavedDisk
+from mkrec.restore.decide.present import PresentDisk
 
 Input = Callable[[str], str]
 

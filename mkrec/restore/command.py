@@ -13,16 +13,16 @@ from pathlib import Path
 from mkrec.context import Context
 from mkrec.errors import MkrecError
 from mkrec.restore import ask
-from mkrec.restore.devices import find_protected, present_disks
-from mkrec.restore.engine import restore_disks
-from mkrec.restore.layout_adapter import load_saved, load_vg_metadata
-from mkrec.restore.lvresize import parse_lv_file, render_lv_file, with_sizes
-from mkrec.restore.mapping import parse_map
-from mkrec.restore.plan import Plan, make_plan, render_plan, rescale_volumes
-from mkrec.restore.resize import min_fs_bytes
-from mkrec.restore.sfdisk import parse_dump, render_script
-from mkrec.restore.source import RestoreSet, open_set
-from mkrec.restore.stack import LuksKey
+from mkrec.restore.apply.engine import restore_disks
+from mkrec.restore.apply.layers import LuksKey
+from mkrec.restore.decide.layout_adapter import load_saved, load_vg_metadata
+from mkrec.restore.decide.lvresize import parse_lv_file, render_lv_file, with_sizes
+from mkrec.restore.decide.mapping import parse_map
+from mkrec.restore.decide.plan import Plan, make_plan, render_plan, rescale_volumes
+from mkrec.restore.decide.present import find_protected, present_disks
+from mkrec.restore.decide.resize import min_fs_bytes
+from mkrec.restore.decide.sfdisk import parse_dump, render_script
+from mkrec.restore.decide.source import RestoreSet, open_restore_set
 from mkrec.runner import run
 from mkrec.sizes import format_size
 
@@ -73,7 +73,7 @@ def finish_unattended(after: str) -> None:
 
 
 def build_plan(req: Request, asker: ask.Input | None) -> tuple[Plan, RestoreSet]:
-    reader = open_set(req.source, asker)
+    reader = open_restore_set(req.source, asker)
     system = load_saved(reader, req.layout)
     present = present_disks()
     protected = find_protected(present, reader.nodes(), req.target)

@@ -121,10 +121,10 @@ def write_report(found: list[tuple[str, str]], output: Path) -> str:
 
 
 def compare_command(req: Request) -> int:
-    from mkrec.restore.layout_adapter import load_saved
-    from mkrec.restore.source import open_set
+    from mkrec.restore.decide.layout_adapter import load_saved
+    from mkrec.restore.decide.source import open_restore_set
 
-    reader = open_set(req.source)
+    reader = open_restore_set(req.source)
     try:
         system = load_saved(reader, req.layout)
         entries, missing = reader.bset.catalog()

@@ -14,15 +14,15 @@ from typing import TYPE_CHECKING
 
 from mkrec.errors import MkrecError
 from mkrec.restore import ask
-from mkrec.restore.commands import MKFS_TYPES, mkfs_argv, uuid_fits
-from mkrec.restore.devices import device_size, disk_holding, find_protected, present_disks
-from mkrec.restore.fstab import fix_fstab
-from mkrec.restore.layout_adapter import load_saved
-from mkrec.restore.mapping import parse_map
-from mkrec.restore.model import SavedFs, SavedSystem
-from mkrec.restore.resize import min_fs_bytes
-from mkrec.restore.source import RestoreSet, open_set
-from mkrec.restore.unpack import check_image_fits, unpack_tar, write_image
+from mkrec.restore.apply.argv import MKFS_TYPES, mkfs_argv, uuid_fits
+from mkrec.restore.apply.fstab import fix_fstab
+from mkrec.restore.apply.unpack import check_image_fits, unpack_tar, write_image
+from mkrec.restore.decide.layout_adapter import load_saved
+from mkrec.restore.decide.mapping import parse_map
+from mkrec.restore.decide.model import SavedFs, SavedSystem
+from mkrec.restore.decide.present import device_size, disk_holding, find_protected, present_disks
+from mkrec.restore.decide.resize import min_fs_bytes
+from mkrec.restore.decide.source import RestoreSet, open_restore_set
 from mkrec.runner import run
 from mkrec.sizes import format_size
 
@@ -84,7 +84,7 @@ def check_target(node: str, sources: list[Path]) -> None:
 def restore_fs(req: Request, asker: ask.Input | None) -> int:
     if len(req.maps) != 1:
         raise MkrecError("restore fs needs exactly one --map SAVED=DEV", hint="e.g. --map sda3=/dev/vdb1")
-    reader = open_set(req.source, asker)
+    reader = open_restore_set(req.source, asker)
     try:
         return _restore_fs(req, asker, reader)
     finally:

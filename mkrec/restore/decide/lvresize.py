@@ -1,5 +1,5 @@
 """clone-disk's maths for LVM: a volume group whose physical volumes changed size (its PV partitions
-were scaled by mkrec.restore.resize) gets its LVs recomputed in proportion, in whole extents
+were scaled by mkrec.restore.decide.resize) gets its LVs recomputed in proportion, in whole extents
 (resize.scale_volumes). Like partitions, LVs whose size has a meaning keep it: swap unless asked,
 /boot, raw images, LVs holding no filesystem we recreate (a LUKS container, say). Nothing is
 accepted that cannot hold its data. Pure functions, plus the text file in which a person at the
@@ -12,8 +12,8 @@ from dataclasses import dataclass, replace
 
 from mkrec.errors import MkrecError
 from mkrec.layout.model import VolumeGroup
-from mkrec.restore.model import SavedFs, SavedSystem
-from mkrec.restore.resize import fs_fixed_reason, min_fs_bytes, scale_volumes
+from mkrec.restore.decide.model import SavedFs, SavedSystem
+from mkrec.restore.decide.resize import fs_fixed_reason, min_fs_bytes, scale_volumes
 from mkrec.sizes import format_size, parse_size
 
 # saved partition name ("sda3") -> (its bytes on the saved disk, its bytes on the target disk)

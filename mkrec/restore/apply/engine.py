@@ -10,20 +10,21 @@ from pathlib import Path
 
 from mkrec.errors import MkrecError
 from mkrec.layout.model import BootLoader, VolumeGroup
+from mkrec.restore.apply.argv import MKFS_TYPES, mkfs_argv
+from mkrec.restore.apply.bootloader import install_boot
+from mkrec.restore.apply.fstab import fix_crypttab, fix_fstab
+from mkrec.restore.apply.journal import ON_DISK, Journal, read_steps
+from mkrec.restore.apply.layers import LuksKey, activate_layer, make_layer
+from mkrec.restore.apply.mounts import mount_all, mounts_below, umount_all, where
+from mkrec.restore.apply.runlog import RunLog
+from mkrec.restore.apply.steps import Steps
+from mkrec.restore.apply.tables import write_table
+from mkrec.restore.apply.unpack import unpack_tar, write_image
 from mkrec.restore.ask import Input
-from mkrec.restore.bootloader import install_boot
-from mkrec.restore.commands import MKFS_TYPES, mkfs_argv
-from mkrec.restore.devices import fs_identity
-from mkrec.restore.disks import write_table
-from mkrec.restore.fstab import fix_crypttab, fix_fstab
-from mkrec.restore.journal import ON_DISK, Journal, read_steps
-from mkrec.restore.mounts import mount_all, mounts_below, umount_all, where
-from mkrec.restore.plan import FsTarget, Plan
-from mkrec.restore.runlog import RunLog
-from mkrec.restore.source import RestoreSet
-from mkrec.restore.stack import LuksKey, activate_layer, layers, make_layer
-from mkrec.restore.steps import Steps
-from mkrec.restore.unpack import unpack_tar, write_image
+from mkrec.restore.decide.plan import FsTarget, Plan
+from mkrec.restore.decide.present import fs_identity
+from mkrec.restore.decide.source import RestoreSet
+from mkrec.restore.decide.stack import layers
 from mkrec.runner import run
 
 log = logging.getLogger("mkrec.restore")

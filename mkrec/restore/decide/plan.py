@@ -15,13 +15,13 @@ from dataclasses import dataclass, field
 from mkrec.errors import MkrecError
 from mkrec.layout.model import VolumeGroup
 from mkrec.layout.vgcfg import file_name, mismatch, parse_vgcfg
-from mkrec.restore.devices import PresentDisk
-from mkrec.restore.lvresize import LvRow, Resized, render_lv_rows, scale_vgs
-from mkrec.restore.mapping import Chooser, DiskChoice, map_disks
-from mkrec.restore.model import SavedFs, SavedSystem
-from mkrec.restore.resize import Row, clone_layout, min_fs_bytes, render_rows
-from mkrec.restore.sfdisk import Table, partition_node, render_script
-from mkrec.restore.stack import Nodes, below, layers, provides
+from mkrec.restore.decide.lvresize import LvRow, Resized, render_lv_rows, scale_vgs
+from mkrec.restore.decide.mapping import Chooser, DiskChoice, map_disks
+from mkrec.restore.decide.model import SavedFs, SavedSystem
+from mkrec.restore.decide.present import PresentDisk
+from mkrec.restore.decide.resize import Row, clone_layout, min_fs_bytes, render_rows
+from mkrec.restore.decide.sfdisk import Table, partition_node, render_script
+from mkrec.restore.decide.stack import Nodes, below, layers, provides
 from mkrec.sizes import format_size
 
 log = logging.getLogger("mkrec.restore")

@@ -8,8 +8,8 @@ from collections.abc import Callable
 
 from mkrec.errors import MkrecError
 from mkrec.log import step
+from mkrec.restore.apply.journal import Journal
 from mkrec.restore.ask import Input, ask_step
-from mkrec.restore.journal import Journal
 
 log = logging.getLogger("mkrec.restore")
 

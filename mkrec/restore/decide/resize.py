@@ -5,7 +5,7 @@ partitions without a filesystem we can recreate); the others, LVM physical volum
 what is left in proportion to their old sizes. On a larger disk, ext2/3/4 and NTFS images grow with
 the others (the restore grows the file system to fill its partition); they never shrink. Every start
 is aligned to 1 MiB, and nothing is accepted that cannot hold its data. The LVs of a VG whose PVs
-changed size: mkrec.restore.lvresize."""
+changed size: mkrec.restore.decide.lvresize."""
 
 from __future__ import annotations
 
@@ -13,15 +13,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
 from mkrec.errors import MkrecError
-from mkrec.restore.model import SavedFs
-from mkrec.restore.sfdisk import MIB, Partition, Table
+from mkrec.restore.decide.model import SavedFs
+from mkrec.restore.decide.sfdisk import MIB, Partition, Table
 from mkrec.sizes import format_size
 
 ESP_TYPES = frozenset({"c12a7328-f81f-11d2-ba4b-00a0c93ec93b", "ef"})
 BIOS_BOOT_TYPES = frozenset({"21686148-6449-6e6f-744e-656564454649"})
 GPT_BACKUP_SECTORS = 33  # the backup GPT (header + 32 sectors of entries) at the disk's end
 RESIZABLE_FS = frozenset({"ext2", "ext3", "ext4", "xfs", "btrfs", "vfat", "swap"})
-# Images whose file system the restore grows to fill a larger node (mkrec.restore.unpack.grow_to_node)
+# Images whose file system the restore grows to fill a larger node (mkrec.restore.apply.unpack.grow_to_node)
 GROWABLE_IMAGES = frozenset({"ext2", "ext3", "ext4", "ntfs"})
 
 

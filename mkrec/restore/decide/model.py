@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from mkrec.layout.model import BootLoader, LuksContainer, RaidArray, VolumeGroup
-from mkrec.restore.sfdisk import Table, partition_node
+from mkrec.restore.decide.sfdisk import Table, partition_node
 
 
 @dataclass(frozen=True)
