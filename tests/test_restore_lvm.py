@@ -17,10 +17,9 @@ from mkrec.restore.apply import layers
 from mkrec.restore.apply.argv import LVM_CONFIG
 from mkrec.restore.apply.journal import Journal
 from mkrec.restore.apply.steps import Steps
-from mkrec.restore.command import edit_clone_tables
 from mkrec.restore.decide.lvresize import parse_lv_file, render_lv_file, scale_vg, vg_bytes
 from mkrec.restore.decide.model import SavedDisk, SavedFs, SavedSystem
-from mkrec.restore.decide.plan import Plan, make_plan, render_plan
+from mkrec.restore.decide.plan import Plan, edit_clone_tables, make_plan, render_plan
 from mkrec.restore.decide.present import PresentDisk
 from mkrec.restore.decide.resize import render_rows, scale_volumes
 from mkrec.restore.decide.sfdisk import MIB, parse_dump

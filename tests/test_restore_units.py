@@ -10,7 +10,7 @@ import itertools
 import json
 import signal
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -34,9 +34,9 @@ from mkrec.restore.apply.mounts import mounts_below
 from mkrec.restore.decide import stack
 from mkrec.restore.decide.mapping import map_disks, parse_map
 from mkrec.restore.decide.model import SavedDisk, SavedFs, SavedSystem
-from mkrec.restore.decide.plan import Plan, make_plan, render_plan
+from mkrec.restore.decide.plan import Plan, edit_clone_tables, make_plan, render_plan
 from mkrec.restore.decide.present import PresentDisk, parse_lsblk, protected_disks, swap_devices
-from mkrec.restore.decide.resize import clone_layout, min_fs_bytes, render_rows, scale_volumes
+from mkrec.restore.decide.resize import clone_layout, min_fs_bytes, need_bytes, render_rows, scale_volumes
 from mkrec.restore.decide.sfdisk import MIB, parse_dump, partition_node, render_script, same_table
 
 FIX = Path(__file__).parent / "fixtures" / "restore"
@@ -370,6 +370,40 @@ def test_plan_maps_nodes_and_has_a_stable_id() -> None:
     assert [f.node for f in a.filesystems] == ["/dev/loop9p2", "/dev/loop9p3", "/dev/loop9p4"]
     other = make_plan(system(), "start", [PresentDisk("/dev/loop8", 300 * MIB)], {"sda": "/dev/loop8"}, {})
     assert other.id != a.id
+
+
+def test_one_fit_rule_for_planned_and_edited_tables() -> None:
+    """need_bytes is the rule: an image needs its whole file system, files a new one with room for
+    them. make_plan and a table a person edited are checked by it alike (an edited table once let
+    an image through: the check for edits looked only at tar streams)."""
+    fss = imaged_data("xfs")
+    assert need_bytes(fss[4]) == 61 * MIB
+    assert need_bytes(fss[3]) == min_fs_bytes("ext4", 50 * MIB)
+    assert need_bytes(SavedFs("/dev/sda5", "swap")) == 0
+    present = [PresentDisk("/dev/loop9", 2 * 256 * MIB, type="loop")]
+    plan = make_plan(system(fss=fss), "clone", present, {"sda": "/dev/loop9"}, {})
+
+    def shrink(number: int) -> Callable[[str], str]:
+        def person(prompt: str) -> str:
+            path = Path(prompt.split(" is in ", 1)[1].split(";", 1)[0])
+            table = parse_dump(path.read_text())
+            parts = tuple(
+                dataclasses.replace(q, size=8 * MIB // 512) if q.number == number else q
+                for q in table.partitions
+            )
+            path.write_text(render_script(table.with_partitions(parts), "/dev/loop9"))
+            return ""
+
+        return person
+
+    with pytest.raises(
+        MkrecError, match=r"^/dev/sda4 \(xfs, 10.0 MiB used\) does not fit in 8.0 MiB at /dev/loop9p4"
+    ):
+        edit_clone_tables(plan, shrink(4))
+    with pytest.raises(MkrecError, match=r"^/dev/sda3 \(/, 50.0 MiB used\) does not fit in 8.0 MiB") as exc:
+        edit_clone_tables(plan, shrink(3))
+    assert exc.value.hint == "edit the table again with more room"
+    assert edit_clone_tables(plan, lambda prompt: "").disks == plan.disks
 
 
 # ---- exact command lines ----

@@ -4,7 +4,6 @@ The CLI handler only builds a Request; this module reads the facts, decides, ask
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import getpass
 import logging
 from dataclasses import dataclass
@@ -16,15 +15,11 @@ from mkrec.restore import ask
 from mkrec.restore.apply.engine import restore_disks
 from mkrec.restore.apply.layers import LuksKey
 from mkrec.restore.decide.layout_adapter import load_saved, load_vg_metadata
-from mkrec.restore.decide.lvresize import parse_lv_file, render_lv_file, with_sizes
 from mkrec.restore.decide.mapping import parse_map
-from mkrec.restore.decide.plan import Plan, make_plan, render_plan, rescale_volumes
+from mkrec.restore.decide.plan import Plan, edit_clone_tables, make_plan, render_plan
 from mkrec.restore.decide.present import find_protected, present_disks
-from mkrec.restore.decide.resize import min_fs_bytes
-from mkrec.restore.decide.sfdisk import parse_dump, render_script
 from mkrec.restore.decide.source import RestoreSet, open_restore_set
 from mkrec.runner import run
-from mkrec.sizes import format_size
 
 log = logging.getLogger("mkrec.restore")
 
@@ -89,53 +84,6 @@ def build_plan(req: Request, asker: ask.Input | None) -> tuple[Plan, RestoreSet]
         vg_metadata=load_vg_metadata(reader, req.layout, system) if req.action == "start" else None,
     )
     return plan, reader
-
-
-def edit_clone_tables(plan: Plan, asker: ask.Input, resize_swap: bool = False) -> Plan:
-    """clone-disk on a terminal: each new table is written to a file the person may edit first;
-    then the LV sizes, recomputed for the tables as edited."""
-    disks = []
-    for d in plan.disks:
-        path = Path(f"/tmp/mkrec-clone-{d.device.rsplit('/', 1)[-1]}.sfdisk")
-        path.write_text(render_script(d.table, d.device))
-        answer = asker(f"The new table for {d.device} is in {path}; edit it if you like, then press Enter: ")
-        if answer.strip().lower() in ("n", "no", "q"):
-            raise MkrecError("nothing was written: stopped before the tables were applied")
-        table = parse_dump(path.read_text(), str(path))
-        disks.append(dataclasses.replace(d, table=table))
-    edited = dataclasses.replace(plan, disks=tuple(disks))
-    check_fits(edited)
-    edited = rescale_volumes(edited, resize_swap)
-    return edit_lv_sizes(edited, asker) if edited.lv_rows else edited
-
-
-def edit_lv_sizes(plan: Plan, asker: ask.Input) -> Plan:
-    path = Path("/tmp/mkrec-clone-lvm.txt")
-    path.write_text(render_lv_file(plan.lv_rows))
-    answer = asker(f"The new LV sizes are in {path}; edit them if you like, then press Enter: ")
-    if answer.strip().lower() in ("n", "no", "q"):
-        raise MkrecError("nothing was written: stopped before the LV sizes were applied")
-    rows = parse_lv_file(path.read_text(), str(path), plan.lv_rows)
-    vgs = tuple(with_sizes(vg, rows) for vg in plan.vgs)
-    return dataclasses.replace(plan, vgs=vgs, lv_rows=rows)
-
-
-def check_fits(plan: Plan) -> None:
-    by_node = {}
-    for d in plan.disks:
-        for p in d.table.partitions:
-            by_node[d.choice.saved.node(p.number)] = (d, p)
-    for f in plan.filesystems:
-        if f.saved.device in by_node and f.saved.stream:
-            d, p = by_node[f.saved.device]
-            size = p.size * d.table.sector_size
-            need = min_fs_bytes(f.saved.fstype, f.saved.used)
-            if size < need:
-                raise MkrecError(
-                    f"partition {p.number} on {d.device} ({format_size(size)}) cannot hold "
-                    f"{f.saved.mountpoint} ({format_size(need)} needed); nothing was written",
-                    hint="edit the table again with more room",
-                )
 
 
 def luks_key(req: Request, plan: Plan, asker: ask.Input | None) -> LuksKey | None:

@@ -25,6 +25,14 @@ RESIZABLE_FS = frozenset({"ext2", "ext3", "ext4", "xfs", "btrfs", "vfat", "swap"
 GROWABLE_IMAGES = frozenset({"ext2", "ext3", "ext4", "ntfs"})
 
 
+def align_up(value: int, align: int) -> int:
+    return -(-value // align) * align
+
+
+def align_down(value: int, align: int) -> int:
+    return value // align * align
+
+
 def min_fs_bytes(fstype: str, used: int) -> int:
     """The least room a new filesystem needs to take back `used` bytes of data: 10 % slack plus
     room for the journal and metadata; mkfs.xfs refuses filesystems under 300 MiB."""
@@ -34,6 +42,16 @@ def min_fs_bytes(fstype: str, used: int) -> int:
     if fstype == "xfs":
         need = max(need, 300 * MIB)
     return need
+
+
+def need_bytes(fs: SavedFs) -> int:
+    """The one fit rule: the least room a node must have to take fs back. An image needs its whole
+    file system; files need a new file system with room for them; 0 when nothing of fs comes back."""
+    if fs.raw:
+        return fs.size
+    if fs.stream:
+        return min_fs_bytes(fs.fstype, fs.used)
+    return 0
 
 
 def fixed_reason(
@@ -84,20 +102,12 @@ class CloneLayout:
     rows: tuple[Row, ...]
 
 
-def _align_up(value: int, align: int) -> int:
-    return -(-value // align) * align
-
-
-def _align_down(value: int, align: int) -> int:
-    return value // align * align
-
-
 def usable_end(disk_bytes: int, table: Table) -> int:
     """The first sector after the last one a partition may use, aligned down to 1 MiB."""
     sectors = disk_bytes // table.sector_size
     if table.label == "gpt":
         sectors -= GPT_BACKUP_SECTORS + 1
-    return _align_down(sectors, MIB // table.sector_size)
+    return align_down(sectors, MIB // table.sector_size)
 
 
 def clone_layout(
@@ -123,13 +133,13 @@ def clone_layout(
     parts = sorted(table.partitions, key=lambda p: p.start)
     if not parts:
         return CloneLayout(table, ())
-    head = _align_up(parts[0].start, align)
+    head = align_up(parts[0].start, align)
     growing = new_disk_bytes >= old_disk_bytes
     reasons = {
         p.number: fixed_reason(p, filesystems.get(p.number), resize_swap, p.number in pvs, growing)
         for p in parts
     }
-    fixed_total = sum(_align_up(p.size, align) for p in parts if reasons[p.number])
+    fixed_total = sum(align_up(p.size, align) for p in parts if reasons[p.number])
     flex = [p for p in parts if not reasons[p.number]]
     old_limit = usable_end(old_disk_bytes, table)
     new_limit = usable_end(new_disk_bytes, table)
@@ -148,18 +158,18 @@ def clone_layout(
         if reasons[p.number]:
             sizes[p.number] = p.size
         else:
-            sizes[p.number] = max(_align_down(p.size * new_room // old_room, align), align)
+            sizes[p.number] = max(align_down(p.size * new_room // old_room, align), align)
             if _is_image(filesystems.get(p.number)):
                 sizes[p.number] = max(sizes[p.number], p.size)  # an image never shrinks
     new_parts: list[Partition] = []
     cursor = head
     for i, p in enumerate(parts):
-        start = _align_up(cursor, align)
+        start = align_up(cursor, align)
         size = sizes[p.number]
         is_last_flex = bool(flex) and p.number == flex[-1].number
         if is_last_flex:
             # Whatever the fixed partitions after it need; the rest can go to this one.
-            after = sum(_align_up(sizes[q.number], align) for q in parts[i + 1 :])
+            after = sum(align_up(sizes[q.number], align) for q in parts[i + 1 :])
             room = new_limit - after - start
             size = room if fills_disk else min(size, room)
         new_parts.append(replace(p, start=start, size=size))
@@ -217,6 +227,4 @@ def scale_volumes(sizes: list[tuple[int, bool]], old_total: int, new_total: int,
             f"the volume group would be {format_size(new_total)}, less than its fixed volumes need",
             hint="choose a larger target disk",
         )
-    return [
-        size if is_fixed else _align_down(size * new_room // old_room, extent) for size, is_fixed in sizes
-    ]
+    return [size if is_fixed else align_down(size * new_room // old_room, extent) for size, is_fixed in sizes]
