@@ -17,6 +17,11 @@ def interactive() -> bool:
     return sys.stdin.isatty()
 
 
+def person(yes: bool) -> Input | None:
+    """How to ask the person at the console; None under --yes or without a terminal."""
+    return None if yes or not interactive() else input
+
+
 def confirm_erase(summary: str, yes: bool, ask: Input | None = None) -> None:
     """Show the plan; go on only on an explicit "yes"."""
     print(summary, flush=True)

@@ -77,7 +77,7 @@ class Plan:
             "fs": [(f.saved.device, f.node, f.saved.uuid) for f in self.filesystems],
             "lvs": [(vg.name, lv.name, lv.size) for vg in self.vgs for lv in vg.lvs],
         }
-        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+        return stable_id(data)
 
     def node_map(self) -> dict[str, str]:
         return partition_nodes(self.disks)
@@ -87,6 +87,11 @@ class Plan:
 
     def target(self, mountpoint: str) -> FsTarget | None:
         return next((f for f in self.filesystems if f.saved.mountpoint == mountpoint), None)
+
+
+def stable_id(data: object) -> str:
+    """A short id of JSON-able data: equal data, equal id (what a journal is matched by)."""
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def partition_nodes(disks: Sequence[DiskPlan]) -> dict[str, str]:
