@@ -10,8 +10,11 @@ import itertools
 import json
 import signal
 import subprocess
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import SimpleNamespace
+from typing import cast
 
 import pytest
 
@@ -26,6 +29,7 @@ from mkrec.layout.model import (
     VolumeGroup,
 )
 from mkrec.progress import Progress
+from mkrec.restore import restorefs
 from mkrec.restore.apply import argv as cmd
 from mkrec.restore.apply import bootloader, engine, layers, mounts, unpack
 from mkrec.restore.apply.fstab import fix_crypttab, fix_fstab
@@ -38,6 +42,7 @@ from mkrec.restore.decide.plan import Plan, edit_clone_tables, make_plan, render
 from mkrec.restore.decide.present import PresentDisk, parse_lsblk, protected_disks, swap_devices
 from mkrec.restore.decide.resize import clone_layout, min_fs_bytes, need_bytes, render_rows, scale_volumes
 from mkrec.restore.decide.sfdisk import MIB, parse_dump, partition_node, render_script, same_table
+from mkrec.restore.decide.source import RestoreSet
 
 FIX = Path(__file__).parent / "fixtures" / "restore"
 GIB = 1024 * MIB
@@ -844,3 +849,46 @@ def test_a_damaged_stream_kills_the_tool_it_was_feeding() -> None:
     with pytest.raises(MkrecError, match="frame 2 is damaged"):
         unpack._stream_into(DamagedSet(), "s.tar.zst", proc, Progress("test", 0))  # type: ignore[arg-type]
     assert proc.returncode == -signal.SIGKILL, "tar must not go on to finish a truncated stream"
+
+
+def test_restore_fs_resumes_where_it_stopped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """restore-fs runs as journaled steps: a rerun after a failed unpack does not make the filesystem
+    again, and fstab gets the UUID it was made with (here a new one: the saved UUID is taken)."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where the journal goes
+    argvs: list[list[str]] = []
+    made: dict[str, str] = {}
+    monkeypatch.setattr(restorefs, "run", lambda argv, **kw: argvs.append([str(a) for a in argv]))
+    monkeypatch.setattr(restorefs, "check_target", lambda node, sources: None)
+    monkeypatch.setattr(restorefs, "device_size", lambda node: GIB)
+    monkeypatch.setattr(restorefs, "present_uuids", lambda node: {"u4"})
+    monkeypatch.setattr(restorefs, "fs_identity", lambda node: ("xfs", made["uuid"]))
+    unpacked: list[str] = []
+
+    def unpack(reader: object, stream: str, dest: Path) -> int:
+        unpacked.append(stream)
+        if len(unpacked) == 1:
+            raise MkrecError("volume 2 of 2 of S is missing")
+        return 0
+
+    monkeypatch.setattr(restorefs, "unpack_tar", unpack)
+    root = tmp_path / "root"
+    (root / "etc").mkdir(parents=True)
+    (root / "etc" / "fstab").write_text("UUID=u4 /data ext4 errors=remount-ro 0 2\n")
+    reader = cast(RestoreSet, SimpleNamespace(set_id="set1", nodes=lambda: []))
+    saved = gpt_fs()[4]
+
+    def again() -> None:
+        restorefs._restore_files(reader, saved, "sda4", "/dev/vdb4", root, "xfs", True, None)
+
+    with pytest.raises(MkrecError, match=r"^step 'Unpack sda4\.ext4\.tar\.zst' failed") as exc:
+        again()
+    assert "run 'mkrec restore fs' again" in (exc.value.hint or "")
+    mkfs = next(a for a in argvs if a[0] == "mkfs.xfs")
+    made["uuid"] = mkfs[mkfs.index("uuid=u4") if "uuid=u4" in mkfs else mkfs.index("-m") + 1].removeprefix(
+        "uuid="
+    )
+    assert made["uuid"] != "u4"
+    argvs.clear()
+    again()
+    assert [a[0] for a in argvs] == ["mount", "umount"] and len(unpacked) == 2
+    assert (root / "etc" / "fstab").read_text() == f"UUID={made['uuid']}\t/data\txfs\tdefaults\t0\t2\n"

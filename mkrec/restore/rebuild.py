@@ -15,9 +15,9 @@ from mkrec.restore.actions import TARGET
 from mkrec.restore.apply.engine import restore_disks
 from mkrec.restore.apply.layers import LuksKey
 from mkrec.restore.decide.layout_adapter import load_saved, load_vg_metadata
-from mkrec.restore.decide.mapping import Chooser, parse_map
+from mkrec.restore.decide.mapping import parse_map
 from mkrec.restore.decide.plan import Plan, edit_clone_tables, make_plan, render_plan
-from mkrec.restore.decide.present import PresentDisk, find_protected, present_disks
+from mkrec.restore.decide.present import find_protected, present_disks
 from mkrec.restore.decide.source import RestoreSet, open_restore_set
 from mkrec.runner import run
 
@@ -39,20 +39,9 @@ def start(
     after: unattended, what to do once it is done (poweroff | reboot; else nothing)."""
     asker = ask.person(yes)
     with open_restore_set(source, asker) as reader:
-        system = load_saved(reader, layout)
-        present, protected = _disks_here(reader, target)
-        plan = make_plan(
-            system,
-            "start",
-            present,
-            parse_map(maps),
-            protected,
-            choose=_chooser(asker),
-            vg_metadata=load_vg_metadata(reader, layout, system),
-        )
-        _confirm_and_restore(
-            plan, reader, target, yes, asker, LuksKey(luks_key, pbkdf_iterations=luks_iterations)
-        )
+        plan = _plan(reader, "start", layout, maps, target, asker)
+        key = LuksKey(luks_key, pbkdf_iterations=luks_iterations)
+        _confirm_and_restore(plan, reader, target, yes, asker, key)
     finish_unattended(after)
     return 0
 
@@ -73,17 +62,7 @@ def clone(
     may edit the tables and LV sizes first, and skip steps."""
     asker = ask.person(yes)
     with open_restore_set(source, asker) as reader:
-        system = load_saved(reader, layout)
-        present, protected = _disks_here(reader, target)
-        plan = make_plan(
-            system,
-            "clone",
-            present,
-            parse_map(maps),
-            protected,
-            choose=_chooser(asker),
-            resize_swap=resize_swap,
-        )
+        plan = _plan(reader, "clone", layout, maps, target, asker, resize_swap)
         if asker is not None:
             print(render_plan(plan))
             plan = edit_clone_tables(plan, asker, resize_swap)
@@ -93,14 +72,30 @@ def clone(
     return 0
 
 
-def _disks_here(reader: RestoreSet, target: Path) -> tuple[list[PresentDisk], dict[str, str]]:
-    """The disks present, and those that must not be written (the set's, the boot disk, in use)."""
+def _plan(
+    reader: RestoreSet,
+    action: str,
+    layout: Path | None,
+    maps: list[str],
+    target: Path,
+    asker: ask.Input | None,
+    resize_swap: bool = False,
+) -> Plan:
+    """The plan for the saved layout and the disks present here; those that must not be written (the
+    set's, the boot disk, disks in use) are refused. The saved LVM metadata goes along: start gives
+    it back, clone makes its VGs anew."""
+    system = load_saved(reader, layout)
     present = present_disks()
-    return present, find_protected(present, reader.nodes(), target)
-
-
-def _chooser(asker: ask.Input | None) -> Chooser | None:
-    return ask.make_chooser(asker) if asker is not None else None
+    return make_plan(
+        system,
+        action,
+        present,
+        parse_map(maps),
+        find_protected(present, reader.nodes(), target),
+        choose=ask.make_chooser(asker) if asker is not None else None,
+        resize_swap=resize_swap,
+        vg_metadata=load_vg_metadata(reader, layout, system),
+    )
 
 
 def _confirm_and_restore(
