@@ -204,20 +204,20 @@ def add_restore_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]
     }
 
     p = parsers["start"]
-    _set_options(p, "saved disk")
+    _shared_options(p, "saved disk")
     _target_option(p)
     _unattended_options(p)
     p.set_defaults(handler=cmd_restore_start, logs=True)
 
     p = parsers["clone"]
-    _set_options(p, "saved disk")
+    _shared_options(p, "saved disk")
     _target_option(p)
     _unattended_options(p)
     p.add_argument("--resize-swap", action="store_true", help="scale swap like the other partitions")
     p.set_defaults(handler=cmd_restore_clone, logs=True)
 
     p = parsers["fs"]
-    _set_options(p, "saved filesystem (a device or mount point): exactly one")
+    _shared_options(p, "saved filesystem (a device or mount point): exactly one")
     _target_option(p, "the mounted system whose fstab follows")
     p.add_argument("--as-type", default="", help="make it as another type (ext4, xfs, ...)")
     p.set_defaults(handler=cmd_restore_fs, logs=True)
@@ -238,7 +238,7 @@ def add_restore_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]
     p.set_defaults(handler=cmd_restore_compare, logs=True)
 
 
-def _set_options(p: argparse.ArgumentParser, map_what: str) -> None:
+def _shared_options(p: argparse.ArgumentParser, map_what: str) -> None:
     """What start, clone and fs share: the set, its layout, the targets, and whether to ask."""
     p.add_argument("--source", type=Path, help="the backup set (default: search the drives)")
     p.add_argument("--layout", type=Path, help="the saved layout (default: etc/recovery of the set)")

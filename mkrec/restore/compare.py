@@ -122,7 +122,7 @@ def write_report(found: list[tuple[str, str]], output: Path) -> str:
 
 
 def compare(source: Path | None, layout: Path | None, output: Path, target: Path | None = None) -> int:
-    """target: the restored system's root; by default the one at /mnt/target when there is one,
+    """target: the restored system's root; by default the one at actions.TARGET when it is there,
     else the running system (/)."""
     with open_restore_set(source) as reader:
         system = load_saved(reader, layout)
