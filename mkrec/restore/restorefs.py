@@ -158,9 +158,9 @@ def _restore_files(
         f"unpack:{node}", f"Unpack {saved.stream}", partial(_unpack, reader, saved.stream, node, fstype)
     )
     if (target / "etc" / "fstab").is_file():
-        specs = {saved.device: f"UUID={uuid}"} | (
-            {f"UUID={saved.uuid}": f"UUID={uuid}"} if saved.uuid else {}
-        )
+        specs = {saved.device: f"UUID={uuid}"}
+        if saved.uuid:
+            specs[f"UUID={saved.uuid}"] = f"UUID={uuid}"
         types = {saved.mountpoint: fstype} if saved.mountpoint else {}
         steps.run("fstab", "fstab and crypttab", partial(fix_system_files, target, specs, types))
     else:
