@@ -14,6 +14,7 @@ from mkrec.config import Config, Mode, describe_config, load_config
 from mkrec.context import Context
 from mkrec.errors import MkrecError
 from mkrec.log import setup_logging
+from mkrec.restore.actions import ACTIONS, TARGET
 
 log = logging.getLogger("mkrec")
 
@@ -74,10 +75,52 @@ def cmd_summary(ctx: Context, args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_restore(ctx: Context, args: argparse.Namespace) -> int:
-    from mkrec.restore.command import request_from_args, run_restore
+def _after(ctx: Context, args: argparse.Namespace) -> str:
+    """--unattended (autorun): what [restore] after says to do once it is done."""
+    return str(ctx.config.restore.after) if args.unattended else ""
 
-    return run_restore(request_from_args(ctx, args))
+
+def cmd_restore_start(ctx: Context, args: argparse.Namespace) -> int:
+    from mkrec.restore.rebuild import start
+
+    return start(
+        args.source,
+        args.layout,
+        args.map,
+        args.target,
+        yes=args.yes or args.unattended,
+        after=_after(ctx, args),
+        luks_key=args.luks_key,
+        luks_iterations=args.luks_pbkdf_iterations,
+    )
+
+
+def cmd_restore_clone(ctx: Context, args: argparse.Namespace) -> int:
+    from mkrec.restore.rebuild import clone
+
+    return clone(
+        args.source,
+        args.layout,
+        args.map,
+        args.target,
+        yes=args.yes or args.unattended,
+        after=_after(ctx, args),
+        luks_key=args.luks_key,
+        luks_iterations=args.luks_pbkdf_iterations,
+        resize_swap=args.resize_swap,
+    )
+
+
+def cmd_restore_fs(ctx: Context, args: argparse.Namespace) -> int:
+    from mkrec.restore.restorefs import restore_fs
+
+    return restore_fs(args.source, args.layout, args.map, args.target, yes=args.yes, as_type=args.as_type)
+
+
+def cmd_restore_compare(ctx: Context, args: argparse.Namespace) -> int:
+    from mkrec.restore.compare import compare
+
+    return compare(args.source, args.layout, args.output, args.target)
 
 
 def cmd_layout_capture(ctx: Context, args: argparse.Namespace) -> int:
@@ -144,28 +187,80 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-C", dest="dest", type=Path, required=True, help="where to put them")
     p.set_defaults(handler=cmd_extract, logs=True)
 
-    p = sub.add_parser("restore", help="the restore engine (start-restore, clone-disk, restore-fs, compare)")
-    p.add_argument("action", choices=["start", "clone", "fs", "compare"])
-    p.add_argument("--source", type=Path, help="the backup set (default: search the drives)")
-    p.add_argument("--map", action="append", default=[], metavar="SAVED=DEV", help="target for a saved disk")
-    p.add_argument("--yes", action="store_true", help="do not ask before writing")
-    p.add_argument("--layout", type=Path, help="the saved layout (default: etc/recovery of the set)")
-    p.add_argument("--target", type=Path, help="where the restored system is mounted (default /mnt/target)")
-    p.add_argument("--as-type", default="", help="fs: make it as another type (ext4, xfs, ...)")
-    p.add_argument("--output", type=Path, help="compare: the list of changes (default /tmp/changed.txt)")
-    p.add_argument("--resize-swap", action="store_true", help="clone: scale swap like the other partitions")
-    p.add_argument("--unattended", action="store_true", help="--yes, then [restore] after (autorun)")
-    p.add_argument(
-        "--luks-key", type=Path, help="start/clone: the new LUKS passphrase as a key file (unattended)"
+    add_restore_parsers(sub)
+    return parser
+
+
+def add_restore_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """`mkrec restore ACTION`: one subcommand per action of the table in mkrec.restore.actions, each
+    with only its own options."""
+    wrappers = ", ".join(a.wrapper for a in ACTIONS)
+    actions = sub.add_parser("restore", help=f"the restore engine ({wrappers})").add_subparsers(
+        dest="action", required=True, metavar="ACTION"
     )
+    parsers = {
+        a.name: actions.add_parser(a.name, help=a.help, description=f"{a.wrapper}: {a.help}") for a in ACTIONS
+    }
+
+    p = parsers["start"]
+    _shared_options(p, "saved disk")
+    _target_option(p)
+    _unattended_options(p)
+    p.set_defaults(handler=cmd_restore_start, logs=True)
+
+    p = parsers["clone"]
+    _shared_options(p, "saved disk")
+    _target_option(p)
+    _unattended_options(p)
+    p.add_argument("--resize-swap", action="store_true", help="scale swap like the other partitions")
+    p.set_defaults(handler=cmd_restore_clone, logs=True)
+
+    p = parsers["fs"]
+    _shared_options(p, "saved filesystem (a device or mount point): exactly one")
+    _target_option(p, "the mounted system whose fstab follows")
+    p.add_argument("--as-type", default="", help="make it as another type (ext4, xfs, ...)")
+    p.set_defaults(handler=cmd_restore_fs, logs=True)
+
+    p = parsers["compare"]
+    p.add_argument("--source", type=Path, help="the backup set (default: search the drives)")
+    p.add_argument("--layout", type=Path, help="the saved layout (default: etc/recovery of the set)")
+    p.add_argument("--target", type=Path, help=f"the system to compare (default {TARGET} if there, else /)")
+    p.add_argument(
+        "--output",
+        type=Path,
+        default=Path("/tmp/changed.txt"),
+        help="the list of changes (default %(default)s)",
+    )
+    # design.md gives every action [--map] [--yes]; compare writes nothing but its list, so they do nothing.
+    p.add_argument("--map", action="append", default=[], help=argparse.SUPPRESS)
+    p.add_argument("--yes", action="store_true", help=argparse.SUPPRESS)
+    p.set_defaults(handler=cmd_restore_compare, logs=True)
+
+
+def _shared_options(p: argparse.ArgumentParser, map_what: str) -> None:
+    """What start, clone and fs share: the set, its layout, the targets, and whether to ask."""
+    p.add_argument("--source", type=Path, help="the backup set (default: search the drives)")
+    p.add_argument("--layout", type=Path, help="the saved layout (default: etc/recovery of the set)")
+    p.add_argument(
+        "--map", action="append", default=[], metavar="SAVED=DEV", help=f"the target of a {map_what}"
+    )
+    p.add_argument("--yes", action="store_true", help="do not ask before writing")
+
+
+def _target_option(p: argparse.ArgumentParser, what: str = "where the restored system is mounted") -> None:
+    p.add_argument("--target", type=Path, default=TARGET, help=f"{what} (default %(default)s)")
+
+
+def _unattended_options(p: argparse.ArgumentParser) -> None:
+    """start and clone: autorun, and the new passphrase of LUKS containers."""
+    p.add_argument("--unattended", action="store_true", help="--yes, then [restore] after (autorun)")
+    p.add_argument("--luks-key", type=Path, help="the new LUKS passphrase as a key file (unattended)")
     p.add_argument(
         "--luks-pbkdf-iterations",
         type=int,
         default=0,
         help="LUKS: PBKDF2 with N iterations (slow machines, tests)",
     )
-    p.set_defaults(handler=cmd_restore, logs=True)
-    return parser
 
 
 class Terminated(KeyboardInterrupt):

@@ -27,7 +27,7 @@ from mkrec.backup.imaging import (
 )
 from mkrec.backup.manifest import ImageFormat, Manifest, StreamRecord, parse_manifest
 from mkrec.errors import CommandError, MkrecError
-from mkrec.restore.unpack import grow_to_node, write_image
+from mkrec.restore.apply.unpack import grow_to_node, write_image
 
 FIXTURES = Path(__file__).parent / "fixtures" / "imaging"
 PC_EXT4 = (FIXTURES / "partclone-ext4-256M.head").read_bytes()

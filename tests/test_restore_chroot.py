@@ -20,7 +20,7 @@ from support import LoopDisks, sh
 from test_restore_disks import backup, restore
 from test_restore_extlinux import boot_restored, head
 
-from mkrec.restore.runlog import LOG_ON_DISK
+from mkrec.restore.apply.runlog import LOG_ON_DISK
 
 
 @pytest.mark.vm

@@ -28,7 +28,7 @@ from mkrec.errors import MkrecError
 from mkrec.iso import BootPayload, BootSpec
 from mkrec.layout.capture import capture
 from mkrec.layout.model import Layout
-from mkrec.restore.source import open_set as open_restore_set
+from mkrec.restore.decide.source import open_restore_set
 
 pytestmark = pytest.mark.root
 PIECE = 4 * 1024 * 1024
@@ -392,12 +392,11 @@ def test_a_missing_volume_is_asked_for_and_another_sets_volume_refused(
     for iso in isos[:1] + isos[2:]:
         os.link(iso, setdir / iso.name)
     name, total = "CDrec-20260102-0304", len(isos)
-    unattended = open_restore_set(setdir)
-    stream = next(n for n, s in unattended.streams.items() if any(p.volume == 2 for p in s.pieces))
-    with pytest.raises(MkrecError, match=f"^volume 2 of {total} of {name} is missing"):
-        for _ in unattended.chunks(stream):
-            pass
-    unattended.close()
+    with open_restore_set(setdir) as unattended:
+        stream = next(n for n, s in unattended.streams.items() if any(p.volume == 2 for p in s.pieces))
+        with pytest.raises(MkrecError, match=f"^volume 2 of {total} of {name} is missing"):
+            for _ in unattended.chunks(stream):
+                pass
 
     prompts: list[str] = []
 
@@ -410,11 +409,10 @@ def test_a_missing_volume_is_asked_for_and_another_sets_volume_refused(
             os.link(isos[1], setdir / isos[1].name)
         return ""
 
-    asking = open_restore_set(setdir, person)
     digest = hashlib.sha256()
-    for chunk in asking.chunks(stream):
-        digest.update(chunk)
-    asking.close()
+    with open_restore_set(setdir, person) as asking:
+        for chunk in asking.chunks(stream):
+            digest.update(chunk)
     assert digest.hexdigest() == stream_sha256(setdir, stream)
     assert prompts == [f"Please insert volume 2 of {total} of {name}, then press Enter (q: stop): "] * 2
     said = capsys.readouterr().out

@@ -13,20 +13,21 @@ from test_layout_vgcfg import PV1, PV2, VGCFG, saved_vg
 
 from mkrec.errors import MkrecError
 from mkrec.layout.model import LogicalVolume, LuksContainer, PhysicalVolume, VolumeGroup
-from mkrec.restore import stack
-from mkrec.restore.command import edit_clone_tables
-from mkrec.restore.devices import PresentDisk
-from mkrec.restore.journal import Journal
-from mkrec.restore.lvresize import parse_lv_file, render_lv_file, scale_vg, vg_bytes
-from mkrec.restore.model import SavedDisk, SavedFs, SavedSystem
-from mkrec.restore.plan import Plan, make_plan, render_plan
-from mkrec.restore.resize import render_rows, scale_volumes
-from mkrec.restore.sfdisk import MIB, parse_dump
-from mkrec.restore.steps import Steps
+from mkrec.restore.apply import layers
+from mkrec.restore.apply.argv import LVM_CONFIG
+from mkrec.restore.apply.journal import Journal
+from mkrec.restore.apply.steps import Steps
+from mkrec.restore.decide.lvresize import parse_lv_file, render_lv_file, scale_vg, vg_bytes
+from mkrec.restore.decide.model import SavedDisk, SavedFs, SavedSystem
+from mkrec.restore.decide.plan import Plan, edit_clone_tables, make_plan, render_plan
+from mkrec.restore.decide.present import PresentDisk
+from mkrec.restore.decide.resize import render_rows, scale_volumes
+from mkrec.restore.decide.sfdisk import MIB, parse_dump
+from mkrec.restore.decide.stack import Nodes
 
 LINUX = "0FC63DAF-8483-4772-8E79-3D47DE47C478"
 LVM_TYPE = "E6D6D379-F507-44C2-A23C-238F2A3DF928"
-CONF = ["--config", stack.LVM_CONFIG]
+CONF = ["--config", LVM_CONFIG]
 
 # A 200 MiB GPT disk: /boot (32 MiB) and a PV (166 MiB) holding root, swap and home (164 MiB of
 # 4 MiB extents: the PV's first MiB is its header, the last 1 MiB did not fill an extent).
@@ -218,15 +219,15 @@ class Recorder:
             raise MkrecError(f"{argv[0]} failed")
 
 
-def _nodes() -> stack.Nodes:
-    return stack.Nodes(
+def _nodes() -> Nodes:
+    return Nodes(
         {"/dev/loop0p1": "/dev/vdb1", "/dev/loop0p2": "/dev/vdb2"}, frozenset({"vg0/home", "vg0/root"})
     )
 
 
 def test_a_vg_with_saved_metadata_is_restored_with_vgcfgrestore() -> None:
     run = Recorder()
-    stack.make_layer(saved_vg(), _nodes(), None, run, VGCFG)
+    layers.make_layer(saved_vg(), _nodes(), None, run, VGCFG)
     (path,) = run.files
     assert run.files[path] == VGCFG and not Path(path).exists(), "the file is given, then removed"
     assert run.argvs == [
@@ -245,7 +246,7 @@ def test_a_vg_with_saved_metadata_is_restored_with_vgcfgrestore() -> None:
 
 def test_a_vg_without_metadata_is_created() -> None:
     run = Recorder()
-    stack.make_layer(saved_vg(), _nodes(), None, run)
+    layers.make_layer(saved_vg(), _nodes(), None, run)
     assert [a[0] for a in run.argvs] == ["vgchange", "wipefs", "wipefs", "pvcreate", "pvcreate", "vgcreate",
                                          "lvcreate", "lvcreate"]  # fmt: skip
     assert run.argvs[3][-3:] == [PV1, "--norestorefile", "/dev/vdb1"]
@@ -262,8 +263,8 @@ def test_a_vg_step_that_failed_half_way_runs_again_then_is_only_activated(tmp_pa
         steps.run(
             "layer:VolumeGroup:vg0",
             "VolumeGroup vg0",
-            lambda: stack.make_layer(saved_vg(), _nodes(), None, run, VGCFG),
-            again=lambda: stack.activate_layer(saved_vg(), _nodes(), None, run),
+            lambda: layers.make_layer(saved_vg(), _nodes(), None, run, VGCFG),
+            again=lambda: layers.activate_layer(saved_vg(), _nodes(), None, run),
         )
 
     with pytest.raises(MkrecError, match="step 'VolumeGroup vg0' failed: vgcfgrestore failed"):

@@ -10,8 +10,11 @@ import itertools
 import json
 import signal
 import subprocess
-from collections.abc import Iterator
+import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import SimpleNamespace
+from typing import cast
 
 import pytest
 
@@ -26,17 +29,20 @@ from mkrec.layout.model import (
     VolumeGroup,
 )
 from mkrec.progress import Progress
-from mkrec.restore import bootloader, engine, mounts, stack, unpack
-from mkrec.restore import commands as cmd
-from mkrec.restore.devices import PresentDisk, parse_lsblk, protected_disks, swap_devices
-from mkrec.restore.fstab import fix_crypttab, fix_fstab
-from mkrec.restore.journal import Journal, read_steps
-from mkrec.restore.mapping import map_disks, parse_map
-from mkrec.restore.model import SavedDisk, SavedFs, SavedSystem
-from mkrec.restore.mounts import mounts_below
-from mkrec.restore.plan import Plan, make_plan, render_plan
-from mkrec.restore.resize import clone_layout, min_fs_bytes, render_rows, scale_volumes
-from mkrec.restore.sfdisk import MIB, parse_dump, partition_node, render_script, same_table
+from mkrec.restore import restorefs
+from mkrec.restore.apply import argv as cmd
+from mkrec.restore.apply import bootloader, engine, layers, mounts, unpack
+from mkrec.restore.apply.fstab import fix_crypttab, fix_fstab
+from mkrec.restore.apply.journal import Journal, read_steps
+from mkrec.restore.apply.mounts import mounts_below
+from mkrec.restore.decide import stack
+from mkrec.restore.decide.mapping import map_disks, parse_map
+from mkrec.restore.decide.model import SavedDisk, SavedFs, SavedSystem
+from mkrec.restore.decide.plan import Plan, edit_clone_tables, make_plan, render_plan
+from mkrec.restore.decide.present import PresentDisk, parse_lsblk, protected_disks, swap_devices
+from mkrec.restore.decide.resize import clone_layout, min_fs_bytes, need_bytes, render_rows, scale_volumes
+from mkrec.restore.decide.sfdisk import MIB, parse_dump, partition_node, render_script, same_table
+from mkrec.restore.decide.source import RestoreSet
 
 FIX = Path(__file__).parent / "fixtures" / "restore"
 GIB = 1024 * MIB
@@ -369,6 +375,40 @@ def test_plan_maps_nodes_and_has_a_stable_id() -> None:
     assert [f.node for f in a.filesystems] == ["/dev/loop9p2", "/dev/loop9p3", "/dev/loop9p4"]
     other = make_plan(system(), "start", [PresentDisk("/dev/loop8", 300 * MIB)], {"sda": "/dev/loop8"}, {})
     assert other.id != a.id
+
+
+def test_one_fit_rule_for_planned_and_edited_tables() -> None:
+    """need_bytes is the rule: an image needs its whole file system, files a new one with room for
+    them. make_plan and a table a person edited are checked by it alike (an edited table once let
+    an image through: the check for edits looked only at tar streams)."""
+    fss = imaged_data("xfs")
+    assert need_bytes(fss[4]) == 61 * MIB
+    assert need_bytes(fss[3]) == min_fs_bytes("ext4", 50 * MIB)
+    assert need_bytes(SavedFs("/dev/sda5", "swap")) == 0
+    present = [PresentDisk("/dev/loop9", 2 * 256 * MIB, type="loop")]
+    plan = make_plan(system(fss=fss), "clone", present, {"sda": "/dev/loop9"}, {})
+
+    def shrink(number: int) -> Callable[[str], str]:
+        def person(prompt: str) -> str:
+            path = Path(prompt.split(" is in ", 1)[1].split(";", 1)[0])
+            table = parse_dump(path.read_text())
+            parts = tuple(
+                dataclasses.replace(q, size=8 * MIB // 512) if q.number == number else q
+                for q in table.partitions
+            )
+            path.write_text(render_script(table.with_partitions(parts), "/dev/loop9"))
+            return ""
+
+        return person
+
+    with pytest.raises(
+        MkrecError, match=r"^/dev/sda4 \(xfs, 10.0 MiB used\) does not fit in 8.0 MiB at /dev/loop9p4"
+    ):
+        edit_clone_tables(plan, shrink(4))
+    with pytest.raises(MkrecError, match=r"^/dev/sda3 \(/, 50.0 MiB used\) does not fit in 8.0 MiB") as exc:
+        edit_clone_tables(plan, shrink(3))
+    assert exc.value.hint == "edit the table again with more room"
+    assert edit_clone_tables(plan, lambda prompt: "").disks == plan.disks
 
 
 # ---- exact command lines ----
@@ -745,29 +785,29 @@ def test_stack_layers_are_ordered_and_named() -> None:
 def test_stack_argv() -> None:
     raid, vg, luks = _stack_layout()
     conf = ["--config", "devices { use_devicesfile=0 } activation { udev_sync=0 udev_rules=0 }"]
-    assert stack.mdadm_create_argv(raid, ["/dev/sdb2", "/dev/sdc2"]) == [
+    assert cmd.mdadm_create_argv(raid, ["/dev/sdb2", "/dev/sdc2"]) == [
         "mdadm", "--create", "/dev/md0", "--run", "--level=raid1", "--raid-devices=2", "--metadata=1.2",
         f"--uuid={MD_UUID}", "--name=host:0", "/dev/sdb2", "/dev/sdc2",
     ]  # fmt: skip
-    assert stack.pvcreate_argv(vg.pvs[0].uuid, "/dev/md0") == [
+    assert cmd.pvcreate_argv(vg.pvs[0].uuid, "/dev/md0") == [
         "pvcreate", *conf, "-ff", "-y", "--uuid", PV_UUID, "--norestorefile",
         "/dev/md0",
     ]  # fmt: skip
-    assert stack.vgcreate_argv(vg, ["/dev/md0"]) == [
+    assert cmd.vgcreate_argv(vg, ["/dev/md0"]) == [
         "vgcreate", *conf, "-y", "--physicalextentsize", "4096k", "vg-0", "/dev/md0"
     ]  # fmt: skip
-    assert stack.lvcreate_argv(vg, 1) == [
+    assert cmd.lvcreate_argv(vg, 1) == [
         "lvcreate", *conf, "-y", "-W", "y", "-Z", "y", "--name", "my-home", "--size", f"{32 * MIB}b", "vg-0"
     ]  # fmt: skip
-    assert stack.luks_format_argv(luks, "/dev/mapper/vg--0-my--home", "/root/key") == [
+    assert cmd.luks_format_argv(luks, "/dev/mapper/vg--0-my--home", "/root/key") == [
         "cryptsetup", "luksFormat", "--batch-mode", "--type=luks2", f"--uuid={LUKS_UUID}",
         "--cipher=aes-xts-plain64", "--key-size=512", "--label=home", "--key-file=/root/key",
         "/dev/mapper/vg--0-my--home",
     ]  # fmt: skip
-    assert stack.luks_format_argv(luks, "/dev/x", "-", 1000)[-4:] == [
+    assert cmd.luks_format_argv(luks, "/dev/x", "-", 1000)[-4:] == [
         "--pbkdf=pbkdf2", "--pbkdf-force-iterations=1000", "--key-file=-", "/dev/x"
     ]  # fmt: skip
-    assert stack.luks_open_argv(luks, "/dev/x", "-") == [
+    assert cmd.luks_open_argv(luks, "/dev/x", "-") == [
         "cryptsetup",
         "open",
         "--key-file=-",
@@ -783,7 +823,7 @@ def test_a_luks_container_without_a_key_stops_with_what_to_do() -> None:
     with pytest.raises(
         MkrecError, match="LUKS container crypthome on /dev/mapper/vg--0-my--home needs a new"
     ):
-        stack.make_layer(luks, nodes, None, lambda argv, **kw: ran.append(argv))
+        layers.make_layer(luks, nodes, None, lambda argv, **kw: ran.append(argv))
     assert ran == [["wipefs", "-a", "-q", "/dev/mapper/vg--0-my--home"]]
 
 
@@ -809,3 +849,46 @@ def test_a_damaged_stream_kills_the_tool_it_was_feeding() -> None:
     with pytest.raises(MkrecError, match="frame 2 is damaged"):
         unpack._stream_into(DamagedSet(), "s.tar.zst", proc, Progress("test", 0))  # type: ignore[arg-type]
     assert proc.returncode == -signal.SIGKILL, "tar must not go on to finish a truncated stream"
+
+
+def test_restore_fs_resumes_where_it_stopped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """restore-fs runs as journaled steps: a rerun after a failed unpack does not make the filesystem
+    again, and fstab gets the UUID it was made with (here a new one: the saved UUID is taken)."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where the journal goes
+    argvs: list[list[str]] = []
+    made: dict[str, str] = {}
+    monkeypatch.setattr(restorefs, "run", lambda argv, **kw: argvs.append([str(a) for a in argv]))
+    monkeypatch.setattr(restorefs, "check_target", lambda node, sources: None)
+    monkeypatch.setattr(restorefs, "device_size", lambda node: GIB)
+    monkeypatch.setattr(restorefs, "present_uuids", lambda node: {"u4"})
+    monkeypatch.setattr(restorefs, "fs_identity", lambda node: ("xfs", made["uuid"]))
+    unpacked: list[str] = []
+
+    def unpack(reader: object, stream: str, dest: Path) -> int:
+        unpacked.append(stream)
+        if len(unpacked) == 1:
+            raise MkrecError("volume 2 of 2 of S is missing")
+        return 0
+
+    monkeypatch.setattr(restorefs, "unpack_tar", unpack)
+    root = tmp_path / "root"
+    (root / "etc").mkdir(parents=True)
+    (root / "etc" / "fstab").write_text("UUID=u4 /data ext4 errors=remount-ro 0 2\n")
+    reader = cast(RestoreSet, SimpleNamespace(set_id="set1", nodes=lambda: []))
+    saved = gpt_fs()[4]
+
+    def again() -> None:
+        restorefs._restore_files(reader, saved, "sda4", "/dev/vdb4", root, "xfs", True, None)
+
+    with pytest.raises(MkrecError, match=r"^step 'Unpack sda4\.ext4\.tar\.zst' failed") as exc:
+        again()
+    assert "run 'mkrec restore fs' again" in (exc.value.hint or "")
+    mkfs = next(a for a in argvs if a[0] == "mkfs.xfs")
+    made["uuid"] = mkfs[mkfs.index("uuid=u4") if "uuid=u4" in mkfs else mkfs.index("-m") + 1].removeprefix(
+        "uuid="
+    )
+    assert made["uuid"] != "u4"
+    argvs.clear()
+    again()
+    assert [a[0] for a in argvs] == ["mount", "umount"] and len(unpacked) == 2
+    assert (root / "etc" / "fstab").read_text() == f"UUID={made['uuid']}\t/data\txfs\tdefaults\t0\t2\n"

@@ -18,6 +18,7 @@ from mkrec.rescue.cpio import Archive
 from mkrec.rescue.elf import is_elf, resolve_libraries
 from mkrec.rescue.python import add_python
 from mkrec.rescue.render import render
+from mkrec.restore.actions import ACTIONS
 from mkrec.runner import which
 from mkrec.tools import Need, commands
 
@@ -41,12 +42,8 @@ SYSLINUX_MBR = Path("/usr/lib/syslinux/mbr")  # the MBR boot code extlinux resto
 DLOPENED = ("libgcc_s.so.1",)
 TERMINFO_DIRS = (Path("/usr/lib/terminfo"), Path("/usr/share/terminfo"), Path("/etc/terminfo"))
 TERMINALS = ("l/linux", "v/vt100", "v/vt102", "v/vt220", "x/xterm", "d/dumb")
-WRAPPERS = {
-    "start-restore": ("start", "rebuild the disks and restore everything"),
-    "clone-disk": ("clone", "restore one saved disk onto another disk"),
-    "restore-fs": ("fs", "restore one filesystem into an existing partition"),
-    "compare": ("compare", "compare the disks with the saved layout"),
-}
+# The restore commands of the rescue shell: wrapper name -> (mkrec restore ACTION, help), from the one table.
+WRAPPERS = {a.wrapper: (a.name, a.help) for a in ACTIONS}
 
 ETC_FILES = {
     "etc/passwd": "root:x:0:0:root:/root:/bin/sh\n",

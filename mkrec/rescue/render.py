@@ -1,5 +1,6 @@
 """Jinja2 for every text the rescue system carries: one environment, StrictUndefined, so a missing
-variable is an error at build time and never an empty string on the disc."""
+variable is an error at build time and never an empty string on the disc. Every template may list
+the restore commands (`restore_actions`, the table in mkrec.restore.actions)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
+
+from mkrec.restore.actions import ACTIONS
 
 
 def render(templates_dir: Path, template: str, /, **values: Any) -> str:
@@ -18,4 +21,5 @@ def render(templates_dir: Path, template: str, /, **values: Any) -> str:
         lstrip_blocks=True,
         autoescape=False,  # shell scripts and boot configs, not HTML
     )
+    env.globals["restore_actions"] = ACTIONS
     return env.get_template(template).render(**values)

@@ -7,14 +7,19 @@ import sys
 from collections.abc import Callable
 
 from mkrec.errors import MkrecError
-from mkrec.restore.devices import PresentDisk
-from mkrec.restore.model import SavedDisk
+from mkrec.restore.decide.model import SavedDisk
+from mkrec.restore.decide.present import PresentDisk
 
 Input = Callable[[str], str]
 
 
 def interactive() -> bool:
     return sys.stdin.isatty()
+
+
+def person(yes: bool) -> Input | None:
+    """How to ask the person at the console; None under --yes or without a terminal."""
+    return None if yes or not interactive() else input
 
 
 def confirm_erase(summary: str, yes: bool, ask: Input | None = None) -> None:

@@ -9,10 +9,11 @@ import os
 import stat
 from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
-if TYPE_CHECKING:
-    from mkrec.restore.command import Request
+from mkrec.restore.actions import TARGET
+from mkrec.restore.decide.layout_adapter import load_saved
+from mkrec.restore.decide.source import open_restore_set
 
 log = logging.getLogger("mkrec.restore")
 
@@ -120,25 +121,23 @@ def write_report(found: list[tuple[str, str]], output: Path) -> str:
     return f"{changed} changed, {added} added, {missing} missing (list in {output})"
 
 
-def compare_command(req: Request) -> int:
-    from mkrec.restore.layout_adapter import load_saved
-    from mkrec.restore.source import open_set
-
-    reader = open_set(req.source)
-    try:
-        system = load_saved(reader, req.layout)
+def compare(source: Path | None, layout: Path | None, output: Path, target: Path | None = None) -> int:
+    """target: the restored system's root; by default the one at actions.TARGET when it is there,
+    else the running system (/)."""
+    with open_restore_set(source) as reader:
+        system = load_saved(reader, layout)
         entries, missing = reader.bset.catalog()
-    finally:
-        reader.close()
-    for n in missing:
-        log.warning("warning: the catalog part of %s is missing: its files show as added", reader.describe(n))
-    root = req.target if req.target != Path("/mnt/target") or req.target.is_dir() else Path("/")
+        for n in missing:
+            log.warning(
+                "warning: the catalog part of %s is missing: its files show as added", reader.describe(n)
+            )
+    root = target if target is not None else (TARGET if TARGET.is_dir() else Path("/"))
     found: list[tuple[str, str]] = []
     for fs in system.mounted_in_order():
         if not fs.stream:
             continue
         top = root / fs.mountpoint.lstrip("/")
         found += compare_tree([e for e in entries if e.stream == fs.stream], top, fs.mountpoint)
-    summary = write_report(sorted(found, key=lambda kp: kp[1]), req.output)
+    summary = write_report(sorted(found, key=lambda kp: kp[1]), output)
     print(summary)
     return 0

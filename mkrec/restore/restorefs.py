@@ -2,32 +2,34 @@
 nothing else is touched. An imaged filesystem (NTFS, [source] raw) is written back as its image,
 as the type it was. The saved UUID is kept when the new type can carry it and no other device
 here has it (two filesystems with one UUID confuse mount and GRUB); the mounted system's fstab
-follows the new UUID and type."""
+follows the new UUID and type. The work runs as journaled steps, like start and clone: a rerun
+after a failure skips what finished."""
 
 from __future__ import annotations
 
 import logging
 import tempfile
 import uuid as uuidlib
+from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from mkrec.errors import MkrecError
 from mkrec.restore import ask
-from mkrec.restore.commands import MKFS_TYPES, mkfs_argv, uuid_fits
-from mkrec.restore.devices import device_size, disk_holding, find_protected, present_disks
-from mkrec.restore.fstab import fix_fstab
-from mkrec.restore.layout_adapter import load_saved
-from mkrec.restore.mapping import parse_map
-from mkrec.restore.model import SavedFs, SavedSystem
-from mkrec.restore.resize import min_fs_bytes
-from mkrec.restore.source import RestoreSet, open_set
-from mkrec.restore.unpack import check_image_fits, unpack_tar, write_image
+from mkrec.restore.actions import TARGET
+from mkrec.restore.apply.argv import MKFS_TYPES, mkfs_argv, uuid_fits
+from mkrec.restore.apply.engine import fix_system_files
+from mkrec.restore.apply.journal import Journal, journal_in_tmp
+from mkrec.restore.apply.steps import Steps
+from mkrec.restore.apply.unpack import check_image_fits, unpack_tar, write_image
+from mkrec.restore.decide.layout_adapter import load_saved
+from mkrec.restore.decide.mapping import parse_map
+from mkrec.restore.decide.model import SavedFs, SavedSystem
+from mkrec.restore.decide.plan import stable_id
+from mkrec.restore.decide.present import device_size, disk_holding, find_protected, fs_identity, present_disks
+from mkrec.restore.decide.resize import min_fs_bytes
+from mkrec.restore.decide.source import RestoreSet, open_restore_set
 from mkrec.runner import run
 from mkrec.sizes import format_size
-
-if TYPE_CHECKING:
-    from mkrec.restore.command import Request
 
 log = logging.getLogger("mkrec.restore")
 
@@ -81,23 +83,46 @@ def check_target(node: str, sources: list[Path]) -> None:
         raise MkrecError(f"refusing to write {node}: it is mounted on {mounted}", hint=f"umount {mounted}")
 
 
-def restore_fs(req: Request, asker: ask.Input | None) -> int:
-    if len(req.maps) != 1:
+def restore_fs(
+    source: Path | None,
+    layout: Path | None,
+    maps: list[str],
+    target: Path = TARGET,
+    *,
+    yes: bool = False,
+    as_type: str = "",
+) -> int:
+    """maps: exactly one SAVED=DEV (a saved device or mount point, and the node to write); target:
+    where the system whose fstab follows is mounted; as_type: make it as another filesystem type."""
+    if len(maps) != 1:
         raise MkrecError("restore fs needs exactly one --map SAVED=DEV", hint="e.g. --map sda3=/dev/vdb1")
-    reader = open_set(req.source, asker)
-    try:
-        return _restore_fs(req, asker, reader)
-    finally:
-        reader.close()
+    ((name, node),) = parse_map(maps).items()
+    asker = ask.person(yes)
+    with open_restore_set(source, asker) as reader:
+        saved = find_saved_fs(load_saved(reader, layout), name)
+        if saved.raw:
+            _restore_image(reader, saved, name, node, as_type, yes, asker)
+        else:
+            _restore_files(reader, saved, name, node, target, as_type or saved.fstype, yes, asker)
+    return 0
 
 
-def _restore_fs(req: Request, asker: ask.Input | None, reader: RestoreSet) -> int:
-    system = load_saved(reader, req.layout)
-    ((name, node),) = parse_map(list(req.maps)).items()
-    saved = find_saved_fs(system, name)
-    if saved.raw:
-        return _restore_image(req, asker, reader, saved, name, node)
-    fstype = req.as_type or saved.fstype
+def fs_steps(set_id: str, saved: SavedFs, node: str, fstype: str) -> Steps:
+    """The journal of restoring saved onto node as fstype: a rerun of the same finds what finished."""
+    job = stable_id({"set": set_id, "action": "fs", "saved": saved.device, "node": node, "fstype": fstype})
+    return Steps(Journal(job, [journal_in_tmp(job)]), "fs")
+
+
+def _restore_files(
+    reader: RestoreSet,
+    saved: SavedFs,
+    name: str,
+    node: str,
+    target: Path,
+    fstype: str,
+    yes: bool,
+    asker: ask.Input | None,
+) -> None:
     if fstype not in MKFS_TYPES or fstype == "swap":
         raise MkrecError(
             f"--as-type {fstype}: cannot restore files into it", hint="use ext2/3/4, xfs, btrfs or vfat"
@@ -114,33 +139,57 @@ def _restore_fs(req: Request, asker: ask.Input | None, reader: RestoreSet) -> in
             "nothing was written",
             hint="choose a larger partition or LV",
         )
-    uuid = new_uuid(fstype, saved.uuid, present_uuids(node))
+    steps = fs_steps(reader.set_id, saved, node, fstype)
+    made = f"mkfs:{node}"
+    # Resumed after the filesystem was made: it keeps the UUID it got then (a new one may be random).
+    uuid = (
+        fs_identity(node)[1]
+        if steps.journal.done(made)
+        else new_uuid(fstype, saved.uuid, present_uuids(node))
+    )
     ask.confirm_erase(
         f"ERASE {node} ({format_size(size)}): make {fstype} label={saved.label or '-'} uuid={uuid}, "
         f"unpack {saved.stream} ({saved.mountpoint or name}, {format_size(saved.used)} used)",
-        req.yes,
+        yes,
         asker,
     )
+    steps.run(made, f"{fstype} on {node}", partial(_make_fs, node, fstype, uuid, saved.label))
+    steps.run(
+        f"unpack:{node}", f"Unpack {saved.stream}", partial(_unpack, reader, saved.stream, node, fstype)
+    )
+    if (target / "etc" / "fstab").is_file():
+        specs = {saved.device: f"UUID={uuid}"}
+        if saved.uuid:
+            specs[f"UUID={saved.uuid}"] = f"UUID={uuid}"
+        types = {saved.mountpoint: fstype} if saved.mountpoint else {}
+        steps.run("fstab", "fstab and crypttab", partial(fix_system_files, target, specs, types))
+    else:
+        log.info("    no mounted system at %s: fstab left alone", target)
+    steps.journal.complete()
+    log.info("Restored %s onto %s as %s (UUID %s)", name, node, fstype, uuid)
+
+
+def _make_fs(node: str, fstype: str, uuid: str, label: str) -> None:
     run(["wipefs", "-a", "-q", node])
-    run(mkfs_argv(fstype, node, uuid, saved.label))
+    run(mkfs_argv(fstype, node, uuid, label))
+
+
+def _unpack(reader: RestoreSet, stream: str, node: str, fstype: str) -> None:
     with tempfile.TemporaryDirectory(prefix="mkrec-fs-") as tmp:
         run(["mount", "-t", fstype, node, tmp])
         try:
-            unpack_tar(reader, saved.stream, Path(tmp))
+            unpack_tar(reader, stream, Path(tmp))
         finally:
             run(["umount", tmp])
-    update_fstab(req.target, saved, uuid, fstype)
-    log.info("Restored %s onto %s as %s (UUID %s)", name, node, fstype, uuid)
-    return 0
 
 
 def _restore_image(
-    req: Request, asker: ask.Input | None, reader: RestoreSet, saved: SavedFs, name: str, node: str
-) -> int:
+    reader: RestoreSet, saved: SavedFs, name: str, node: str, as_type: str, yes: bool, asker: ask.Input | None
+) -> None:
     """The image goes back as it was: same type, UUID and label; fstab needs no change."""
-    if req.as_type and req.as_type != saved.fstype:
+    if as_type and as_type != saved.fstype:
         raise MkrecError(
-            f"--as-type {req.as_type}: {name} was saved as a {saved.fstype} image and restores only as that",
+            f"--as-type {as_type}: {name} was saved as a {saved.fstype} image and restores only as that",
             hint="leave out --as-type",
         )
     check_target(node, reader.nodes())
@@ -151,25 +200,10 @@ def _restore_image(
     ask.confirm_erase(
         f"ERASE {node} ({format_size(size)}): write the {record.image or 'raw'} image {saved.raw} "
         f"({saved.fstype} label={saved.label or '-'} uuid={saved.uuid or '-'})",
-        req.yes,
+        yes,
         asker,
     )
-    write_image(reader, saved.raw, node)
+    steps = fs_steps(reader.set_id, saved, node, saved.fstype)
+    steps.run(f"raw:{node}", f"Image {saved.raw} onto {node}", partial(write_image, reader, saved.raw, node))
+    steps.journal.complete()
     log.info("Restored %s onto %s (%s image, UUID %s)", name, node, record.image or "raw", saved.uuid or "-")
-    return 0
-
-
-def update_fstab(root: Path, saved: SavedFs, uuid: str, fstype: str) -> None:
-    fstab = root / "etc" / "fstab"
-    if not fstab.is_file():
-        log.info("    no mounted system at %s: fstab left alone", root)
-        return
-    specs = {saved.device: f"UUID={uuid}"}
-    if saved.uuid:
-        specs[f"UUID={saved.uuid}"] = f"UUID={uuid}"
-    types = {saved.mountpoint: fstype} if saved.mountpoint else {}
-    text, changes = fix_fstab(fstab.read_text(), specs, types)
-    for change in changes:
-        log.info("    fstab: %s", change)
-    if changes:
-        fstab.write_text(text)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import tempfile
 from datetime import datetime
 from pathlib import Path
 
@@ -18,6 +19,10 @@ log = logging.getLogger("mkrec.restore")
 
 ON_DISK = Path("var/log/mkrec-restore.journal")
 COMPLETE = "complete"
+
+
+def journal_in_tmp(plan_id: str) -> Path:
+    return Path(tempfile.gettempdir()) / f"mkrec-restore-{plan_id}.journal"
 
 
 def read_steps(path: Path, plan_id: str) -> list[str]:

@@ -5,7 +5,7 @@ partitions without a filesystem we can recreate); the others, LVM physical volum
 what is left in proportion to their old sizes. On a larger disk, ext2/3/4 and NTFS images grow with
 the others (the restore grows the file system to fill its partition); they never shrink. Every start
 is aligned to 1 MiB, and nothing is accepted that cannot hold its data. The LVs of a VG whose PVs
-changed size: mkrec.restore.lvresize."""
+changed size: mkrec.restore.decide.lvresize."""
 
 from __future__ import annotations
 
@@ -13,16 +13,24 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
 from mkrec.errors import MkrecError
-from mkrec.restore.model import SavedFs
-from mkrec.restore.sfdisk import MIB, Partition, Table
+from mkrec.restore.decide.model import SavedFs
+from mkrec.restore.decide.sfdisk import MIB, Partition, Table
 from mkrec.sizes import format_size
 
 ESP_TYPES = frozenset({"c12a7328-f81f-11d2-ba4b-00a0c93ec93b", "ef"})
 BIOS_BOOT_TYPES = frozenset({"21686148-6449-6e6f-744e-656564454649"})
 GPT_BACKUP_SECTORS = 33  # the backup GPT (header + 32 sectors of entries) at the disk's end
 RESIZABLE_FS = frozenset({"ext2", "ext3", "ext4", "xfs", "btrfs", "vfat", "swap"})
-# Images whose file system the restore grows to fill a larger node (mkrec.restore.unpack.grow_to_node)
+# Images whose file system the restore grows to fill a larger node (mkrec.restore.apply.unpack.grow_to_node)
 GROWABLE_IMAGES = frozenset({"ext2", "ext3", "ext4", "ntfs"})
+
+
+def align_up(value: int, align: int) -> int:
+    return -(-value // align) * align
+
+
+def align_down(value: int, align: int) -> int:
+    return value // align * align
 
 
 def min_fs_bytes(fstype: str, used: int) -> int:
@@ -34,6 +42,16 @@ def min_fs_bytes(fstype: str, used: int) -> int:
     if fstype == "xfs":
         need = max(need, 300 * MIB)
     return need
+
+
+def need_bytes(fs: SavedFs) -> int:
+    """The one fit rule: the least room a node must have to take fs back. An image needs its whole
+    file system; files need a new file system with room for them; 0 when nothing of fs comes back."""
+    if fs.raw:
+        return fs.size
+    if fs.stream:
+        return min_fs_bytes(fs.fstype, fs.used)
+    return 0
 
 
 def fixed_reason(
@@ -84,20 +102,12 @@ class CloneLayout:
     rows: tuple[Row, ...]
 
 
-def _align_up(value: int, align: int) -> int:
-    return -(-value // align) * align
-
-
-def _align_down(value: int, align: int) -> int:
-    return value // align * align
-
-
 def usable_end(disk_bytes: int, table: Table) -> int:
     """The first sector after the last one a partition may use, aligned down to 1 MiB."""
     sectors = disk_bytes // table.sector_size
     if table.label == "gpt":
         sectors -= GPT_BACKUP_SECTORS + 1
-    return _align_down(sectors, MIB // table.sector_size)
+    return align_down(sectors, MIB // table.sector_size)
 
 
 def clone_layout(
@@ -123,13 +133,13 @@ def clone_layout(
     parts = sorted(table.partitions, key=lambda p: p.start)
     if not parts:
         return CloneLayout(table, ())
-    head = _align_up(parts[0].start, align)
+    head = align_up(parts[0].start, align)
     growing = new_disk_bytes >= old_disk_bytes
     reasons = {
         p.number: fixed_reason(p, filesystems.get(p.number), resize_swap, p.number in pvs, growing)
         for p in parts
     }
-    fixed_total = sum(_align_up(p.size, align) for p in parts if reasons[p.number])
+    fixed_total = sum(align_up(p.size, align) for p in parts if reasons[p.number])
     flex = [p for p in parts if not reasons[p.number]]
     old_limit = usable_end(old_disk_bytes, table)
     new_limit = usable_end(new_disk_bytes, table)
@@ -148,18 +158,18 @@ def clone_layout(
         if reasons[p.number]:
             sizes[p.number] = p.size
         else:
-            sizes[p.number] = max(_align_down(p.size * new_room // old_room, align), align)
+            sizes[p.number] = max(align_down(p.size * new_room // old_room, align), align)
             if _is_image(filesystems.get(p.number)):
                 sizes[p.number] = max(sizes[p.number], p.size)  # an image never shrinks
     new_parts: list[Partition] = []
     cursor = head
     for i, p in enumerate(parts):
-        start = _align_up(cursor, align)
+        start = align_up(cursor, align)
         size = sizes[p.number]
         is_last_flex = bool(flex) and p.number == flex[-1].number
         if is_last_flex:
             # Whatever the fixed partitions after it need; the rest can go to this one.
-            after = sum(_align_up(sizes[q.number], align) for q in parts[i + 1 :])
+            after = sum(align_up(sizes[q.number], align) for q in parts[i + 1 :])
             room = new_limit - after - start
             size = room if fills_disk else min(size, room)
         new_parts.append(replace(p, start=start, size=size))
@@ -217,6 +227,4 @@ def scale_volumes(sizes: list[tuple[int, bool]], old_total: int, new_total: int,
             f"the volume group would be {format_size(new_total)}, less than its fixed volumes need",
             hint="choose a larger target disk",
         )
-    return [
-        size if is_fixed else _align_down(size * new_room // old_room, extent) for size, is_fixed in sizes
-    ]
+    return [size if is_fixed else align_down(size * new_room // old_room, extent) for size, is_fixed in sizes]

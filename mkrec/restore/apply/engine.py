@@ -5,32 +5,30 @@ from __future__ import annotations
 
 import logging
 import tempfile
+from collections.abc import Mapping
 from functools import partial
 from pathlib import Path
 
 from mkrec.errors import MkrecError
 from mkrec.layout.model import BootLoader, VolumeGroup
+from mkrec.restore.apply.argv import MKFS_TYPES, mkfs_argv
+from mkrec.restore.apply.bootloader import install_boot
+from mkrec.restore.apply.fstab import fix_crypttab, fix_fstab
+from mkrec.restore.apply.journal import ON_DISK, Journal, journal_in_tmp, read_steps
+from mkrec.restore.apply.layers import LuksKey, activate_layer, make_layer
+from mkrec.restore.apply.mounts import mount_all, mounts_below, umount_all, where
+from mkrec.restore.apply.runlog import RunLog
+from mkrec.restore.apply.steps import Steps
+from mkrec.restore.apply.tables import write_table
+from mkrec.restore.apply.unpack import unpack_tar, write_image
 from mkrec.restore.ask import Input
-from mkrec.restore.bootloader import install_boot
-from mkrec.restore.commands import MKFS_TYPES, mkfs_argv
-from mkrec.restore.devices import fs_identity
-from mkrec.restore.disks import write_table
-from mkrec.restore.fstab import fix_crypttab, fix_fstab
-from mkrec.restore.journal import ON_DISK, Journal, read_steps
-from mkrec.restore.mounts import mount_all, mounts_below, umount_all, where
-from mkrec.restore.plan import FsTarget, Plan
-from mkrec.restore.runlog import RunLog
-from mkrec.restore.source import RestoreSet
-from mkrec.restore.stack import LuksKey, activate_layer, layers, make_layer
-from mkrec.restore.steps import Steps
-from mkrec.restore.unpack import unpack_tar, write_image
+from mkrec.restore.decide.plan import FsTarget, Plan
+from mkrec.restore.decide.present import fs_identity
+from mkrec.restore.decide.source import RestoreSet
+from mkrec.restore.decide.stack import layers
 from mkrec.runner import run
 
 log = logging.getLogger("mkrec.restore")
-
-
-def journal_path(plan: Plan) -> Path:
-    return Path(tempfile.gettempdir()) / f"mkrec-restore-{plan.id}.journal"
 
 
 def steps_on_disk(plan: Plan, root: Path) -> list[str]:
@@ -53,7 +51,7 @@ def steps_on_disk(plan: Plan, root: Path) -> list[str]:
 
 
 def open_journal(plan: Plan, root: Path) -> Journal:
-    tmp = journal_path(plan)
+    tmp = journal_in_tmp(plan.id)
     resumed = [] if read_steps(tmp, plan.id) else steps_on_disk(plan, root)
     journal = Journal(plan.id, [tmp], resumed)
     if not journal.steps:
@@ -66,14 +64,22 @@ def make_fs(target: FsTarget) -> None:
     run(mkfs_argv(saved.fstype, target.node, saved.uuid, saved.label))
 
 
-def fix_system_files(plan: Plan, root: Path) -> None:
-    """Device names in fstab/crypttab may not exist any more: point them at the saved UUIDs."""
-    specs = {f.saved.device: f"UUID={f.saved.uuid}" for f in plan.filesystems if f.saved.uuid}
-    for name, fixer in (("fstab", fix_fstab), ("crypttab", fix_crypttab)):
+def uuid_specs(plan: Plan) -> dict[str, str]:
+    """Device names in fstab/crypttab may not exist any more: they become the saved UUIDs."""
+    return {f.saved.device: f"UUID={f.saved.uuid}" for f in plan.filesystems if f.saved.uuid}
+
+
+def fix_system_files(
+    root: Path, specs: Mapping[str, str], new_types: Mapping[str, str] | None = None
+) -> None:
+    """The restored system's fstab and crypttab follow what changed. specs: old first field -> new
+    one ("/dev/sda3" -> "UUID=..."); new_types: mount point -> the type it was made as now."""
+    for name in ("fstab", "crypttab"):
         path = root / "etc" / name
         if not path.is_file():
             continue
-        text, changes = fixer(path.read_text(), specs)
+        old = path.read_text()
+        text, changes = fix_fstab(old, specs, new_types) if name == "fstab" else fix_crypttab(old, specs)
         for change in changes:
             log.info("    %s: %s", name, change)
         if changes:
@@ -119,7 +125,11 @@ def _run(
         )
     for f in plan.filesystems:
         if f.saved.raw:
-            steps.run(f"raw:{f.node}", f"Image {f.saved.raw} onto {f.node}", partial(_raw, reader, f))
+            steps.run(
+                f"raw:{f.node}",
+                f"Image {f.saved.raw} onto {f.node}",
+                partial(write_image, reader, f.saved.raw, f.node),
+            )
         elif f.saved.fstype in MKFS_TYPES:
             steps.run(f"mkfs:{f.node}", f"{f.saved.fstype} on {f.node}", partial(make_fs, f))
         else:
@@ -135,9 +145,9 @@ def _run(
         steps.run(
             f"unpack:{t.saved.mountpoint}",
             f"Unpack {t.saved.mountpoint}",
-            partial(_unpack, reader, t, dest),
+            partial(unpack_tar, reader, t.saved.stream, dest),
         )
-    steps.run("fstab", "fstab and crypttab", lambda: fix_system_files(plan, root))
+    steps.run("fstab", "fstab and crypttab", partial(fix_system_files, root, uuid_specs(plan)))
     for boot in plan.system.boots:
         steps.run(*boot_step(boot), partial(install_boot, plan, boot, root))
     journal.complete()
@@ -149,11 +159,3 @@ def boot_step(boot: BootLoader) -> tuple[str, str]:
     that two disks each booting with extlinux are two steps, each resumed on its own."""
     where = boot.disk or boot.esp or boot.directory or ""
     return f"boot:{boot.kind}:{where}", f"Boot loader {boot.kind}" + (f" on {where}" if where else "")
-
-
-def _raw(reader: RestoreSet, target: FsTarget) -> None:
-    write_image(reader, target.saved.raw, target.node)
-
-
-def _unpack(reader: RestoreSet, target: FsTarget, dest: Path) -> None:
-    unpack_tar(reader, target.saved.stream, dest)

@@ -1,7 +1,7 @@
 """Putting data back: a tar stream unpacked into a mounted filesystem, an image written onto its
 node (block for block, or through partclone / ntfsclone for their formats) and its file system
 grown to fill a larger node. Both read the stream from the backup set through the RestoreSet
-(mkrec.restore.source)."""
+(mkrec.restore.decide.source)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from mkrec.backup.imaging import NTFSRESIZE, Drain, check_tool, image_format, ne
 from mkrec.backup.manifest import ImageFormat, StreamRecord
 from mkrec.errors import MkrecError
 from mkrec.progress import Progress
-from mkrec.restore.source import RestoreSet
+from mkrec.restore.decide.source import RestoreSet
 from mkrec.runner import popen, run, wait_checked
 from mkrec.sizes import format_size
 

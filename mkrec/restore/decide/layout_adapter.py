@@ -11,9 +11,9 @@ from mkrec.errors import MkrecError
 from mkrec.layout import vgcfg
 from mkrec.layout.model import BootKind, Disk, Layout
 from mkrec.layout.textfmt import LAYOUT_FILE
-from mkrec.restore.model import SavedDisk, SavedFs, SavedSystem
-from mkrec.restore.sfdisk import Partition, Table
-from mkrec.restore.source import RestoreSet, stream_for
+from mkrec.restore.decide.model import SavedDisk, SavedFs, SavedSystem
+from mkrec.restore.decide.sfdisk import Partition, Table
+from mkrec.restore.decide.source import RestoreSet, stream_for
 
 RESCUE_RECOVERY = Path("/etc/recovery")
 

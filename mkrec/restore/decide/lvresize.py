@@ -1,5 +1,5 @@
 """clone-disk's maths for LVM: a volume group whose physical volumes changed size (its PV partitions
-were scaled by mkrec.restore.resize) gets its LVs recomputed in proportion, in whole extents
+were scaled by mkrec.restore.decide.resize) gets its LVs recomputed in proportion, in whole extents
 (resize.scale_volumes). Like partitions, LVs whose size has a meaning keep it: swap unless asked,
 /boot, raw images, LVs holding no filesystem we recreate (a LUKS container, say). Nothing is
 accepted that cannot hold its data. Pure functions, plus the text file in which a person at the
@@ -12,8 +12,8 @@ from dataclasses import dataclass, replace
 
 from mkrec.errors import MkrecError
 from mkrec.layout.model import VolumeGroup
-from mkrec.restore.model import SavedFs, SavedSystem
-from mkrec.restore.resize import fs_fixed_reason, min_fs_bytes, scale_volumes
+from mkrec.restore.decide.model import SavedFs, SavedSystem
+from mkrec.restore.decide.resize import align_down, align_up, fs_fixed_reason, min_fs_bytes, scale_volumes
 from mkrec.sizes import format_size, parse_size
 
 # saved partition name ("sda3") -> (its bytes on the saved disk, its bytes on the target disk)
@@ -46,14 +46,6 @@ class LvRow:
         return self.name.split("/", 1)[0]
 
 
-def _align_down(value: int, align: int) -> int:
-    return value // align * align
-
-
-def _align_up(value: int, align: int) -> int:
-    return -(-value // align) * align
-
-
 def vg_bytes(vg: VolumeGroup, resized: Resized) -> tuple[int, int] | None:
     """(saved, new) bytes of the VG's extents; None when a PV's size was not captured. A PV keeps
     its header and the tail that did not fill an extent, so it never counts more than there is."""
@@ -64,7 +56,7 @@ def vg_bytes(vg: VolumeGroup, resized: Resized) -> tuple[int, int] | None:
         old += pv.size
         if pv.device in resized:
             before, after = resized[pv.device]
-            new += _align_down(max(after - (before - pv.size), 0), vg.extent_size)
+            new += align_down(max(after - (before - pv.size), 0), vg.extent_size)
         else:
             new += pv.size
     return old, new
@@ -207,7 +199,7 @@ def parse_lv_file(text: str, where: str, rows: tuple[LvRow, ...]) -> tuple[LvRow
         except ValueError as exc:
             raise MkrecError(f"{where}:{n}: {name}: {exc}") from None
         row = by_name[name]
-        by_name[name] = replace(row, new_size=_align_up(size, row.extent))
+        by_name[name] = replace(row, new_size=align_up(size, row.extent))
     edited = tuple(by_name[r.name] for r in rows)
     check_rows(edited, f"{where}: ")
     return edited

@@ -8,8 +8,8 @@ from collections.abc import Callable
 
 from mkrec.errors import MkrecError
 from mkrec.log import step
+from mkrec.restore.apply.journal import Journal
 from mkrec.restore.ask import Input, ask_step
-from mkrec.restore.journal import Journal
 
 log = logging.getLogger("mkrec.restore")
 
@@ -21,10 +21,11 @@ class Steps:
         self.ask_each = ask_each  # clone-disk on a terminal: each step can be skipped
 
     def run(
-        self, name: str, title: str, fn: Callable[[], None], again: Callable[[], None] | None = None
+        self, name: str, title: str, fn: Callable[[], object], again: Callable[[], object] | None = None
     ) -> None:
-        """again: for a step that finished in an earlier run, what makes its result usable now (a
-        RAID array assembled, a LUKS container opened after a reboot)."""
+        """fn: the step (what it returns is not used). again: for a step that finished in an earlier
+        run, what makes its result usable now (a RAID array assembled, a LUKS container opened after
+        a reboot)."""
         if self.journal.done(name):
             log.info("    %s: finished in an earlier run, skipped", title)
             if again is not None:

@@ -7,8 +7,8 @@ import time
 from pathlib import Path
 
 from mkrec.errors import MkrecError
-from mkrec.restore.commands import sfdisk_argv
-from mkrec.restore.sfdisk import Table, parse_dump, partition_node, render_script, same_table
+from mkrec.restore.apply.argv import sfdisk_argv
+from mkrec.restore.decide.sfdisk import Table, parse_dump, partition_node, render_script, same_table
 from mkrec.runner import run
 
 

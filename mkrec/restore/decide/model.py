@@ -4,7 +4,7 @@ and LUKS containers are used as they are. Only two restore-side types remain, ea
 layout does not have:
 
 - SavedDisk: the disk as a partition Table the restore writes, edits (clone-disk's editable sfdisk
-  script) and compares after writing (restore.sfdisk: sector-exact, the sfdisk dump format), and
+  script) and compares after writing (decide.sfdisk: sector-exact, the sfdisk dump format), and
   its first sector as captured (the MBR boot code a boot loader may need back);
 - SavedFs: a filesystem or swap joined with where its data is in the backup set (tar or image stream
   from the manifest), its mount point relative to the restored root, and its fstab options."""
@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from mkrec.layout.model import BootLoader, LuksContainer, RaidArray, VolumeGroup
-from mkrec.restore.sfdisk import Table, partition_node
+from mkrec.restore.decide.sfdisk import Table, partition_node
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,8 @@
 """The plan: decided and shown before anything is written. Which disk gets which saved disk and which
 partition table, which filesystem goes to which node, what will be erased. Building it reads
 nothing but values, so every refusal (too small, protected, ambiguous, data does not fit) is
-decided before the first write."""
+decided before the first write. clone-disk on a terminal lets the person edit the tables and the LV
+sizes of the plan (edit_clone_tables); the edited plan is checked by the same rules."""
 
 from __future__ import annotations
 
@@ -9,19 +10,29 @@ import dataclasses
 import hashlib
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from mkrec.errors import MkrecError
 from mkrec.layout.model import VolumeGroup
 from mkrec.layout.vgcfg import file_name, mismatch, parse_vgcfg
-from mkrec.restore.devices import PresentDisk
-from mkrec.restore.lvresize import LvRow, Resized, render_lv_rows, scale_vgs
-from mkrec.restore.mapping import Chooser, DiskChoice, map_disks
-from mkrec.restore.model import SavedFs, SavedSystem
-from mkrec.restore.resize import Row, clone_layout, min_fs_bytes, render_rows
-from mkrec.restore.sfdisk import Table, partition_node, render_script
-from mkrec.restore.stack import Nodes, below, layers, provides
+from mkrec.restore.ask import Input
+from mkrec.restore.decide.lvresize import (
+    LvRow,
+    Resized,
+    parse_lv_file,
+    render_lv_file,
+    render_lv_rows,
+    scale_vgs,
+    with_sizes,
+)
+from mkrec.restore.decide.mapping import Chooser, DiskChoice, map_disks
+from mkrec.restore.decide.model import SavedFs, SavedSystem
+from mkrec.restore.decide.present import PresentDisk
+from mkrec.restore.decide.resize import Row, clone_layout, need_bytes, render_rows
+from mkrec.restore.decide.sfdisk import Table, parse_dump, partition_node, render_script
+from mkrec.restore.decide.stack import Nodes, below, layers, provides
 from mkrec.sizes import format_size
 
 log = logging.getLogger("mkrec.restore")
@@ -66,21 +77,30 @@ class Plan:
             "fs": [(f.saved.device, f.node, f.saved.uuid) for f in self.filesystems],
             "lvs": [(vg.name, lv.name, lv.size) for vg in self.vgs for lv in vg.lvs],
         }
-        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+        return stable_id(data)
 
     def node_map(self) -> dict[str, str]:
-        """Saved node -> node now, for every partition of every mapped disk."""
-        out: dict[str, str] = {}
-        for d in self.disks:
-            for p in d.table.partitions:
-                out[d.choice.saved.node(p.number)] = partition_node(d.device, p.number)
-        return out
+        return partition_nodes(self.disks)
 
     def nodes(self) -> Nodes:
         return stack_nodes(self.node_map(), self.system)
 
     def target(self, mountpoint: str) -> FsTarget | None:
         return next((f for f in self.filesystems if f.saved.mountpoint == mountpoint), None)
+
+
+def stable_id(data: object) -> str:
+    """A short id of JSON-able data: equal data, equal id (what a journal is matched by)."""
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def partition_nodes(disks: Sequence[DiskPlan]) -> dict[str, str]:
+    """Saved node -> node now, for every partition of every mapped disk."""
+    return {
+        d.choice.saved.node(p.number): partition_node(d.device, p.number)
+        for d in disks
+        for p in d.table.partitions
+    }
 
 
 def stack_nodes(partitions: dict[str, str], system: SavedSystem) -> Nodes:
@@ -182,16 +202,20 @@ def make_plan(
         }
         layout = clone_layout(saved.table, saved.size, choice.target.size, on_disk, resize_swap, pvs)
         disk_plans.append(DiskPlan(choice, layout.table, layout.rows))
+    plan = Plan(action, tuple(disk_plans), place_filesystems(system, disk_plans), system, system.vgs)
+    check_fits(plan, "choose a larger target disk")
+    if action == "start":
+        # Same-or-larger disks with the saved tables: LVM's own metadata can come back as it was.
+        return dataclasses.replace(plan, vg_metadata=restorable_metadata(system.vgs, vg_metadata or {}))
+    # clone-disk: sizes change, so VGs and LVs are made anew (vgcreate/lvcreate; new VG/LV UUIDs).
+    return rescale_volumes(plan, resize_swap)
+
+
+def place_filesystems(system: SavedSystem, disks: Sequence[DiskPlan]) -> tuple[FsTarget, ...]:
+    """Where each saved filesystem goes with these tables, and the bytes its node will have."""
+    by_disk = {d.choice.saved.name: d for d in disks}
+    nodes = stack_nodes(partition_nodes(disks), system)
     targets = []
-    by_disk = {d.choice.saved.name: d for d in disk_plans}
-    nodes = stack_nodes(
-        {
-            d.choice.saved.node(p.number): partition_node(d.device, p.number)
-            for d in disk_plans
-            for p in d.table.partitions
-        },
-        system,
-    )
     for fs in system.filesystems:
         where = _partition_of(fs, system)
         if where is None:
@@ -200,20 +224,51 @@ def make_plan(
             continue
         dp = by_disk[where[0]]
         part = dp.table.partition(where[1])
-        size = part.size * dp.table.sector_size
-        if (fs.stream or fs.raw) and size < (fs.size if fs.raw else min_fs_bytes(fs.fstype, fs.used)):
+        targets.append(FsTarget(fs, partition_node(dp.device, where[1]), part.size * dp.table.sector_size))
+    return tuple(targets)
+
+
+def check_fits(plan: Plan, hint: str) -> None:
+    """Every filesystem placed on a partition gets the room it needs (resize.need_bytes), for the
+    computed tables and for tables a person edited alike; else nothing is written."""
+    for f in plan.filesystems:
+        fs, need = f.saved, need_bytes(f.saved)
+        if f.size and f.size < need:
             raise MkrecError(
                 f"{fs.device} ({fs.mountpoint or fs.fstype}, {format_size(fs.used)} used) does not fit "
-                f"in {format_size(size)} on {dp.device}; nothing was written",
-                hint="choose a larger target disk",
+                f"in {format_size(f.size)} at {f.node} ({format_size(need)} needed); nothing was written",
+                hint=hint,
             )
-        targets.append(FsTarget(fs, partition_node(dp.device, where[1]), size))
-    plan = Plan(action, tuple(disk_plans), tuple(targets), system, system.vgs)
-    if action == "start":
-        # Same-or-larger disks with the saved tables: LVM's own metadata can come back as it was.
-        return dataclasses.replace(plan, vg_metadata=restorable_metadata(system.vgs, vg_metadata or {}))
-    # clone-disk: sizes change, so VGs and LVs are made anew (vgcreate/lvcreate; new VG/LV UUIDs).
-    return rescale_volumes(plan, resize_swap)
+
+
+def edit_clone_tables(plan: Plan, asker: Input, resize_swap: bool = False) -> Plan:
+    """clone-disk on a terminal: each new table is written to a file the person may edit first;
+    then the LV sizes, recomputed for the tables as edited."""
+    disks = []
+    for d in plan.disks:
+        path = Path(f"/tmp/mkrec-clone-{d.device.rsplit('/', 1)[-1]}.sfdisk")
+        path.write_text(render_script(d.table, d.device))
+        answer = asker(f"The new table for {d.device} is in {path}; edit it if you like, then press Enter: ")
+        if answer.strip().lower() in ("n", "no", "q"):
+            raise MkrecError("nothing was written: stopped before the tables were applied")
+        table = parse_dump(path.read_text(), str(path))
+        disks.append(dataclasses.replace(d, table=table))
+    edited = dataclasses.replace(plan, disks=tuple(disks), filesystems=place_filesystems(plan.system, disks))
+    check_fits(edited, "edit the table again with more room")
+    edited = rescale_volumes(edited, resize_swap)
+    return edit_lv_sizes(edited, asker) if edited.lv_rows else edited
+
+
+def edit_lv_sizes(plan: Plan, asker: Input) -> Plan:
+    """clone-disk on a terminal: the proposed LV sizes in a file the person may edit first."""
+    path = Path("/tmp/mkrec-clone-lvm.txt")
+    path.write_text(render_lv_file(plan.lv_rows))
+    answer = asker(f"The new LV sizes are in {path}; edit them if you like, then press Enter: ")
+    if answer.strip().lower() in ("n", "no", "q"):
+        raise MkrecError("nothing was written: stopped before the LV sizes were applied")
+    rows = parse_lv_file(path.read_text(), str(path), plan.lv_rows)
+    vgs = tuple(with_sizes(vg, rows) for vg in plan.vgs)
+    return dataclasses.replace(plan, vgs=vgs, lv_rows=rows)
 
 
 def render_plan(plan: Plan) -> str:

@@ -10,8 +10,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from mkrec.errors import MkrecError
-from mkrec.restore.devices import AUTO_TYPES, PresentDisk
-from mkrec.restore.model import SavedDisk
+from mkrec.restore.decide.model import SavedDisk
+from mkrec.restore.decide.present import AUTO_TYPES, PresentDisk
 from mkrec.sizes import format_size
 
 # (saved disk, candidates) -> the chosen one, or None to stop. Given only when a person can answer.

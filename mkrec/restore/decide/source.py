@@ -29,7 +29,7 @@ import pycdlib
 from mkrec.backup.manifest import StreamRecord
 from mkrec.backup.setreader import BackupSet, FrameReader, read_volume, volume_sources
 from mkrec.errors import MkrecError
-from mkrec.restore.devices import is_block
+from mkrec.restore.decide.present import is_block
 from mkrec.runner import run_json
 
 log = logging.getLogger("mkrec.restore")
@@ -70,7 +70,8 @@ def candidates(source: Path | None) -> list[tuple[str, Path]]:
 
 
 class RestoreSet:
-    """The volumes of one backup set found so far; reads streams, asks for what is missing."""
+    """The volumes of one backup set found so far; reads streams, asks for what is missing. A context
+    manager: leaving the `with` block closes every volume opened."""
 
     def __init__(self, source: Path | None, ask: Ask | None) -> None:
         self.source = source
@@ -146,6 +147,12 @@ class RestoreSet:
     def close(self) -> None:
         self.bset.close()
         self.bset.volumes.clear()
+
+    def __enter__(self) -> RestoreSet:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     # ---- what the set holds ----
 
@@ -235,8 +242,9 @@ class _ChunkReader(io.RawIOBase):
         return n
 
 
-def open_set(source: Path | None, ask: Ask | None = None) -> RestoreSet:
-    """The backup set at --source, or found on the drives; ask: how to ask for a missing volume."""
+def open_restore_set(source: Path | None, ask: Ask | None = None) -> RestoreSet:
+    """The backup set at --source, or found on the drives; ask: how to ask for a missing volume.
+    (mkrec.backup.setreader.open_set opens a set for reading only what is there, never asking.)"""
     if source is not None and not source.exists():
         raise MkrecError(f"{source}: no such backup set", hint="give the set's directory, an ISO or a drive")
     return RestoreSet(source, ask)

@@ -1,11 +1,17 @@
-"""Argument lists for the commands that rebuild a system. Pure: each returns the argv, callers run it
-through mkrec.runner. Kept in one module so tests can assert every exact command line."""
+"""Argument lists for the commands that rebuild a system: partition tables, RAID, LVM, LUKS,
+filesystems, boot loaders. Pure: each returns the argv, callers run it through mkrec.runner. Kept in
+one module so tests can assert every exact command line."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from mkrec.errors import MkrecError
+from mkrec.layout.model import LuksContainer, RaidArray, VolumeGroup
+
+# No udev in the rescue system (nor in the tests): LVM creates /dev/mapper nodes itself and does not
+# consult a devices file written for another machine.
+LVM_CONFIG = "devices { use_devicesfile=0 } activation { udev_sync=0 udev_rules=0 }"
 
 MKFS_TYPES = ("ext2", "ext3", "ext4", "xfs", "btrfs", "vfat", "swap")
 
@@ -105,3 +111,98 @@ def grub_modules_for(fstype: str, label: str) -> str:
     )
     part = "part_gpt" if label == "gpt" else "part_msdos"
     return " ".join(m for m in (part, fs_module) if m)
+
+
+# ---- RAID, LVM, LUKS ----
+
+
+def mdadm_create_argv(raid: RaidArray, members: list[str]) -> list[str]:
+    argv = ["mdadm", "--create", f"/dev/{raid.name}", "--run", f"--level={raid.level}"]
+    argv.append(f"--raid-devices={raid.raid_devices or len(members)}")
+    if raid.metadata:
+        argv.append(f"--metadata={raid.metadata}")
+    if raid.uuid:
+        argv.append(f"--uuid={raid.uuid}")
+    if raid.md_name:
+        argv.append(f"--name={raid.md_name}")
+    if raid.chunk_size:
+        argv.append(f"--chunk={raid.chunk_size // 1024}K")
+    return [*argv, *members]
+
+
+def mdadm_assemble_argv(raid: RaidArray, members: list[str]) -> list[str]:
+    return ["mdadm", "--assemble", "--run", f"/dev/{raid.name}", *members]
+
+
+def pvcreate_argv(uuid: str | None, node: str, restorefile: str = "") -> list[str]:
+    """restorefile: the VG's saved metadata, whose header and extent layout the PV gets."""
+    argv = ["pvcreate", "--config", LVM_CONFIG, "-ff", "-y"]
+    if uuid and restorefile:
+        argv += ["--uuid", uuid, "--restorefile", restorefile]
+    elif uuid:
+        # --norestorefile: the UUID is taken as it is, without a metadata backup to check it against
+        argv += ["--uuid", uuid, "--norestorefile"]
+    return [*argv, node]
+
+
+def vgcfgrestore_argv(vg: VolumeGroup, restorefile: str) -> list[str]:
+    return ["vgcfgrestore", "--config", LVM_CONFIG, "-y", "-f", restorefile, vg.name]
+
+
+def vgcreate_argv(vg: VolumeGroup, nodes: list[str]) -> list[str]:
+    return [
+        "vgcreate",
+        "--config",
+        LVM_CONFIG,
+        "-y",
+        "--physicalextentsize",
+        f"{vg.extent_size // 1024}k",
+        vg.name,
+        *nodes,
+    ]
+
+
+def lvcreate_argv(vg: VolumeGroup, lv_index: int) -> list[str]:
+    lv = vg.lvs[lv_index]
+    argv = [
+        "lvcreate",
+        "--config",
+        LVM_CONFIG,
+        "-y",
+        "-W",
+        "y",
+        "-Z",
+        "y",
+        "--name",
+        lv.name,
+        "--size",
+        f"{lv.size}b",
+    ]
+    if lv.stripes and lv.stripes > 1:
+        argv += ["--stripes", str(lv.stripes)]
+    return [*argv, vg.name]
+
+
+def vgchange_argv(vg: VolumeGroup, active: bool = True) -> list[str]:
+    return ["vgchange", "--config", LVM_CONFIG, "-ay" if active else "-an", vg.name]
+
+
+def luks_format_argv(c: LuksContainer, node: str, key_file: str, pbkdf_iterations: int = 0) -> list[str]:
+    """luksFormat with the saved UUID, cipher, key size and label; the key from key_file ("-": stdin)."""
+    argv = ["cryptsetup", "luksFormat", "--batch-mode", f"--type=luks{c.version}"]
+    if c.uuid:
+        argv.append(f"--uuid={c.uuid}")
+    if c.cipher:
+        argv.append(f"--cipher={c.cipher}")
+    if c.key_size:
+        argv.append(f"--key-size={c.key_size}")
+    if c.label and c.version >= 2:
+        argv.append(f"--label={c.label}")
+    if pbkdf_iterations:
+        # slow machines and tests: a fixed-cost PBKDF2 instead of memory-hard argon2id benchmarking
+        argv += ["--pbkdf=pbkdf2", f"--pbkdf-force-iterations={pbkdf_iterations}"]
+    return [*argv, f"--key-file={key_file}", node]
+
+
+def luks_open_argv(c: LuksContainer, node: str, key_file: str) -> list[str]:
+    return ["cryptsetup", "open", f"--key-file={key_file}", node, c.name]

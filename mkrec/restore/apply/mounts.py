@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from mkrec.restore.plan import FsTarget
+from mkrec.restore.decide.plan import FsTarget
 from mkrec.runner import run
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from mkrec.errors import MkrecError
 from mkrec.layout.bootloader import EXTLINUX_FILES, MBR_CODE, syslinux_in_mbr
 from mkrec.layout.model import BootKind, BootLoader
-from mkrec.restore.commands import (
+from mkrec.restore.apply.argv import (
     chroot_argv,
     efibootmgr_argv,
     extlinux_argv,
@@ -22,9 +22,9 @@ from mkrec.restore.commands import (
     grub_efi_argv,
     grub_modules_for,
 )
-from mkrec.restore.mounts import bind_system, unbind
-from mkrec.restore.plan import DiskPlan, Plan
-from mkrec.restore.sfdisk import Table, partition_node
+from mkrec.restore.apply.mounts import bind_system, unbind
+from mkrec.restore.decide.plan import DiskPlan, Plan
+from mkrec.restore.decide.sfdisk import Table, partition_node
 from mkrec.runner import run, which
 
 log = logging.getLogger("mkrec.restore")
