@@ -78,6 +78,12 @@ def cmd_restore(ctx: Context, args: argparse.Namespace) -> int:
     return run_restore(request_from_args(ctx, args))
 
 
+def cmd_drill(ctx: Context, args: argparse.Namespace) -> int:
+    from mkrec.drill import drill
+
+    return drill(ctx, args.set, args.firmware)
+
+
 def cmd_layout_capture(ctx: Context, args: argparse.Namespace) -> int:
     from mkrec.layout import capture_layout
 
@@ -144,6 +150,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("paths", nargs="+")
     p.add_argument("-C", dest="dest", type=Path, required=True, help="where to put them")
     p.set_defaults(handler=cmd_extract, logs=True)
+
+    p = sub.add_parser("drill", help="restore a set into a virtual machine and boot it: PASS/FAIL")
+    p.add_argument("set", type=Path, nargs="?", help="the set's directory (default: the newest of this host)")
+    p.add_argument("--firmware", choices=["bios", "uefi"], help="default: the way this machine booted")
+    p.set_defaults(handler=cmd_drill, logs=True)
 
     p = sub.add_parser("restore", help="the restore engine (start-restore, clone-disk, restore-fs, compare)")
     p.add_argument("action", choices=["start", "clone", "fs", "compare"])

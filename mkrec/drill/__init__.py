@@ -1,0 +1,163 @@
+"""`mkrec drill [SET]`: boot the set's rescue disc in QEMU with blank sparse disks of the saved
+disks' sizes, restore unattended, then boot the restored disks alone; PASS when the restored
+system's serial console shows a login prompt (or [drill] expect). The run, readable in one place."""
+
+from __future__ import annotations
+
+import logging
+import re
+import shutil
+import time
+from datetime import datetime
+from pathlib import Path
+
+from mkrec.config import DrillConfig
+from mkrec.context import Context
+from mkrec.drill.console import Guest, Seen, Ticker
+from mkrec.drill.machine import (
+    QEMU,
+    Accel,
+    Firmware,
+    Machine,
+    VirtualDisk,
+    choose_firmware,
+    find_ovmf,
+    first_boot_argv,
+    kvm_works,
+    rescue_argv,
+    virtual_disks,
+)
+from mkrec.drill.report import (
+    FATAL,
+    Phase,
+    Report,
+    clean_console,
+    last_lines,
+    lines_around,
+    render,
+    report_paths,
+)
+from mkrec.drill.scratch import needed_space, scratch
+from mkrec.drill.setfiles import copy_boot_files, newest_set, open_drill_set
+from mkrec.errors import die
+from mkrec.runner import which
+
+log = logging.getLogger("mkrec.drill")
+
+RESCUE_UP = "mkrec: starting the rescue system"  # templates/init.sh.j2, as it hands over to init
+RESTORE_DONE = r"Restore finished[^\n]*"  # mkrec/restore/engine.py, the last step's line
+SHUTDOWN_WAIT = 60  # seconds for the rescue system to power off after the restore
+
+
+def drill(ctx: Context, set_path: Path | None, firmware: str | None) -> int:
+    cfg = ctx.config.drill
+    started, t0 = datetime.now(), time.monotonic()
+    dset = open_drill_set(set_path or newest_set(ctx))
+    if which(QEMU) is None:
+        die(f"{QEMU} is not installed", hint="apt-get install qemu-system-x86")
+    fw = choose_firmware(firmware)
+    ovmf_code, ovmf_template = find_ovmf() if fw is Firmware.UEFI else (None, None)
+    disks_total = sum(d.size for d in dset.layout.disks)
+    log.info("Drill of %s: %d volume(s), %d disk(s)", dset.name, len(dset.volumes), len(dset.layout.disks))
+    expect = cfg.expect or "login:"
+    report = Report(
+        dset.name, str(dset.directory), started.isoformat(timespec="seconds"), str(fw), "", expect
+    )
+    consoles: list[tuple[str, str]] = []
+    log_file, json_file = report_paths(dset.directory, started)
+    with scratch(cfg.workdir, needed_space(dset.restore_bytes)) as work:
+        kernel, initrd = copy_boot_files(dset, work)
+        accel = Accel.KVM if kvm_works(kernel) else Accel.TCG
+        if accel is Accel.TCG:
+            log.info("note: KVM is not usable here: QEMU emulates the CPU (TCG), several times slower")
+        report.accel = str(accel)
+        disks = virtual_disks(dset.layout, work)
+        for d in disks:
+            with open(d.path, "wb") as fh:
+                fh.truncate(d.size)  # sparse: only what the restore writes takes room
+        ovmf_vars = None
+        if ovmf_template is not None:
+            ovmf_vars = work / "OVMF_VARS.fd"
+            shutil.copyfile(ovmf_template, ovmf_vars)
+        machine = Machine(accel, fw, cfg.memory // 1024**2, cfg.cpus, ovmf_code, ovmf_vars)
+        log.info("    virtual disks: %s (%d bytes in all, sparse)", _names(disks), disks_total)
+        ticker = Ticker()
+        try:
+            with Guest(rescue_argv(machine, disks, dset.volumes, kernel, initrd)) as guest:
+                try:
+                    restored = rescue_and_restore(guest, report, cfg, ticker)
+                finally:
+                    consoles.append(("rescue disc: boot and restore", guest.text()))
+            if restored:
+                with Guest(first_boot_argv(machine, disks)) as guest:
+                    try:
+                        first_boot(guest, report, cfg, ticker, expect)
+                    finally:
+                        consoles.append(("restored disks: first boot", guest.text()))
+        finally:
+            ticker.done()
+            report.wall_seconds = round(time.monotonic() - t0, 1)
+            report.log = str(log_file)
+            _write(log_file, consoles)
+    json_file.write_text(report.to_json())
+    for line in render(report):
+        log.info("%s", line)
+    log.info("Report: %s, console log: %s", json_file, log_file)
+    return 0 if report.passed else 1
+
+
+def rescue_and_restore(guest: Guest, report: Report, cfg: DrillConfig, ticker: Ticker) -> bool:
+    """Phases 1 and 2: the rescue system comes up, then the unattended restore runs to its end."""
+    start = time.monotonic()
+    seen = guest.wait(
+        {"up": re.escape(RESCUE_UP), **FATAL}, cfg.timeout, tick=ticker.for_phase("rescue boot")
+    )
+    if not _phase(report, "rescue boot", start, guest, seen, "up", "the rescue system starting"):
+        return False
+    start = time.monotonic()
+    seen = guest.wait(
+        {"done": RESTORE_DONE, **FATAL}, cfg.timeout, since=seen.at, tick=ticker.for_phase("restore")
+    )
+    if seen.name == "done" and guest.wait({}, SHUTDOWN_WAIT).name == "timeout":
+        # [restore] after = "shell": the shell on the console is the drill's to end.
+        guest.send("sync; poweroff -f")
+        guest.wait({}, SHUTDOWN_WAIT)
+    return _phase(report, "restore", start, guest, seen, "done", "the end of the restore")
+
+
+def first_boot(guest: Guest, report: Report, cfg: DrillConfig, ticker: Ticker, expect: str) -> bool:
+    """Phase 3: the restored disks boot on their own until the console shows `expect`."""
+    start = time.monotonic()
+    seen = guest.wait({"up": re.escape(expect), **FATAL}, cfg.timeout, tick=ticker.for_phase("first boot"))
+    return _phase(report, "first boot", start, guest, seen, "up", repr(expect))
+
+
+def _phase(report: Report, name: str, start: float, guest: Guest, seen: Seen, ok: str, what: str) -> bool:
+    seconds = round(time.monotonic() - start, 1)
+    passed = seen.name == ok
+    report.phases.append(Phase(name, seconds, passed))
+    log.info("    %s: %s after %.1f s", name, "done" if passed else "FAILED", seconds)
+    if passed:
+        return True
+    text = guest.text()
+    if seen.name == "timeout":
+        error, lines = f"no {what} on the console within {seen.text} s ([drill] timeout)", last_lines(text)
+    elif seen.name == "exit":
+        why = guest.errors().splitlines()[-1:] or [f"exit status {seen.text}"]
+        error, lines = f"the virtual machine stopped before {what} ({why[0]})", last_lines(text)
+    else:
+        error, lines = seen.text.strip(), lines_around(text, seen.at)
+    report.fail(name, error, lines)
+    return False
+
+
+def _names(disks: list[VirtualDisk]) -> str:
+    return ", ".join(f"vd{chr(ord('a') + i)} for saved {d.saved}" for i, d in enumerate(disks))
+
+
+def _write(log_file: Path, consoles: list[tuple[str, str]]) -> None:
+    parts = [f"===== {title} =====\n{clean_console(text)}\n" for title, text in consoles]
+    log_file.write_text("".join(parts))
+
+
+__all__ = ["drill"]
