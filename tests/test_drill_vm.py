@@ -57,7 +57,8 @@ def make_set(workdir: Path, exclude: tuple[str, ...] = ()) -> Path:
 
 def write_config(path: Path, workdir: Path, timeout: int) -> Path:
     path.write_text(
-        f'[build]\noutput = "{workdir}-out"\n[drill]\nexpect = "{MARKER} drill"\ntimeout = {timeout}\nworkdir = "{workdir}"\n'
+        f'[build]\noutput = "{workdir}-out"\n'
+        f'[drill]\nexpect = "{MARKER} drill"\ntimeout = {timeout}\nworkdir = "{workdir}"\n'
         'memory = "1536M"\ncpus = 2\n'
     )
     return path

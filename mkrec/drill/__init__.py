@@ -36,6 +36,7 @@ from mkrec.drill.report import (
     lines_around,
     render,
     report_paths,
+    write_private,
 )
 from mkrec.drill.scratch import needed_space, scratch
 from mkrec.drill.setfiles import copy_boot_files, newest_set, open_drill_set
@@ -99,7 +100,7 @@ def drill(ctx: Context, set_path: Path | None, firmware: str | None) -> int:
             report.wall_seconds = round(time.monotonic() - t0, 1)
             report.log = str(log_file)
             _write(log_file, consoles)
-    json_file.write_text(report.to_json())
+    write_private(json_file, report.to_json())
     for line in render(report):
         log.info("%s", line)
     log.info("Report: %s, console log: %s", json_file, log_file)
@@ -157,7 +158,7 @@ def _names(disks: list[VirtualDisk]) -> str:
 
 def _write(log_file: Path, consoles: list[tuple[str, str]]) -> None:
     parts = [f"===== {title} =====\n{clean_console(text)}\n" for title, text in consoles]
-    log_file.write_text("".join(parts))
+    write_private(log_file, "".join(parts))
 
 
 __all__ = ["drill"]

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
 
+from mkrec.drill.report import clean_console
 from mkrec.runner import popen
 
 Tick = Callable[[float, str], None]  # (seconds into the phase, last console line)
@@ -54,8 +55,11 @@ class Guest:
             return self._err.decode(errors="replace").strip()
 
     def last_line(self) -> str:
-        lines = [line for line in self.text().splitlines() if line.strip()]
-        return lines[-1].strip() if lines else ""
+        """The last line drawn, as a person would see it: a progress bar redraws with \\r."""
+        with self._lock:
+            tail = self._out[-4096:].decode(errors="replace")
+        lines = [x.strip() for x in re.split(r"[\r\n]+", clean_console(tail)) if x.strip()]
+        return lines[-1] if lines else ""
 
     def send(self, line: str) -> None:
         if self.proc.stdin is not None and self.proc.poll() is None:

@@ -4,6 +4,7 @@ lines around it; printed for the person and written next to the set (drill-<date
 from __future__ import annotations
 
 import json
+import os
 import re
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
@@ -86,3 +87,10 @@ def report_paths(set_dir: Path, started: datetime) -> tuple[Path, Path]:
 def clean_console(text: str) -> str:
     """The console as a log: terminal escape sequences (the boot menus, the shell) removed."""
     return re.sub(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b[()][A-Z0-9]|\x1bc", "", text)
+
+
+def write_private(path: Path, text: str) -> None:
+    """0600 like the set beside it: the console shows the restored system's paths and messages."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with open(fd, "w") as fh:
+        fh.write(text)
