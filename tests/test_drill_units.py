@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from datetime import datetime
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from mkrec import drill as drill_module
 from mkrec.cli import main
 from mkrec.config import config_from_dict
 from mkrec.context import Context
+from mkrec.drill.console import Guest, Seen
 from mkrec.drill.machine import (
     DRILL_CMDLINE,
     Accel,
@@ -211,3 +213,25 @@ def test_cli_without_qemu_says_so_in_one_line(
         "mkrec: error: qemu-system-x86_64 is not installed",
         "mkrec: hint: apt-get install qemu-system-x86",
     ]
+
+
+# ---- the console wait: a pattern, the exit, or the deadline, never longer ----
+
+
+def test_guest_wait_sees_a_pattern_an_exit_and_keeps_its_deadline() -> None:
+    script = (
+        "printf 'booting\\r\\n\\033[KUnpacking 1\\rUnpacking 2\\n'; read line; echo got $line; exec sleep 30"
+    )
+    with Guest(["sh", "-c", script]) as guest:
+        seen = guest.wait({"up": r"booting", "panic": r"Kernel panic"}, timeout=10)
+        assert (seen.name, seen.text) == ("up", "booting")
+        time.sleep(0.3)
+        assert guest.last_line() == "Unpacking 2"
+        guest.send("poweroff")
+        assert guest.wait({"reply": r"got \w+"}, timeout=10, since=seen.at).text == "got poweroff"
+        start = time.monotonic()
+        ticks: list[str] = []
+        seen = guest.wait({"never": r"login:"}, timeout=1.0, tick=lambda s, line: ticks.append(line))
+        assert seen.name == "timeout" and time.monotonic() - start < 2 and ticks[-1] == "got poweroff"
+    with Guest(["sh", "-c", "echo bye; exit 3"]) as guest:
+        assert guest.wait({"never": r"login:"}, timeout=10) == Seen("exit", "3", len("bye\n"))

@@ -29,6 +29,7 @@ DRILL_TIMEOUT = 900  # the subprocess's own limit: far above the [drill] timeout
 def make_set(workdir: Path, exclude: tuple[str, ...] = ()) -> Path:
     """A source system backed up in mode cd, without a serial console on the rescue disc (the drill
     brings its own): the set's directory."""
+    workdir.mkdir(parents=True, exist_ok=True)
     disks = LoopDisks(workdir)
     try:
         system = build_source_system(disks, workdir, "gpt", marker="drill")

@@ -7,9 +7,11 @@ from __future__ import annotations
 import logging
 import re
 import shutil
+import signal
 import time
 from datetime import datetime
 from pathlib import Path
+from types import FrameType
 
 from mkrec.config import DrillConfig
 from mkrec.context import Context
@@ -51,6 +53,20 @@ SHUTDOWN_WAIT = 60  # seconds for the rescue system to power off after the resto
 
 
 def drill(ctx: Context, set_path: Path | None, firmware: str | None) -> int:
+    # A stopped service or a killed terminal must not leave QEMU running or the scratch files behind:
+    # SIGTERM unwinds like Ctrl-C, through the guests' and the scratch directory's clean-up.
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        return _drill(ctx, set_path, firmware)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def _drill(ctx: Context, set_path: Path | None, firmware: str | None) -> int:
     cfg = ctx.config.drill
     started, t0 = datetime.now(), time.monotonic()
     dset = open_drill_set(set_path or newest_set(ctx))
