@@ -156,12 +156,15 @@ def test_report_pass_fail_and_lines_around_the_error() -> None:
         Phase("first boot", 9.9, True),
     ]
     assert r.passed
-    text = "\n".join(f"line {i}" for i in range(30)) + "\nmkrec: error: sfdisk failed\nafter\n"
+    text = (
+        "\n".join(f"line {i}" for i in range(30))
+        + "\n\x1b[6;78H  \x1b[m\nmkrec: error: sfdisk failed\nafter\n"
+    )
     r.phases[2].ok = False
     r.fail("first boot", "mkrec: error: sfdisk failed", lines_around(text, text.index("mkrec: error")))
     r.fail("later", "ignored", [])
     assert not r.passed and r.failed_phase == "first boot"
-    assert r.error_lines[0] == "line 18" and r.error_lines[-2:] == ["mkrec: error: sfdisk failed", "after"]
+    assert r.error_lines[0] == "line 19" and r.error_lines[-2:] == ["mkrec: error: sfdisk failed", "after"]
     shown = render(r)
     assert shown[0] == "Drill of CDrec-20261201-0600 (bios, tcg): FAIL in first boot"
     assert shown[1] == "  rescue boot     21.5 s  ok" and shown[3] == "  first boot       9.9 s  FAILED"

@@ -16,6 +16,8 @@ FATAL = {
     "kernel panic": r"Kernel panic - not syncing[^\n]*",
     "no boot device": r"No bootable device[^\n]*|No bootable option[^\n]*",
     "GRUB rescue prompt": r"grub rescue>",
+    # GRUB's menu entry failed (its kernel or initrd is missing): it would only loop back to the menu.
+    "GRUB error": r"error: you need to load the kernel first[^\n]*",
 }
 CONTEXT = 12  # console lines shown with an error
 
@@ -59,12 +61,17 @@ class Report:
 def lines_around(text: str, offset: int, before: int = CONTEXT, after: int = 3) -> list[str]:
     """The console lines before (and a few after) the one holding offset: what led to an error."""
     line = text.count("\n", 0, offset)
-    lines = text.splitlines()
-    return [x for x in lines[max(0, line - before) : line + after + 1] if x.strip()]
+    return _readable(text.splitlines()[max(0, line - before) : line + after + 1])
 
 
 def last_lines(text: str, count: int = CONTEXT) -> list[str]:
-    return [x for x in text.splitlines() if x.strip()][-count:]
+    return _readable(text.splitlines())[-count:]
+
+
+def _readable(lines: list[str]) -> list[str]:
+    """Console lines without terminal escapes; the blank ones (a menu's redrawing) left out."""
+    out = (clean_console(x).rstrip() for x in lines)
+    return [x for x in out if x.strip()]
 
 
 def render(report: Report) -> list[str]:
