@@ -15,6 +15,7 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
+from qemu import OVMF_CODE
 from sourcesys import MARKER, build_source_system
 from support import LoopDisks
 
@@ -83,15 +84,21 @@ def good_set(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 
 @pytest.mark.vm
-def test_a_bootable_set_drills_to_pass_with_its_reports(good_set: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("firmware", ["bios", "uefi"])
+def test_a_bootable_set_drills_to_pass_with_its_reports(
+    good_set: Path, tmp_path: Path, firmware: str
+) -> None:
+    if firmware == "uefi" and not OVMF_CODE.exists():
+        pytest.skip(f"needs {OVMF_CODE} (apt-get install ovmf)")
     config = write_config(tmp_path / "drill.toml", tmp_path / "scratch", timeout=600)
-    proc, seconds = drill(config, good_set, "--firmware", "bios")
-    print(f"\ndrill wall time under TCG: {seconds:.0f} s\n{proc.stderr[-1500:]}")
+    before = set(good_set.glob("drill-*.json"))
+    proc, seconds = drill(config, good_set, "--firmware", firmware)
+    print(f"\ndrill wall time under TCG ({firmware}): {seconds:.0f} s\n{proc.stderr[-1500:]}")
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert "PASS" in proc.stderr
-    (report,) = good_set.glob("drill-*.json")
+    (report,) = set(good_set.glob("drill-*.json")) - before
     data = json.loads(report.read_text())
-    assert data["result"] == "PASS" and data["firmware"] == "bios"
+    assert data["result"] == "PASS" and data["firmware"] == firmware
     assert data["accel"] == "kvm" or "note: KVM is not usable" in proc.stderr
     assert [p["name"] for p in data["phases"]] == ["rescue boot", "restore", "first boot"]
     assert all(p["ok"] and p["seconds"] > 0 for p in data["phases"])

@@ -93,7 +93,7 @@ def report_paths(set_dir: Path, started: datetime) -> tuple[Path, Path]:
 
 def clean_console(text: str) -> str:
     """The console as a log: terminal escape sequences (the boot menus, the shell) removed."""
-    return re.sub(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b[()][A-Z0-9]|\x1bc", "", text)
+    return re.sub(r"\x1b\[[0-9;?=]*[A-Za-z]|\x1b[()][A-Z0-9]|\x1bc", "", text)
 
 
 def write_private(path: Path, text: str) -> None:
