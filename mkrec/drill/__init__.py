@@ -5,6 +5,7 @@ system's serial console shows a login prompt (or [drill] expect). The run, reada
 from __future__ import annotations
 
 import logging
+import os
 import re
 import shutil
 import signal
@@ -41,9 +42,10 @@ from mkrec.drill.report import (
     write_private,
 )
 from mkrec.drill.scratch import needed_space, scratch
-from mkrec.drill.setfiles import copy_boot_files, newest_set, open_drill_set
+from mkrec.drill.setfiles import DrillSet, copy_boot_files, newest_set, open_drill_set
 from mkrec.errors import die
 from mkrec.runner import which
+from mkrec.sizes import format_size
 
 log = logging.getLogger("mkrec.drill")
 
@@ -72,32 +74,21 @@ def _drill(ctx: Context, set_path: Path | None, firmware: str | None) -> int:
     dset = open_drill_set(set_path or newest_set(ctx))
     if which(QEMU) is None:
         die(f"{QEMU} is not installed", hint="apt-get install qemu-system-x86")
+    if not os.access(dset.directory, os.W_OK):
+        die(f"cannot write the drill's report into {dset.directory}", hint="copy the set somewhere writable")
     fw = choose_firmware(firmware)
-    ovmf_code, ovmf_template = find_ovmf() if fw is Firmware.UEFI else (None, None)
-    disks_total = sum(d.size for d in dset.layout.disks)
+    ovmf = find_ovmf() if fw is Firmware.UEFI else None
     log.info("Drill of %s: %d volume(s), %d disk(s)", dset.name, len(dset.volumes), len(dset.layout.disks))
     expect = cfg.expect or "login:"
-    report = Report(
-        dset.name, str(dset.directory), started.isoformat(timespec="seconds"), str(fw), "", expect
-    )
+    started_text = started.isoformat(timespec="seconds")
+    report = Report(dset.name, str(dset.directory), started_text, str(fw), "", expect)
     consoles: list[tuple[str, str]] = []
     log_file, json_file = report_paths(dset.directory, started)
     with scratch(cfg.workdir, needed_space(dset.restore_bytes)) as work:
         kernel, initrd = copy_boot_files(dset, work)
-        accel = Accel.KVM if kvm_works(kernel) else Accel.TCG
-        if accel is Accel.TCG:
-            log.info("note: KVM is not usable here: QEMU emulates the CPU (TCG), several times slower")
-        report.accel = str(accel)
-        disks = virtual_disks(dset.layout, work)
-        for d in disks:
-            with open(d.path, "wb") as fh:
-                fh.truncate(d.size)  # sparse: only what the restore writes takes room
-        ovmf_vars = None
-        if ovmf_template is not None:
-            ovmf_vars = work / "OVMF_VARS.fd"
-            shutil.copyfile(ovmf_template, ovmf_vars)
-        machine = Machine(accel, fw, cfg.memory // 1024**2, cfg.cpus, ovmf_code, ovmf_vars)
-        log.info("    virtual disks: %s (%d bytes in all, sparse)", _names(disks), disks_total)
+        machine = prepare_machine(cfg, fw, ovmf, kernel, work)
+        report.accel = str(machine.accel)
+        disks = make_disks(dset, work)
         ticker = Ticker()
         try:
             with Guest(rescue_argv(machine, disks, dset.volumes, kernel, initrd)) as guest:
@@ -121,6 +112,32 @@ def _drill(ctx: Context, set_path: Path | None, firmware: str | None) -> int:
         log.info("%s", line)
     log.info("Report: %s, console log: %s", json_file, log_file)
     return 0 if report.passed else 1
+
+
+def prepare_machine(
+    cfg: DrillConfig, fw: Firmware, ovmf: tuple[Path, Path] | None, kernel: Path, work: Path
+) -> Machine:
+    """KVM if it really runs the rescue kernel here, else TCG (said once); UEFI with the drill's own
+    copy of the firmware variables, where the restore's boot entry lands."""
+    accel = Accel.KVM if kvm_works(kernel) else Accel.TCG
+    if accel is Accel.TCG:
+        log.info("note: KVM is not usable here: QEMU emulates the CPU (TCG), several times slower")
+    if ovmf is None:
+        return Machine(accel, fw, cfg.memory // 1024**2, cfg.cpus)
+    code, template = ovmf
+    shutil.copyfile(template, work / "OVMF_VARS.fd")
+    return Machine(accel, fw, cfg.memory // 1024**2, cfg.cpus, code, work / "OVMF_VARS.fd")
+
+
+def make_disks(dset: DrillSet, work: Path) -> list[VirtualDisk]:
+    """The blank disks, sparse: only what the restore writes takes room."""
+    disks = virtual_disks(dset.layout, work)
+    for d in disks:
+        with open(d.path, "wb") as fh:
+            fh.truncate(d.size)
+    names = ", ".join(f"vd{chr(ord('a') + i)} for saved {d.saved}" for i, d in enumerate(disks))
+    log.info("    virtual disks: %s (%s in all, sparse)", names, format_size(sum(d.size for d in disks)))
+    return disks
 
 
 def rescue_and_restore(guest: Guest, report: Report, cfg: DrillConfig, ticker: Ticker) -> bool:
@@ -166,10 +183,6 @@ def _phase(report: Report, name: str, start: float, guest: Guest, seen: Seen, ok
         error, lines = seen.text.strip(), lines_around(text, seen.at)
     report.fail(name, error, lines)
     return False
-
-
-def _names(disks: list[VirtualDisk]) -> str:
-    return ", ".join(f"vd{chr(ord('a') + i)} for saved {d.saved}" for i, d in enumerate(disks))
 
 
 def _write(log_file: Path, consoles: list[tuple[str, str]]) -> None:

@@ -13,6 +13,7 @@ from pathlib import Path
 # Console lines that end a phase as failed at once (rather than at the timeout).
 FATAL = {
     "mkrec error": r"mkrec: error: [^\n]*",
+    "rescue RAM disk missing": r"mkrec: the root RAM disk [^\n]*",  # templates/init.sh.j2
     "kernel panic": r"Kernel panic - not syncing[^\n]*",
     "no boot device": r"No bootable device[^\n]*|No bootable option[^\n]*",
     "GRUB rescue prompt": r"grub rescue>",
