@@ -169,6 +169,8 @@ def test_report_pass_fail_and_lines_around_the_error() -> None:
     assert shown[0] == "Drill of CDrec-20261201-0600 (bios, tcg): FAIL in first boot"
     assert shown[1] == "  rescue boot     21.5 s  ok" and shown[3] == "  first boot       9.9 s  FAILED"
     assert json.loads(r.to_json())["result"] == "FAIL"
+    r.error_lines = []
+    assert render(r)[-1] == "  (nothing on the serial console)"
     assert report_paths(Path("/set"), datetime(2026, 12, 1, 6, 5, 9)) == (
         Path("/set/drill-20261201-060509.log"),
         Path("/set/drill-20261201-060509.json"),

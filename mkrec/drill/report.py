@@ -83,7 +83,7 @@ def render(report: Report) -> list[str]:
     out.append(f"  {'total':<12} {report.wall_seconds:7.1f} s")
     if report.error:
         out.append(f"First error: {report.error}")
-        out += [f"  | {line}" for line in report.error_lines]
+        out += [f"  | {line}" for line in report.error_lines] or ["  (nothing on the serial console)"]
     return out
 
 
