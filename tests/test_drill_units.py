@@ -240,3 +240,20 @@ def test_guest_wait_sees_a_pattern_an_exit_and_keeps_its_deadline() -> None:
         assert seen.name == "timeout" and time.monotonic() - start < 2 and ticks[-1] == "got poweroff"
     with Guest(["sh", "-c", "echo bye; exit 3"]) as guest:
         assert guest.wait({"never": r"login:"}, timeout=10) == Seen("exit", "3", len("bye\n"))
+
+
+def test_drill_settings_and_their_errors() -> None:
+    cfg = config_from_dict({}).drill
+    assert (cfg.expect, cfg.timeout, cfg.workdir, cfg.memory, cfg.cpus) == (
+        "",
+        600,
+        Path("/var/tmp/mkrec-drill"),
+        1536 * 1024**2,
+        2,
+    )
+    with pytest.raises(MkrecError, match=r"\[drill\] memory: '100M' is too little .* use at least 512M"):
+        config_from_dict({"drill": {"memory": "100M"}})
+    with pytest.raises(MkrecError, match=r"\[drill\] timeout: 5 is out of range"):
+        config_from_dict({"drill": {"timeout": 5}})
+    with pytest.raises(MkrecError, match=r"\[drill\] workdir: 'scratch' must be an absolute path"):
+        config_from_dict({"drill": {"workdir": "scratch"}})
