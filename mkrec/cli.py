@@ -65,6 +65,12 @@ def cmd_extract(ctx: Context, args: argparse.Namespace) -> int:
     return extract(ctx, args)
 
 
+def cmd_drill(ctx: Context, args: argparse.Namespace) -> int:
+    from mkrec.drill import drill
+
+    return drill(ctx, args.set, args.firmware)
+
+
 def cmd_summary(ctx: Context, args: argparse.Namespace) -> int:
     print(f"# config: {ctx.config_path or 'built-in defaults'}")
     for line in describe_config(ctx.config):
@@ -76,12 +82,6 @@ def cmd_restore(ctx: Context, args: argparse.Namespace) -> int:
     from mkrec.restore.command import request_from_args, run_restore
 
     return run_restore(request_from_args(ctx, args))
-
-
-def cmd_drill(ctx: Context, args: argparse.Namespace) -> int:
-    from mkrec.drill import drill
-
-    return drill(ctx, args.set, args.firmware)
 
 
 def cmd_layout_capture(ctx: Context, args: argparse.Namespace) -> int:
@@ -125,6 +125,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("summary", help="print the resolved configuration")
     p.set_defaults(handler=cmd_summary, logs=False)
 
+    p = sub.add_parser("drill", help="restore a set into a virtual machine and boot it: PASS/FAIL")
+    p.add_argument("set", type=Path, nargs="?", help="the set's directory (default: the newest of this host)")
+    p.add_argument("--firmware", choices=["bios", "uefi"], help="default: the way this machine booted")
+    p.set_defaults(handler=cmd_drill, logs=True)
+
     layout = sub.add_parser("layout", help="disk layout only").add_subparsers(
         dest="layout_cmd", required=True
     )
@@ -150,11 +155,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("paths", nargs="+")
     p.add_argument("-C", dest="dest", type=Path, required=True, help="where to put them")
     p.set_defaults(handler=cmd_extract, logs=True)
-
-    p = sub.add_parser("drill", help="restore a set into a virtual machine and boot it: PASS/FAIL")
-    p.add_argument("set", type=Path, nargs="?", help="the set's directory (default: the newest of this host)")
-    p.add_argument("--firmware", choices=["bios", "uefi"], help="default: the way this machine booted")
-    p.set_defaults(handler=cmd_drill, logs=True)
 
     p = sub.add_parser("restore", help="the restore engine (start-restore, clone-disk, restore-fs, compare)")
     p.add_argument("action", choices=["start", "clone", "fs", "compare"])
