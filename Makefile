@@ -3,16 +3,18 @@
 #   make test       the preflight only (PASS/WARN/FAIL per check, with the fix)
 #   make check      set up, then the whole test suite
 #   make deps       Debian packages + .venv (a quick no-op when everything is there)
+#   make drill      restore the newest set into a virtual machine and boot it: PASS/FAIL (SET=DIR)
 # Overrides: make CONFIG=other.toml MODE=rescue|cd|path|tape
 
 CONFIG ?= Config.toml
 MODE   ?=
+SET    ?=
 PYTHON ?= python3
 VENV   := .venv
 MKREC  := $(VENV)/bin/mkrec
 PYTEST_ARGS ?=
 
-.PHONY: all deps debs apt test check clean
+.PHONY: all deps debs apt test check clean drill
 
 all: deps
 	$(MKREC) --config $(CONFIG) preflight
@@ -51,6 +53,10 @@ test: deps
 check: deps
 	@$(VENV)/bin/python -m pytest --durations=12 $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make check: no tests ran" >&2; exit 1; fi; exit $$rc
+
+# Rehearse a restore in a virtual machine: the newest set of this host, or SET=DIR.
+drill: deps
+	$(MKREC) --config $(CONFIG) drill $(SET)
 
 clean:
 	rm -rf isofs/*/ isofs/*.img .pytest_cache .mypy_cache .ruff_cache

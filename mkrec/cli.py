@@ -68,6 +68,12 @@ def cmd_extract(ctx: Context, args: argparse.Namespace) -> int:
     return extract(ctx, args)
 
 
+def cmd_drill(ctx: Context, args: argparse.Namespace) -> int:
+    from mkrec.drill import drill
+
+    return drill(ctx, args.set, args.firmware)
+
+
 def cmd_summary(ctx: Context, args: argparse.Namespace) -> int:
     print(f"# config: {ctx.config_path or 'built-in defaults'}")
     for line in describe_config(ctx.config):
@@ -160,6 +166,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("summary", help="print the resolved configuration")
     p.set_defaults(handler=cmd_summary, logs=False)
+
+    p = sub.add_parser("drill", help="restore a set into a virtual machine and boot it: PASS/FAIL")
+    p.add_argument("set", type=Path, nargs="?", help="the set's directory (default: the newest of this host)")
+    p.add_argument("--firmware", choices=["bios", "uefi"], help="default: the way this machine booted")
+    p.set_defaults(handler=cmd_drill, logs=True)
 
     layout = sub.add_parser("layout", help="disk layout only").add_subparsers(
         dest="layout_cmd", required=True

@@ -255,6 +255,22 @@ class TapeConfig:
     block_size: int = setting(_block_size, 512, "tape block size, a multiple of 512")
 
 
+def _memory(value: Any) -> int:
+    size = _size(value)
+    if size < 512 * 1024**2:
+        raise ValueError(f"{value!r} is too little for the rescue system; use at least 512M")
+    return size
+
+
+@dataclass(frozen=True)
+class DrillConfig:
+    expect: str = setting(_str, "", "console text meaning the restored system is up (default: login:)")
+    timeout: int = setting(_int_range(30, 86400), 600, "seconds each drill phase may take")
+    workdir: Path = setting(_path, "/var/tmp/mkrec-drill", "scratch directory for the virtual disks")
+    memory: int = setting(_memory, "1536M", "RAM of the drill's virtual machine")
+    cpus: int = setting(_int_range(1, 64), 2, "virtual CPUs of the drill's virtual machine")
+
+
 @dataclass(frozen=True)
 class Config:
     build: BuildConfig = field(default_factory=BuildConfig)
@@ -265,6 +281,7 @@ class Config:
     restore: RestoreConfig = field(default_factory=RestoreConfig)
     path: PathConfig = field(default_factory=PathConfig)
     tape: TapeConfig = field(default_factory=TapeConfig)
+    drill: DrillConfig = field(default_factory=DrillConfig)
 
     def with_mode(self, mode: Mode) -> Config:
         return dataclasses.replace(self, build=dataclasses.replace(self.build, mode=mode))
