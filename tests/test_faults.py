@@ -33,7 +33,7 @@ def source_disk(loop_disks: LoopDisks, tmp: Path, text_mib: int = 96) -> tuple[s
 def write_config(tmp: Path, disk: str, root: Path, **extra: str) -> Path:
     lines = [
         "[build]",
-        'mode = "path"',
+        f'mode = "{extra.get("mode", "path")}"',
         f'output = "{tmp / "out"}"',
         "[path]",
         f'dir = "{tmp / "sets"}"',
@@ -42,6 +42,8 @@ def write_config(tmp: Path, disk: str, root: Path, **extra: str) -> Path:
         f'disks = ["{disk}"]',
         "[compression]",
         f"level = {extra.get('level', '3')}",
+        "[tape]",
+        f'device = "{tmp / "tape"}"',
     ]
     config = tmp / "Config.toml"
     config.write_text("\n".join(lines) + "\n")
@@ -97,3 +99,45 @@ def test_sigterm_mid_stream_cleans_up_and_the_next_run_works(loop_disks: LoopDis
     )
     assert done.returncode == 0, done.stderr
     assert len(list((tmp_path / "sets").glob("*/*/backup/manifest.json"))) == 1
+
+
+def build(config: Path) -> subprocess.CompletedProcess[str]:
+    argv = [str(VENV_BIN / "mkrec"), "--config", str(config), "build"]
+    return subprocess.run(argv, capture_output=True, text=True)
+
+
+def test_sigkill_leaves_a_partial_set_that_the_next_run_removes(
+    loop_disks: LoopDisks, tmp_path: Path
+) -> None:
+    """SIGKILL (or power loss) cannot be handled: the next run removes what the dead one left."""
+    disk, root = source_disk(loop_disks, tmp_path)
+    config = write_config(tmp_path, disk, root, level="19")
+    proc = start_build(config)
+    wait_for(proc, "Backing up")
+    time.sleep(1.0)
+    proc.kill()
+    proc.communicate(timeout=60)
+    (left,) = partial_sets(tmp_path)
+    assert left.name.endswith(f".partial-{proc.pid}")
+    write_config(tmp_path, disk, root, level="1")
+    done = build(config)
+    assert done.returncode == 0, done.stderr
+    assert f"removed {left}, left by an interrupted run (process {proc.pid} is gone)" in done.stderr
+    assert partial_sets(tmp_path) == []
+
+
+@pytest.mark.parametrize("mode", ["path", "tape"])
+def test_every_set_carries_its_layout(loop_disks: LoopDisks, tmp_path: Path, mode: str) -> None:
+    """A path or tape set restores with nothing but itself: etc/recovery is on its volume 1, checksummed."""
+    from mkrec.restore.decide.source import open_restore_set
+
+    disk, root = source_disk(loop_disks, tmp_path, text_mib=8)
+    (tmp_path / "tape").touch()  # a file stands in for the drive
+    done = build(write_config(tmp_path, disk, root, mode=mode, level="1"))
+    assert done.returncode == 0, done.stderr
+    where = next((tmp_path / "sets").glob("*/*")) if mode == "path" else tmp_path / "tape"
+    with open_restore_set(where, None) as reader:
+        layout = reader.recovery_file("layout.toml")
+    assert layout is not None and f'name = "{Path(disk).name}" '.encode() in layout
+    if mode == "path":
+        assert " etc/recovery/layout.toml\n" in (where / "SHA256SUMS").read_text()

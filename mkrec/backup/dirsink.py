@@ -10,7 +10,7 @@ from pathlib import Path
 from mkrec.backup.cutstream import Capacity, PieceFile
 from mkrec.backup.setdir import SetDir, check_volume
 from mkrec.backup.setreader import DirVolume
-from mkrec.backup.volumes import ClosedVolume, stage_piece
+from mkrec.backup.volumes import ClosedVolume, add_recovery, stage_piece
 from mkrec.context import Context
 from mkrec.errors import MkrecError
 
@@ -23,6 +23,7 @@ class DirSink:
         base = ctx.config.path.dir
         if base is None:
             raise MkrecError("mode path needs [path] dir", hint='set dir = "/mnt/backup" in [path]')
+        self.recovery = ctx.recovery_dir
         self.setdir = SetDir(base / ctx.hostname / f"{ctx.started:%Y%m%d}")
         self.root = self.setdir.create()
         self.work = self.root / ".work"
@@ -34,6 +35,7 @@ class DirSink:
         return stage_piece(self.root, name)
 
     def close_volume(self, volume: ClosedVolume) -> None:
+        add_recovery(self.recovery, self.root)
         sums = volume.write_files(self.root)
         for dirpath, _dirs, files in os.walk(self.root):
             for name in files:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 from pathlib import Path
@@ -11,6 +12,34 @@ from mkrec.backup.setreader import Volume
 from mkrec.backup.sums import SFV, SHA256SUMS, Sums, crc32_of, format_sfv, format_sha256sums
 from mkrec.backup.volumes import write_private
 from mkrec.errors import MkrecError
+
+log = logging.getLogger("mkrec.backup")
+LEFTOVERS = (".*.partial-*", ".*.replaced-*")  # what an interrupted run leaves next to the sets
+
+
+def process_gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+def remove_leftovers(parent: Path) -> list[Path]:
+    """Remove the partial or replaced sets that runs killed before they could clean up (SIGKILL,
+    power loss) left in `parent`, when the process that wrote them is gone. A set of a running
+    mkrec is never touched; nor is a name that does not end in a process id."""
+    removed = []
+    for pattern in LEFTOVERS:
+        for path in sorted(parent.glob(pattern)):
+            pid = path.name.rsplit("-", 1)[1]
+            if pid.isdigit() and int(pid) != os.getpid() and process_gone(int(pid)):
+                shutil.rmtree(path, ignore_errors=True)
+                log.warning("warning: removed %s, left by an interrupted run (process %s is gone)", path, pid)
+                removed.append(path)
+    return removed
 
 
 class SetDir:
@@ -24,6 +53,7 @@ class SetDir:
     def create(self) -> Path:
         try:
             self.final.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            remove_leftovers(self.final.parent)
             if self.tmp.exists():
                 shutil.rmtree(self.tmp)
             self.tmp.mkdir(mode=0o700)

@@ -14,7 +14,7 @@ from typing import IO
 from mkrec.backup.cutstream import Capacity, PieceFile
 from mkrec.backup.setdir import SetDir, check_volume
 from mkrec.backup.setreader import TarVolume
-from mkrec.backup.volumes import Ask, ClosedVolume, stage_piece
+from mkrec.backup.volumes import Ask, ClosedVolume, add_recovery, recovery_bytes, stage_piece
 from mkrec.context import Context
 
 log = logging.getLogger("mkrec.backup")
@@ -52,6 +52,7 @@ class TapeSink:
     def __init__(self, ctx: Context, ask: Ask) -> None:
         self.cfg = ctx.config.tape
         self.ask = ask
+        self.recovery = ctx.recovery_dir
         self.staging = SetDir(ctx.config.build.output / ctx.hostname / ".tape-staging")
         self.root = self.staging.create()
         self.work = self.root / "work"
@@ -61,7 +62,9 @@ class TapeSink:
 
     def capacity(self) -> Capacity:
         fixed = 2 * 10240 + self.cfg.block_size
-        return Capacity(self.cfg.capacity, self.cfg.capacity, block=512, per_file=1536, fixed=fixed)
+        files = len(list(self.recovery.rglob("*"))) if self.recovery.is_dir() else 0
+        first = self.cfg.capacity - recovery_bytes(self.recovery) - files * (1536 + 512)
+        return Capacity(first, self.cfg.capacity, block=512, per_file=1536, fixed=fixed)
 
     def _volume_dir(self, number: int) -> Path:
         d = self.root / f"vol{number:03d}"
@@ -77,6 +80,8 @@ class TapeSink:
     def close_volume(self, volume: ClosedVolume) -> None:
         number = volume.number
         voldir = self._volume_dir(number)
+        if number == 1:
+            add_recovery(self.recovery, voldir)
         sums = volume.write_files(voldir)
         if self.is_drive:
             if number > 1:

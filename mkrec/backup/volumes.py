@@ -70,6 +70,27 @@ def stage_piece(voldir: Path, name: str) -> BinaryIO:
     return create_private(backup / name)
 
 
+RECOVERY_IN_SET = "etc/recovery"
+
+
+def add_recovery(recovery_dir: Path, voldir: Path) -> None:
+    """Volume 1 of every set carries a readable copy of the captured layout (an ISO volume 1 has it
+    among its boot files), so a set restores with nothing but itself."""
+    if not recovery_dir.is_dir():
+        return
+    for src in sorted(p for p in recovery_dir.rglob("*") if p.is_file()):
+        dest = voldir / RECOVERY_IN_SET / src.relative_to(recovery_dir)
+        dest.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        write_private(dest, src.read_bytes())
+
+
+def recovery_bytes(recovery_dir: Path) -> int:
+    """What add_recovery adds to volume 1 (capacity of media that count it, such as tapes)."""
+    return (
+        sum(p.stat().st_size for p in recovery_dir.rglob("*") if p.is_file()) if recovery_dir.is_dir() else 0
+    )
+
+
 def write_private(path: Path, data: bytes) -> None:
     with create_private(path) as fh:
         fh.write(data)

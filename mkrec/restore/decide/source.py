@@ -28,6 +28,7 @@ import pycdlib
 
 from mkrec.backup.manifest import StreamRecord
 from mkrec.backup.setreader import BackupSet, FrameReader, read_volume, volume_sources
+from mkrec.backup.volumes import RECOVERY_IN_SET
 from mkrec.errors import MkrecError
 from mkrec.restore.decide.present import is_block
 from mkrec.runner import run_json
@@ -35,7 +36,6 @@ from mkrec.runner import run_json
 log = logging.getLogger("mkrec.restore")
 
 RESCUE_MOUNT = Path("/run/mkrec/backup")  # where the rescue system mounts a backup it found
-RECOVERY_IN_SET = "etc/recovery"  # volume 1 of a cd set carries a readable copy of the capture
 VOLUME_LABEL = re.compile(r"^CDREC_\d+$")
 
 Ask = Callable[[str], str]
@@ -161,7 +161,7 @@ class RestoreSet:
         return self.bset.streams
 
     def recovery_file(self, name: str) -> bytes | None:
-        """A file of the readable etc/recovery copy a volume carries (volume 1 of a cd set)."""
+        """A file of the readable etc/recovery copy a volume carries (volume 1 of every set)."""
         for ov in sorted(self.bset.volumes.values(), key=lambda v: v.number):
             with (
                 contextlib.suppress(KeyError, OSError, pycdlib.pycdlibexception.PyCdlibException),
