@@ -558,3 +558,57 @@ def test_clone_on_a_terminal_edits_the_table_and_skips_a_step(
     mnt = loop_disks.mount(f"{target}p{n_data}", tmp_path / "data")
     assert not (mnt / "hello.txt").exists()  # made, but its data skipped on request
     assert fs_ids(f"{target}p{n_data}") == fs_ids(src.data_dev)
+
+
+def mounted_xfs_and_btrfs_source(loop_disks: LoopDisks, tmp: Path, second: str) -> tuple[str, Path, Path]:
+    """A GPT disk: ext4 root, and an xfs or btrfs data partition; both mounted, as on a running machine."""
+    disk = loop_disks.create("700M")
+    sh("sfdisk", "-q", disk, input="label: gpt\n,200M,L\n,,L\n")
+    loop_disks.rescan(disk)
+    sh("mkfs.ext4", "-q", "-L", "root", f"{disk}p1")
+    sh(f"mkfs.{second}", "-f", "-q", "-L", "data", f"{disk}p2")
+    root = loop_disks.mount(f"{disk}p1", tmp / "src")
+    data = loop_disks.mount(f"{disk}p2", root / "data")
+    (data / "file").write_bytes(os.urandom(2 * 1024 * 1024))
+    (root / "etc").mkdir()
+    ids = fs_ids(disk + "p1")[1], fs_ids(disk + "p2")[1]
+    (root / "etc" / "fstab").write_text(
+        f"UUID={ids[0]} / ext4 defaults 0 1\nUUID={ids[1]} /data {second} defaults 0 2\n"
+    )
+    sh("sync")
+    return disk, root, data
+
+
+def test_clone_onto_a_new_disk_while_the_xfs_source_is_mounted(loop_disks: LoopDisks, tmp_path: Path) -> None:
+    """Issue 15: moving a running system to a new disk. The copy has the source's xfs UUID, which the
+    kernel refuses to mount twice ("duplicate UUID"): the restore's own mounts use nouuid."""
+    disk, root, data = mounted_xfs_and_btrfs_source(loop_disks, tmp_path, "xfs")
+    layout = capture([disk], tmp_path / "recovery", root, "srchost", STARTED)
+    pathset = real_backup(root, tmp_path, "path", layout)
+    target = loop_disks.create("700M")
+    proc = mkrec("clone", "--source", str(pathset), "--layout", str(tmp_path / "recovery"),
+                 "--map", f"{Path(disk).name}={target}", "--target", str(tmp_path / "target"),
+                 "--yes")  # fmt: skip
+    assert "Unpack /data" in proc.stdout + proc.stderr
+    loop_disks.rescan(target)
+    assert fs_ids(f"{target}p2")[:2] == fs_ids(f"{disk}p2")[:2]  # an xfs copy with the same UUID
+    copy = loop_disks.mount(f"{target}p2", tmp_path / "check", "-o", "nouuid")
+    assert (copy / "file").read_bytes() == (data / "file").read_bytes()
+
+
+def test_clone_refuses_a_btrfs_copy_beside_its_source(loop_disks: LoopDisks, tmp_path: Path) -> None:
+    """Two devices with one btrfs fsid on a machine are taken for one file system: refused, untouched."""
+    disk, root, _data = mounted_xfs_and_btrfs_source(loop_disks, tmp_path, "btrfs")
+    layout = capture([disk], tmp_path / "recovery", root, "srchost", STARTED)
+    pathset = real_backup(root, tmp_path, "path", layout)
+    target = loop_disks.create("700M")
+    proc = mkrec("clone", "--source", str(pathset), "--layout", str(tmp_path / "recovery"),
+                 "--map", f"{Path(disk).name}={target}", "--target", str(tmp_path / "target"), "--yes",
+                 check=False)  # fmt: skip
+    assert proc.returncode == 1
+    uuid = fs_ids(f"{disk}p2")[1]
+    assert f"btrfs {uuid} (/dev/" in proc.stderr and f"is already on {disk}p2 here" in proc.stderr, (
+        proc.stderr
+    )
+    assert "Traceback" not in proc.stderr
+    assert Path(target).read_bytes()[: 1024 * 1024] == bytes(1024 * 1024), "nothing was written"

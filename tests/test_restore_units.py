@@ -892,3 +892,37 @@ def test_restore_fs_resumes_where_it_stopped(tmp_path: Path, monkeypatch: pytest
     again()
     assert [a[0] for a in argvs] == ["mount", "umount"] and len(unpacked) == 2
     assert (root / "etc" / "fstab").read_text() == f"UUID={made['uuid']}\t/data\txfs\tdefaults\t0\t2\n"
+
+
+def test_the_restores_own_mounts_of_xfs_take_nouuid() -> None:
+    """Issue 15: a copy of a mounted xfs has its UUID, which the kernel refuses twice without nouuid."""
+    from mkrec.restore.apply.mounts import mount_argv
+
+    assert mount_argv("xfs", "/dev/sdb2", "/mnt/target/data") == [
+        "mount", "-o", "nouuid", "-t", "xfs", "/dev/sdb2", "/mnt/target/data"
+    ]  # fmt: skip
+    assert mount_argv("xfs", "/dev/sdb2", "/tmp/j", "ro") == [
+        "mount",
+        "-o",
+        "ro,nouuid",
+        "-t",
+        "xfs",
+        "/dev/sdb2",
+        "/tmp/j",
+    ]
+    assert mount_argv("ext4", "/dev/sdb1", "/mnt/target") == [
+        "mount",
+        "-t",
+        "ext4",
+        "/dev/sdb1",
+        "/mnt/target",
+    ]
+
+
+def test_a_btrfs_copy_beside_a_device_with_its_fsid_is_refused() -> None:
+    from mkrec.restore.decide.present import refuse_duplicate_btrfs
+
+    targets = [("/dev/sda2", "/dev/sdb2", "u-1")]
+    refuse_duplicate_btrfs(targets, {"u-1": ["/dev/sdb2"]})  # only the target itself: restoring in place
+    with pytest.raises(MkrecError, match=r"btrfs u-1 \(/dev/sda2\) is already on /dev/sda2 here"):
+        refuse_duplicate_btrfs(targets, {"u-1": ["/dev/sda2", "/dev/sdb2"]})

@@ -17,7 +17,12 @@ from mkrec.restore.apply.layers import LuksKey
 from mkrec.restore.decide.layout_adapter import load_saved, load_vg_metadata
 from mkrec.restore.decide.mapping import parse_map
 from mkrec.restore.decide.plan import Plan, edit_clone_tables, make_plan, render_plan
-from mkrec.restore.decide.present import find_protected, present_disks
+from mkrec.restore.decide.present import (
+    devices_with_uuid,
+    find_protected,
+    present_disks,
+    refuse_duplicate_btrfs,
+)
 from mkrec.restore.decide.source import RestoreSet, open_restore_set
 from mkrec.runner import run
 
@@ -86,7 +91,7 @@ def _plan(
     it back, clone makes its VGs anew."""
     system = load_saved(reader, layout)
     present = present_disks()
-    return make_plan(
+    plan = make_plan(
         system,
         action,
         present,
@@ -96,6 +101,9 @@ def _plan(
         resize_swap=resize_swap,
         vg_metadata=load_vg_metadata(reader, layout, system),
     )
+    btrfs = [(f.saved.device, f.node, f.saved.uuid) for f in plan.filesystems if f.saved.fstype == "btrfs"]
+    refuse_duplicate_btrfs(btrfs, {uuid: devices_with_uuid(uuid) for _s, _n, uuid in btrfs if uuid})
+    return plan
 
 
 def _confirm_and_restore(

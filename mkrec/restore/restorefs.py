@@ -19,6 +19,7 @@ from mkrec.restore.actions import TARGET
 from mkrec.restore.apply.argv import MKFS_TYPES, mkfs_argv, uuid_fits
 from mkrec.restore.apply.engine import fix_system_files
 from mkrec.restore.apply.journal import Journal, journal_in_tmp
+from mkrec.restore.apply.mounts import mount_argv
 from mkrec.restore.apply.steps import Steps
 from mkrec.restore.apply.unpack import check_image_fits, unpack_tar, write_image
 from mkrec.restore.decide.layout_adapter import load_saved
@@ -176,7 +177,7 @@ def _make_fs(node: str, fstype: str, uuid: str, label: str) -> None:
 
 def _unpack(reader: RestoreSet, stream: str, node: str, fstype: str) -> None:
     with tempfile.TemporaryDirectory(prefix="mkrec-fs-") as tmp:
-        run(["mount", "-t", fstype, node, tmp])
+        run(mount_argv(fstype, node, tmp))
         try:
             unpack_tar(reader, stream, Path(tmp))
         finally:

@@ -16,7 +16,7 @@ from mkrec.restore.apply.bootloader import install_boot
 from mkrec.restore.apply.fstab import fix_crypttab, fix_fstab
 from mkrec.restore.apply.journal import ON_DISK, Journal, journal_in_tmp, read_steps
 from mkrec.restore.apply.layers import LuksKey, activate_layer, make_layer
-from mkrec.restore.apply.mounts import mount_all, mounts_below, umount_all, where
+from mkrec.restore.apply.mounts import mount_all, mount_argv, mounts_below, umount_all, where
 from mkrec.restore.apply.runlog import RunLog
 from mkrec.restore.apply.steps import Steps
 from mkrec.restore.apply.tables import write_table
@@ -42,7 +42,7 @@ def steps_on_disk(plan: Plan, root: Path) -> list[str]:
     if str(root) in mounts_below(root):
         return read_steps(root / ON_DISK, plan.id)
     with tempfile.TemporaryDirectory(prefix="mkrec-journal-") as tmp:
-        if run(["mount", "-o", "ro", "-t", target.saved.fstype, target.node, tmp], check=False).returncode:
+        if run(mount_argv(target.saved.fstype, target.node, tmp, "ro"), check=False).returncode:
             return []
         try:
             return read_steps(Path(tmp) / ON_DISK, plan.id)

@@ -41,7 +41,15 @@ def mount_all(targets: list[FsTarget], root: Path) -> None:
         path.mkdir(parents=True, exist_ok=True)
         if os.path.realpath(path) in mounts_below(path):
             continue
-        run(["mount", "-t", t.saved.fstype, t.node, path])
+        run(mount_argv(t.saved.fstype, t.node, path))
+
+
+def mount_argv(fstype: str, node: str, path: Path | str, *options: str) -> list[str]:
+    """The restore's own mount of a file system it made. xfs refuses a second file system with a
+    UUID already mounted ("duplicate UUID"), which is exactly the case when a running system is
+    cloned onto a new disk: nouuid lets the copy mount; its UUID is unchanged."""
+    opts = [*options, *(["nouuid"] if fstype == "xfs" else [])]
+    return ["mount", *(["-o", ",".join(opts)] if opts else []), "-t", fstype, node, str(path)]
 
 
 def umount_all(root: Path) -> None:

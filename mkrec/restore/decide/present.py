@@ -160,3 +160,24 @@ def device_size(node: str) -> int:
         return int(run(["blockdev", "--getsize64", node]).stdout.strip())
     except ValueError:
         raise MkrecError(f"{node}: cannot read its size", hint="is it a block device?") from None
+
+
+def devices_with_uuid(uuid: str) -> list[str]:
+    """Block devices here whose file system has this UUID (btrfs: its fsid), read from the devices."""
+    proc = run(["blkid", "-c", "/dev/null", "-o", "device", "-t", f"UUID={uuid}"], check=False)
+    return [line.strip() for line in proc.stdout.splitlines() if line.strip()]
+
+
+def refuse_duplicate_btrfs(targets: list[tuple[str, str, str]], elsewhere: dict[str, list[str]]) -> None:
+    """targets: (saved device, new node, UUID) of the btrfs file systems to make with their saved
+    UUID; elsewhere: UUID -> devices already holding it. The kernel treats two devices with one
+    btrfs fsid as members of one file system: mounting either can write to the other. Refused
+    before anything is written."""
+    for saved, node, uuid in targets:
+        others = [d for d in elsewhere.get(uuid, []) if os.path.realpath(d) != os.path.realpath(node)]
+        if others:
+            raise MkrecError(
+                f"btrfs {uuid} ({saved}) is already on {', '.join(others)} here; a copy with the same "
+                "fsid on one machine can corrupt both (nothing was written)",
+                hint="detach or wipe that device first, or restore onto another machine",
+            )
