@@ -92,8 +92,14 @@ class Guest:
 
 
 def qemu_argv(
-    media: list[str], workdir: Path, uefi: bool = False, memory: str = "1024", secure_boot: bool = False
+    media: list[str],
+    workdir: Path,
+    uefi: bool = False,
+    memory: str = "1024",
+    secure_boot: bool = False,
+    keep_nvram: bool = False,
 ) -> list[str]:
+    """keep_nvram: UEFI with the variables the last UEFI guest in workdir left (its boot entries)."""
     argv = ["qemu-system-x86_64", "-accel", "tcg", "-m", memory, "-display", "none", "-net", "none"]
     argv += ["-serial", "stdio", "-monitor", "none", "-no-reboot"]
     if secure_boot:
@@ -104,7 +110,8 @@ def qemu_argv(
         argv += ["-drive", f"if=pflash,format=raw,unit=1,file={vars_copy}"]
     elif uefi:
         vars_copy = workdir / "OVMF_VARS.fd"
-        vars_copy.write_bytes(OVMF_VARS.read_bytes())
+        if not (keep_nvram and vars_copy.exists()):
+            vars_copy.write_bytes(OVMF_VARS.read_bytes())
         argv += ["-machine", "q35"]
         argv += ["-drive", f"if=pflash,format=raw,readonly=on,file={OVMF_CODE}"]
         argv += ["-drive", f"if=pflash,format=raw,file={vars_copy}"]

@@ -7,6 +7,7 @@ prints the source system's marker."""
 from __future__ import annotations
 
 import hashlib
+import re
 from datetime import datetime
 from pathlib import Path
 
@@ -86,8 +87,29 @@ def test_backup_boot_rescue_restore_unattended_and_boot_the_restored_disk(
         guest.kill()
     console = guest.text()
     assert "mkrec: error" not in console
-    assert "NVRAM boot entry made" in console
+    assert re.search(
+        r"NVRAM boot entry made: .* \(entries labelled 'mkrec restored': Boot[0-9A-F]{4}\)", console
+    )
     assert "mkrec restored".encode("utf-16-le") in (tmp_path / "OVMF_VARS.fd").read_bytes()
+
+    # Restored again (onto another blank disk) with the same NVRAM: still exactly one entry.
+    again = tmp_path / "again.img"
+    sh("truncate", "-s", "256M", again)
+    argv = qemu_argv(
+        drive_args([again], volumes, boot_cd=True), tmp_path, uefi=True, memory="1536", keep_nvram=True
+    )
+    guest = Guest(argv, tmp_path / "restore-again.log")
+    try:
+        guest.expect(r"Restore finished", timeout=RESTORE_TIMEOUT)
+        assert guest.wait_poweroff(120), "the rescue system did not power off after the second restore"
+    finally:
+        guest.kill()
+    console = guest.text()
+    assert re.search(
+        r"NVRAM boot entry Boot[0-9A-F]{4} \(mkrec restored\) of an earlier restore removed", console
+    )
+    assert re.search(r"\(entries labelled 'mkrec restored': Boot[0-9A-F]{4}\)", console), console[-2000:]
+    again.unlink()
 
     # The host checks the restored disk before booting it.
     restored = loop_disks.attach(target)

@@ -926,3 +926,33 @@ def test_a_btrfs_copy_beside_a_device_with_its_fsid_is_refused() -> None:
     refuse_duplicate_btrfs(targets, {"u-1": ["/dev/sdb2"]})  # only the target itself: restoring in place
     with pytest.raises(MkrecError, match=r"btrfs u-1 \(/dev/sda2\) is already on /dev/sda2 here"):
         refuse_duplicate_btrfs(targets, {"u-1": ["/dev/sda2", "/dev/sdb2"]})
+
+
+# efibootmgr 17 under OVMF, after one earlier restore
+EFIBOOTMGR_LISTING = (Path(__file__).parent / "fixtures" / "restore" / "efibootmgr-ovmf.txt").read_text()
+
+
+def test_efibootmgr_listing_is_read_as_numbers_and_labels() -> None:
+    from mkrec.restore.apply.argv import efi_entries
+
+    assert efi_entries(EFIBOOTMGR_LISTING) == [
+        ("0000", "UiApp"), ("0001", "UEFI QEMU DVD-ROM QM00003"), ("0002", "EFI Internal Shell"),
+        ("0004", "mkrec restored"),
+    ]  # fmt: skip
+
+
+def test_a_second_restore_replaces_its_nvram_entry(fp, caplog: pytest.LogCaptureFixture) -> None:  # type: ignore[no-untyped-def]
+    """Issue 13: exactly one firmware entry for the restored system, however often it is restored."""
+    import logging
+
+    from mkrec.restore.apply.bootloader import make_nvram_entry
+
+    after = EFIBOOTMGR_LISTING.replace("Boot0004* mkrec restored", "Boot0005* mkrec restored")
+    fp.register(["efibootmgr"], stdout=EFIBOOTMGR_LISTING)
+    fp.register(["efibootmgr", "--quiet", "--bootnum", "0004", "--delete-bootnum"])
+    fp.register(["efibootmgr", "--create", fp.any()], stdout=after)
+    caplog.set_level(logging.INFO, logger="mkrec.restore")
+    make_nvram_entry("/dev/vda", 2)
+    assert fp.call_count(["efibootmgr", "--quiet", "--bootnum", "0004", "--delete-bootnum"]) == 1
+    assert "Boot0004 (mkrec restored) of an earlier restore removed" in caplog.text
+    assert "entries labelled 'mkrec restored': Boot0005)" in caplog.text

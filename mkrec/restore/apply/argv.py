@@ -96,6 +96,17 @@ def efibootmgr_argv(disk: str, partition: int, loader: str, label: str = "mkrec 
     ]
 
 
+def efi_entries(listing: str) -> list[tuple[str, str]]:
+    """(boot number, label) of every entry `efibootmgr` lists: 'Boot0004* mkrec restored<TAB>HD(...)'
+    (the '*' marks an active entry; older versions print no device path without -v)."""
+    out = []
+    for line in listing.splitlines():
+        head, sep, rest = line.partition(" ")
+        if sep and head.startswith("Boot") and len(head.rstrip("*")) == 8 and head[4:8].isalnum():
+            out.append((head[4:8], rest.split("\t", 1)[0].strip()))
+    return out
+
+
 def extlinux_argv(boot_dir: Path) -> list[str]:
     return ["extlinux", "--install", str(boot_dir)]
 

@@ -16,6 +16,7 @@ from mkrec.layout.bootloader import EXTLINUX_FILES, MBR_CODE, syslinux_in_mbr
 from mkrec.layout.model import BootKind, BootLoader
 from mkrec.restore.apply.argv import (
     chroot_argv,
+    efi_entries,
     efibootmgr_argv,
     extlinux_argv,
     grub_bios_argv,
@@ -30,6 +31,7 @@ from mkrec.runner import run, which
 log = logging.getLogger("mkrec.restore")
 
 EFIVARS = Path("/sys/firmware/efi/efivars")
+NVRAM_LABEL = "mkrec restored"
 EFI_FALLBACK = "\\EFI\\BOOT\\BOOTX64.EFI"  # the NVRAM entry's loader: the path every firmware boots
 # syslinux-common has the boot code here; the extlinux package has a copy in /usr/lib/EXTLINUX.
 SYSLINUX_MBR_DIRS = (Path("/usr/lib/syslinux/mbr"), Path("/usr/lib/EXTLINUX"))
@@ -177,8 +179,19 @@ def _install_efi(plan: Plan, boot: BootLoader, root: Path, disk: str) -> None:
     )
     if number is None:
         raise MkrecError(f"GRUB EFI: the ESP {boot.esp} is not a partition of a restored disk")
-    run(efibootmgr_argv(disk, number, EFI_FALLBACK))
-    log.info("    NVRAM boot entry made: %s partition %d, %s", disk, number, EFI_FALLBACK)
+    make_nvram_entry(disk, number)
+
+
+def make_nvram_entry(disk: str, partition: int, label: str = NVRAM_LABEL) -> None:
+    """Exactly one firmware boot entry for the restored system: an entry of the same label (an
+    earlier restore of this machine) is replaced, not joined by another on every restore."""
+    for number, _label in [e for e in efi_entries(run(["efibootmgr"]).stdout) if e[1] == label]:
+        run(["efibootmgr", "--quiet", "--bootnum", number, "--delete-bootnum"])
+        log.info("    NVRAM boot entry Boot%s (%s) of an earlier restore removed", number, label)
+    listing = run(efibootmgr_argv(disk, partition, EFI_FALLBACK, label)).stdout
+    ours = [f"Boot{n}" for n, lab in efi_entries(listing) if lab == label]
+    log.info("    NVRAM boot entry made: %s partition %d, %s (entries labelled %r: %s)",
+             disk, partition, EFI_FALLBACK, label, ", ".join(ours))  # fmt: skip
 
 
 def _esp_numbers(plan: Plan) -> list[tuple[str, int]]:
