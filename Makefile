@@ -21,7 +21,13 @@ DEBS := linux-image-amd64 kmod busybox-static cpio zstd tar file \
         qemu-system-x86 ovmf xorriso genisoimage \
         python3 python3-venv
 
-.PHONY: all deps debs test check clean
+# The real-system matrix (tests/realsys) also debootstraps Debian roots.
+MATRIX_DEBS := debootstrap
+# Where those roots are cached (tests/realsys/rootfs.py reads the same variable).
+MKREC_TEST_CACHE ?= /var/cache/mkrec-tests
+CELLS ?=
+
+.PHONY: all deps debs matrix-debs test check matrix clean clean-cache
 
 all: deps
 	$(MKREC) --config $(CONFIG) preflight
@@ -31,7 +37,14 @@ deps: debs $(VENV)/.installed
 
 # Install only what is missing, so a second run costs a few dpkg-query calls.
 debs:
-	@missing=""; for p in $(DEBS); do \
+	@$(MAKE) --no-print-directory install-debs PACKAGES="$(DEBS)"
+
+matrix-debs:
+	@$(MAKE) --no-print-directory install-debs PACKAGES="$(MATRIX_DEBS)"
+
+.PHONY: install-debs
+install-debs:
+	@missing=""; for p in $(PACKAGES); do \
 	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || missing="$$missing $$p"; \
 	done; \
 	if [ -n "$$missing" ]; then \
@@ -51,9 +64,18 @@ test: deps
 	$(MKREC) --config $(CONFIG) preflight
 
 # pytest exits 5 when it collected nothing: that is a failure here, a green run must have tested.
-check: deps
+check: deps matrix-debs
 	@$(VENV)/bin/python -m pytest --durations=12 $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make check: no tests ran" >&2; exit 1; fi; exit $$rc
+
+# make matrix [CELLS='bios-gpt-* uefi-*-lvm-same']: table + JSON (in $$MKREC_MATRIX_DIR, default
+# /var/tmp/mkrec-matrix); exit 0 only when every selected cell passed.
+matrix: deps matrix-debs
+	MKREC_TEST_CACHE=$(MKREC_TEST_CACHE) PYTHONPATH=tests $(VENV)/bin/python -m realsys.matrix $(CELLS)
+
+# The debootstrapped roots of the matrix (a few hundred MB each).
+clean-cache:
+	rm -rf $(MKREC_TEST_CACHE)/realsys
 
 clean:
 	rm -rf isofs/*/ isofs/*.img .pytest_cache .mypy_cache .ruff_cache
