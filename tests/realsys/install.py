@@ -326,7 +326,9 @@ def make_fs_image(tree: Path, image: Path, fs_uuid: str, label: str = "") -> Non
     size = max(64, used * 5 // 4 + 64)
     image.unlink(missing_ok=True)
     argv = ["mkfs.ext4", "-q", "-F", "-U", fs_uuid, "-d", str(tree)]
-    subprocess.run([*argv, *(["-L", label] if label else []), str(image), f"{size}M"], check=True)
+    subprocess.run(
+        [*argv, *(["-L", label] if label else []), str(image), f"{size}M"], check=True, capture_output=True
+    )
 
 
 def prepare(system: System, workdir: Path, tarball: Path, token: str, ids: Ids) -> None:

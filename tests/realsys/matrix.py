@@ -43,9 +43,11 @@ class Result:
 def restore_cell(cell: Cell, workdir: Path, backup: vm.Backup, result: Result) -> None:
     system = cell.system
     targets = vm.blank_targets(system, workdir, cell.target_bytes, cell.size)
-    if cell.size != "same":
-        raise vm.StepFailed("restore", f"{cell.size}: clone-disk cells are not driven yet")
-    result.restore_s = round(vm.run_restore(system, workdir, backup, targets, cell.size))
+    # Same size: the default boot entry restores unattended (LUKS: from the shell, since the new
+    # passphrase is typed). Other sizes: clone-disk from the shell.
+    unattended = cell.size == "same" and system.stack != "luks"
+    restore = vm.run_restore if unattended else vm.run_clone
+    result.restore_s = round(restore(system, workdir, backup, targets, cell.size))
     marker, seconds = vm.run_target_boot(system, workdir, targets, cell.size)
     result.boot_s = round(seconds)
     result.marker = marker

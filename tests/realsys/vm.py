@@ -33,6 +33,7 @@ SOURCE_BOOT_TIMEOUT = 600
 BUILD_TIMEOUT = 3600
 RESTORE_TIMEOUT = 3600
 TARGET_BOOT_TIMEOUT = 600
+RESCUE_READY = "mkrec rescue system ready"  # mkrec.rescue.rdbase.MARKER
 MARKER_RE = re.compile(install.MARKER + r" host=\S+ token=\S+ files=\d+ sum=\w+")
 # Lines that say what went wrong, searched from the end of a log when a step fails.
 ERROR_RE = re.compile(
@@ -155,14 +156,22 @@ def type_keys(guest: Guest, text: str) -> None:
         time.sleep(0.05)
 
 
-def shell(guest: Guest, step: str, line: str, timeout: float) -> str:
-    """Run a command line at the guest's shell prompt; its output, or StepFailed on a non-zero exit."""
+def shell(
+    guest: Guest, step: str, line: str, timeout: float, answers: tuple[tuple[str, str], ...] = ()
+) -> str:
+    """Run a command line at the guest's shell prompt, typing each answer when its prompt (a
+    regex) shows; its output, or StepFailed on a non-zero exit."""
     guest.serial += 1
     begin, end = f"BEGIN-{guest.serial}", f"END-{guest.serial}"
     since = len(guest.text())
     type_keys(guest, f"echo {begin}; {line}; echo {end}-$?\r")
     start = _expect(guest, step, rf"(?m)(?:^|\r){begin}\r?$", 60, since)
-    done = _expect(guest, step, rf"{end}-(\d+)", timeout, start.end())
+    at = start.end()
+    for prompt, answer in answers:
+        at = _expect(guest, step, prompt, timeout, at).end()
+        time.sleep(0.5)
+        type_keys(guest, answer + "\r")
+    done = _expect(guest, step, rf"{end}-(\d+)", timeout, at)
     text = guest.text()[start.end() : done.start()].replace("\r", "").strip()
     if done.group(1) != "0":
         raise StepFailed(step, evidence(text, f"exit {done.group(1)}"), guest.log)
@@ -265,6 +274,50 @@ def run_restore(system: System, workdir: Path, backup: Backup, targets: Disks, t
         guest.kill()
     if "mkrec: error" in guest.text():
         raise StepFailed(step, evidence(guest.text()), guest.log)
+    return time.monotonic() - guest.started
+
+
+LUKS_ANSWERS = (
+    (r"New passphrase for the LUKS container", install.PASSPHRASE),
+    (r"The same passphrase again", install.PASSPHRASE),
+)
+
+
+def run_clone(system: System, workdir: Path, backup: Backup, targets: Disks, tag: str) -> float:
+    """From the rescue shell, as a person would: choose it at the boot menu (two entries up from
+    the default), then clone-disk each saved disk onto the target of the same name (another
+    size), or start-restore (LUKS: it asks the new passphrase, which the test types), and power
+    off."""
+    nvram = fresh_nvram(system.firmware, workdir / f"target-{tag}-vars.fd")
+    cds: list[str] = []
+    for volume in backup.volumes:
+        cds += ["-drive", f"file={volume},format=raw,media=cdrom,readonly=on"]
+    guest = Guest(
+        qemu(system.firmware, nvram, targets.args() + cds + ["-boot", "d"], memory="2048"),
+        workdir / f"restore-{tag}.log",
+    )
+    try:
+        # isolinux's menu.c32 and GRUB both title the menu with the host; arrows move, Enter boots.
+        _expect(guest, "rescue boot menu", rf"mkrec rescue[^\n]*{system.hostname}|Unattended restore", 300)
+        type_keys(guest, "\x1b[A")
+        time.sleep(0.5)
+        type_keys(guest, "\x1b[A")
+        time.sleep(0.5)
+        type_keys(guest, "\r")
+        _expect(guest, "rescue boot", RESCUE_READY, 900)
+        time.sleep(2)
+        answers = LUKS_ANSWERS if system.stack == "luks" else ()
+        if tag == "same":
+            shell(guest, "start-restore", "start-restore --yes", RESTORE_TIMEOUT, answers)
+        for i in range(system.disks if tag != "same" else 0):
+            disk = f"vd{chr(ord('a') + i)}"
+            line = f"clone-disk --yes --map {disk}=/dev/{disk}"
+            shell(guest, "clone-disk", line, RESTORE_TIMEOUT, answers)
+        type_keys(guest, "sync; poweroff -f\r")
+        if not guest.wait_poweroff(300):
+            raise StepFailed("clone-disk", "the rescue system did not power off", guest.log)
+    finally:
+        guest.kill()
     return time.monotonic() - guest.started
 
 
