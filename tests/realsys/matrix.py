@@ -57,7 +57,23 @@ def restore_cell(cell: Cell, workdir: Path, backup: vm.Backup, result: Result) -
         image.unlink()
 
 
-def run_system(system: System, cells: list[Cell], root: Path, keep: bool) -> list[Result]:
+def save_backup(path: Path, backup: vm.Backup, install_s: float) -> None:
+    data = asdict(backup) | {"volumes": [str(v) for v in backup.volumes], "install_s": install_s}
+    path.write_text(json.dumps(data, indent=2) + "\n")
+
+
+def load_backup(path: Path) -> tuple[vm.Backup, float]:
+    data = json.loads(path.read_text())
+    install_s = data.pop("install_s")
+    backup = vm.Backup(**(data | {"volumes": [Path(v) for v in data["volumes"]]}))
+    if not all(v.is_file() for v in backup.volumes):
+        raise vm.StepFailed("reuse", f"{path}: a volume of the saved set is missing")
+    return backup, install_s
+
+
+def run_system(
+    system: System, cells: list[Cell], root: Path, keep: bool, reuse: bool = False
+) -> list[Result]:
     """Install and back up one source system once, then restore it to each of its cells' sizes."""
     workdir = root / system.name
     workdir.mkdir(parents=True, exist_ok=True)
@@ -68,15 +84,23 @@ def run_system(system: System, cells: list[Cell], root: Path, keep: bool) -> lis
         for r in results:
             r.step, r.line, r.log = "debootstrap", str(exc).splitlines()[-1], str(workdir / "root.log")
         return results
+    saved = workdir / "backup.json"
     try:
-        install_s = round(vm.run_installer(system, workdir, tarball, install.new_token()))
-        for r in results:
-            r.install_s = install_s
-        backup = vm.run_backup(system, workdir)
+        if reuse and saved.is_file():  # the source system and its set from an earlier run
+            backup, install_s = load_backup(saved)
+        else:
+            saved.unlink(missing_ok=True)
+            install_s = round(vm.run_installer(system, workdir, tarball, install.new_token()))
+            for r in results:
+                r.install_s = install_s
+            backup = vm.run_backup(system, workdir)
+            save_backup(saved, backup, install_s)
     except vm.StepFailed as exc:
         for r in results:
             r.step, r.line, r.log = exc.step, exc.line, str(exc.log or "")
         return results
+    for r in results:
+        r.install_s = install_s
     for r in results:
         r.backup_s = round(backup.build_seconds)
     print(f"{system.name}: installed in {install_s} s, source up in {backup.boot_seconds:.0f} s, "
@@ -110,12 +134,12 @@ def format_row(r: Result) -> str:
     )
 
 
-def run_matrix(cells: list[Cell], root: Path, jobs: int, keep: bool) -> list[Result]:
+def run_matrix(cells: list[Cell], root: Path, jobs: int, keep: bool, reuse: bool = False) -> list[Result]:
     systems: dict[System, list[Cell]] = {}
     for cell in cells:
         systems.setdefault(cell.system, []).append(cell)
     with ThreadPoolExecutor(max_workers=jobs) as pool:
-        done = pool.map(lambda item: run_system(item[0], item[1], root, keep), systems.items())
+        done = pool.map(lambda item: run_system(item[0], item[1], root, keep, reuse), systems.items())
         results = [r for rs in done for r in rs]
     order = [c.name for c in cells]
     return sorted(results, key=lambda r: order.index(r.cell))
@@ -128,6 +152,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="where the results go (default WORKDIR/matrix.json)")
     parser.add_argument("--jobs", type=int, default=1, help="source systems run side by side (default 1)")
     parser.add_argument("--keep", action="store_true", help="keep disks and logs of passing systems")
+    parser.add_argument(
+        "--reuse", action="store_true", help="restore the set a kept earlier run made (no install, no backup)"
+    )
     args = parser.parse_args(argv)
     patterns = [p for arg in args.cells for p in arg.split()]
     try:
@@ -138,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     args.workdir.mkdir(parents=True, exist_ok=True)
     print(f"matrix: {len(cells)} cells, work in {args.workdir}, cache {rootfs.CACHE}", flush=True)
     started = time.monotonic()
-    results = run_matrix(cells, args.workdir, args.jobs, args.keep)
+    results = run_matrix(cells, args.workdir, args.jobs, args.keep or args.reuse, args.reuse)
     print("\n" + HEADER)
     for r in results:
         print(format_row(r))
