@@ -266,12 +266,11 @@ def run_restore(system: System, workdir: Path, backup: Backup, targets: Disks, t
     )
     step = "restore"
     try:
-        _expect(guest, "rescue boot", r"Restore plan", 900)
         # An error drops the rescue system to its shell: stop waiting there.
-        done = _expect(guest, step, r"Restore finished|mkrec: error.*", RESTORE_TIMEOUT)
-        if done.group(0).startswith("mkrec: error"):
-            time.sleep(2)  # the hint line follows
-            raise StepFailed(step, done.group(0).strip(), guest.log)
+        for pattern, timeout in ((r"Restore plan", 900), (r"Restore finished", RESTORE_TIMEOUT)):
+            done = _expect(guest, step, rf"{pattern}|mkrec: error.*", timeout)
+            if done.group(0).startswith("mkrec: error"):
+                raise StepFailed(step, done.group(0).strip(), guest.log)
         if not guest.wait_poweroff(300):
             raise StepFailed(step, "the rescue system did not power off after the restore", guest.log)
     finally:
