@@ -168,7 +168,10 @@ def shell(
     start = _expect(guest, step, rf"(?m)(?:^|\r){begin}\r?$", 60, since)
     at = start.end()
     for prompt, answer in answers:
-        at = _expect(guest, step, prompt, timeout, at).end()
+        seen = _expect(guest, step, rf"{prompt}|{end}-\d+", timeout, at)
+        if seen.group(0).startswith(end):
+            break  # the command ended without asking
+        at = seen.end()
         time.sleep(0.5)
         type_keys(guest, answer + "\r")
     done = _expect(guest, step, rf"{end}-(\d+)", timeout, at)
@@ -310,8 +313,9 @@ def run_clone(system: System, workdir: Path, backup: Backup, targets: Disks, tag
         _expect(guest, "rescue boot", RESCUE_READY, 900)
         time.sleep(2)
         answers = LUKS_ANSWERS if system.stack == "luks" else ()
-        if tag == "same":
-            shell(guest, "start-restore", "start-restore --yes", RESTORE_TIMEOUT, answers)
+        if tag == "same":  # as a person: confirm the plan, type the new passphrase twice
+            confirm = ((r"Type yes to erase the disks above", "yes"),)
+            shell(guest, "start-restore", "start-restore", RESTORE_TIMEOUT, confirm + answers)
         for i in range(system.disks if tag != "same" else 0):
             disk = f"vd{chr(ord('a') + i)}"
             line = f"clone-disk --yes --map {disk}=/dev/{disk}"
