@@ -14,7 +14,11 @@ VENV   := .venv
 MKREC  := $(VENV)/bin/mkrec
 PYTEST_ARGS ?=
 
-.PHONY: all deps debs apt test check clean drill
+# Where the real-system matrix caches its debootstrapped roots (tests/realsys/rootfs.py reads it too).
+MKREC_TEST_CACHE ?= /var/cache/mkrec-tests
+CELLS ?=
+
+.PHONY: all deps debs apt test check clean drill matrix clean-cache
 
 all: deps
 	$(MKREC) --config $(CONFIG) preflight
@@ -57,6 +61,15 @@ check: deps
 # Rehearse a restore in a virtual machine: the newest set of this host, or SET=DIR.
 drill: deps
 	$(MKREC) --config $(CONFIG) drill $(SET)
+
+# make matrix [CELLS='bios-gpt-* uefi-*-lvm-same']: table + JSON (in $$MKREC_MATRIX_DIR, default
+# /var/tmp/mkrec-matrix); exit 0 only when every selected cell passed.
+matrix: deps
+	MKREC_TEST_CACHE=$(MKREC_TEST_CACHE) PYTHONPATH=tests $(VENV)/bin/python -m realsys.matrix $(CELLS)
+
+# The debootstrapped roots of the matrix (a few hundred MB each).
+clean-cache:
+	rm -rf $(MKREC_TEST_CACHE)/realsys
 
 clean:
 	rm -rf isofs/*/ isofs/*.img .pytest_cache .mypy_cache .ruff_cache

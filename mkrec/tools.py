@@ -117,6 +117,7 @@ TOOLS: tuple[Tool, ...] = (
     _t("qemu-system-x86_64", "qemu-system-x86", T),
     _t(None, "ovmf", T),  # UEFI firmware for QEMU
     _t("isoinfo", "genisoimage", T),
+    _t("debootstrap", "debootstrap", T),  # the real Debian systems of the restore matrix (tests/realsys)
     # on the Makefile's list before this table; no code found that needs them
     _t(None, "syslinux", B),
     _t(None, "file", B),
