@@ -309,3 +309,23 @@ def test_secure_boot_row_names_the_packages_when_the_signed_chain_is_missing(
     assert row.status is pf.Status.WARN
     assert row.detail.endswith("the rescue disc will not boot with Secure Boot enabled")
     assert row.fix == "apt-get install shim-signed grub-efi-amd64-signed"
+
+
+def test_a_raid1_brings_both_member_disks(tmp_path: Path, fp) -> None:  # type: ignore[no-untyped-def]
+    """Debian 12's lsblk -l names one parent for md0 (the realsys raid1 cell captured only vdb):
+    sysfs lists every member."""
+    rows = [
+        {"path": "/dev/vda", "type": "disk", "pkname": None, "mountpoints": [None]},
+        {"path": "/dev/vda2", "type": "part", "pkname": "/dev/vda", "mountpoints": [None]},
+        {"path": "/dev/vdb", "type": "disk", "pkname": None, "mountpoints": [None]},
+        {"path": "/dev/vdb2", "type": "part", "pkname": "/dev/vdb", "mountpoints": [None]},
+        {"path": "/dev/md0", "type": "raid1", "pkname": "/dev/vdb2", "mountpoints": ["/"]},
+    ]
+    fp.register(
+        ["lsblk", "-J", "-l", "-p", "-o", "PATH,TYPE,PKNAME,MOUNTPOINTS"],
+        stdout=json.dumps({"blockdevices": rows}),
+    )
+    sys_block = tmp_path / "sys"
+    for member in ("vda2", "vdb2"):
+        (sys_block / "md0" / "slaves" / member).mkdir(parents=True)
+    assert disks_to_back_up(ctx_with(tmp_path).config, sys_block) == ["/dev/vda", "/dev/vdb"]

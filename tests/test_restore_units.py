@@ -956,3 +956,23 @@ def test_a_second_restore_replaces_its_nvram_entry(fp, caplog: pytest.LogCapture
     assert fp.call_count(["efibootmgr", "--quiet", "--bootnum", "0004", "--delete-bootnum"]) == 1
     assert "Boot0004 (mkrec restored) of an earlier restore removed" in caplog.text
     assert "entries labelled 'mkrec restored': Boot0005)" in caplog.text
+
+
+def test_yes_still_asks_the_console_for_a_new_luks_passphrase(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 13: 'start-restore --yes' (the unattended boot entry) could never restore a LUKS system
+    without a key file; --yes skips confirmations, it cannot make up a passphrase."""
+    import dataclasses
+
+    from mkrec.restore import rebuild
+    from mkrec.restore.apply.layers import LuksKey
+
+    _raid, _vg, luks = _stack_layout()
+    plan = make_plan(system(), "start", [PresentDisk("/dev/loop9", 4 * GIB)], {"sda": "/dev/loop9"}, {})
+    plan = dataclasses.replace(plan, system=dataclasses.replace(plan.system, luks=(luks,)))
+    typed = iter(["s3cret", "s3cret"])
+    monkeypatch.setattr(rebuild.getpass, "getpass", lambda prompt: next(typed))
+    key = rebuild.new_luks_key(plan, LuksKey(), console=True)
+    assert key is not None and key.passphrase == "s3cret"
+    assert (
+        rebuild.new_luks_key(plan, LuksKey(), console=False) is None
+    )  # nobody there: the step says what to do

@@ -3,15 +3,28 @@ mounted under [source] root. The layout capture and the preflight both ask it.""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from mkrec.config import Config
 from mkrec.runner import run_json
 
+SYS_BLOCK = Path("/sys/class/block")
 
-def disks_to_back_up(config: Config) -> list[str]:
+
+def slaves(path: str, sys_block: Path = SYS_BLOCK) -> set[str]:
+    """The devices a stacked device (md, dm) is built on, from sysfs: lsblk -l names only one
+    parent of a RAID1 on Debian 12's util-linux, which left the second disk out of the capture."""
+    try:
+        return {f"/dev/{d.name}" for d in (sys_block / Path(path).name / "slaves").iterdir()}
+    except OSError:
+        return set()
+
+
+def disks_to_back_up(config: Config, sys_block: Path = SYS_BLOCK) -> list[str]:
     """The configured disks, or every disk holding a filesystem mounted under [source] root.
 
-    Parentage comes from lsblk's PKNAME in list mode: without udev, lsblk's tree can show
-    partitions flat. A device with several parents (an LV over two PVs, RAID) is listed once per parent.
+    Parentage comes from lsblk's PKNAME in list mode (without udev, lsblk's tree can show
+    partitions flat) and, for stacked devices, from sysfs (every member of a RAID, every PV).
     """
     if config.source.disks:
         return list(config.source.disks)
@@ -20,7 +33,7 @@ def disks_to_back_up(config: Config) -> list[str]:
     types: dict[str, str] = {}
     for row in rows:
         types[row["path"]] = row.get("type") or ""
-        parents.setdefault(row["path"], set())
+        parents.setdefault(row["path"], set()).update(slaves(row["path"], sys_block))
         if row.get("pkname"):
             parents[row["path"]].add(row["pkname"])
     partitioned = {p for path, ps in parents.items() if types.get(path) == "part" for p in ps}

@@ -26,8 +26,9 @@ DEFAULT_MODULES = (
     # asks for "xts(aes)") and the AF_ALG sockets cryptsetup uses. (Soft dependencies such as
     # ext4 -> crc32c come from modules.softdep in resolve().)
     "xts", "af_alg", "algif_skcipher", "algif_hash",
-    # filesystems and the layers under them
-    "isofs", "vfat", "nls_cp437", "nls_iso8859_1", "nls_utf8", "ext4", "xfs", "btrfs", "loop",
+    # filesystems and the layers under them; nls_ascii is the FAT charset Debian's kernel defaults to
+    # (without it an ESP does not mount: "IO charset ascii not found")
+    "isofs", "vfat", "nls_cp437", "nls_ascii", "nls_iso8859_1", "nls_utf8", "ext4", "xfs", "btrfs", "loop",
     "dm_mod", "dm_crypt", "raid0", "raid1", "raid10", "raid456", "md_mod", "efivarfs",
 )  # fmt: skip
 

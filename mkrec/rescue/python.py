@@ -16,7 +16,7 @@ PACKAGES = ("mkrec", "pycdlib", "jinja2", "markupsafe", "psutil", "zstandard")
 # Left out of the standard library: tests, GUI, installers, the static library and build files.
 STDLIB_SKIP = frozenset(
     {
-        "test", "idlelib", "tkinter", "turtledemo", "ensurepip", "lib2to3", "site-packages",
+        "test", "idlelib", "tkinter", "turtledemo", "ensurepip", "lib2to3", "site-packages", "dist-packages",
         "__pycache__", "distutils", "pydoc_data", "venv",
         f"config-{sys.version_info.major}.{sys.version_info.minor}-x86_64-linux-gnu",
     }
@@ -26,6 +26,11 @@ DYNLOAD_SKIP_PREFIX = ("_tkinter", "_test", "_ctypes_test", "xxlimited")
 
 def _version() -> str:
     return f"python{sys.version_info.major}.{sys.version_info.minor}"
+
+
+def packages_dir() -> str:
+    """Where mkrec and its dependencies go on the RAM disk."""
+    return f"{PREFIX}/lib/{_version()}"
 
 
 def add_python(archive: Archive, base: Path = Path(sys.base_prefix)) -> list[Path]:
@@ -48,7 +53,10 @@ def add_python(archive: Archive, base: Path = Path(sys.base_prefix)) -> list[Pat
             continue
         archive.add_file(f"{PREFIX}/lib/{ver}/lib-dynload/{so.name}", so)
         elves.append(so)
-    site = f"{PREFIX}/lib/{ver}/site-packages"
+    # The packages go into the standard library's directory, which is on sys.path whatever the
+    # interpreter's site module thinks: Debian's python3 adds dist-packages and never site-packages,
+    # so a rescue disc built with it could not import mkrec.
+    site = packages_dir()
     for name in PACKAGES:
         spec = importlib.util.find_spec(name)
         if spec is None or not spec.submodule_search_locations:

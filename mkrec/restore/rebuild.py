@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import getpass
 import logging
+import sys
 from pathlib import Path
 
 from mkrec.errors import MkrecError
@@ -117,19 +118,21 @@ def _confirm_and_restore(
 ) -> None:
     """given: --luks-key and --luks-pbkdf-iterations as given (the passphrase is asked for here)."""
     ask.confirm_erase(render_plan(plan), yes, asker)
-    restore_disks(plan, reader, target, ask_each, new_luks_key(plan, given, asker))
+    restore_disks(plan, reader, target, ask_each, new_luks_key(plan, given))
 
 
-def new_luks_key(plan: Plan, given: LuksKey, asker: ask.Input | None) -> LuksKey | None:
+def new_luks_key(plan: Plan, given: LuksKey, console: bool | None = None) -> LuksKey | None:
     """The new passphrase for the LUKS containers: the --luks-key file, else asked (twice) on the
-    terminal; None when there is no container, or nobody to ask (the LUKS step stops with what to do)."""
+    terminal — also with --yes, which skips confirmations but cannot make up a passphrase (an
+    unattended restore from the boot menu asks on the console); None when there is no container or
+    no terminal (the LUKS step stops with what to do)."""
     if not plan.system.luks:
         return None
     if given.file is not None:
         if not given.file.is_file():
             raise MkrecError(f"--luks-key {given.file}: no such file; nothing was written")
         return dataclasses.replace(given, file=given.file.resolve())
-    if asker is None:
+    if not (sys.stdin.isatty() if console is None else console):
         return None
     names = ", ".join(c.name for c in plan.system.luks)
     first = getpass.getpass(f"New passphrase for the LUKS container(s) {names}: ")

@@ -79,15 +79,6 @@ ExecStart=
 ExecStart=-/sbin/agetty --autologin root --keep-baud 115200,57600,38400,9600 %I $TERM
 """
 
-# WORKAROUND for a mkrec bug (see README, "Real-system matrix"): the rescue disc copies mkrec and its
-# dependencies into <prefix>/lib/python3.11/site-packages, but Debian's python3 never puts
-# site-packages on sys.path (its site.py reads dist-packages only), so on a disc built by Debian's
-# own python3 every restore command says "No module named mkrec". mkrec copies
-# /usr/lib/python3.11 (dist-packages included) to the disc: this .pth there, relative to its
-# directory, adds the disc's site-packages; on the source system ../site-packages does not exist
-# and is skipped. Remove once mkrec/rescue/python.py handles Debian's layout.
-RESCUE_SITE_PTH = "usr/lib/python3.11/dist-packages/mkrec-rescue-site.pth"
-
 GRUB_DEFAULTS = """GRUB_DEFAULT=0
 GRUB_TIMEOUT=1
 GRUB_DISTRIBUTOR=`lsb_release -i -s 2> /dev/null || echo Debian`
@@ -275,7 +266,6 @@ def write_system(system: System, tree: Path, ids: Ids, token: str, workdir: Path
         "etc/systemd/system/serial-getty@ttyS0.service.d/autologin.conf": (AUTOLOGIN, 0o644),
         "usr/local/sbin/mkrec": (MKREC_WRAPPER, 0o755),
         "etc/mkrec/Config.toml": (CONFIG_TOML, 0o644),
-        RESCUE_SITE_PTH: ("../site-packages\n", 0o644),
     }
     for rel, (text, mode) in files.items():
         path = tree / rel
