@@ -79,18 +79,22 @@ def write_set(tmp: Path, data: bytes, bootable_volumes: str = "first") -> Path:
     sink = IsoSink(ctx, info, rescue, ask=lambda _prompt: None)
     writer = VolumeWriter(info, sink, sink.work)
     cut = CutStream(writer, sink.capacity())
-    record = StreamRecord(STREAM, "image", "/dev/sdz9", "ext4", "/", FRAME)
-    writer.start_stream(record)
-    cut.start_stream(STREAM)
     try:
-        summary = pump(io.BytesIO(data), STREAM, cut, scan_tar=False, frame_size=FRAME)
-        result = cut.end_stream()
-        record.complete, record.size = True, summary.size
-        record.compressed_size = result.compressed_size
+        add_stream(writer, cut, StreamRecord(STREAM, "image", "/dev/sdz9", "ext4", "/", FRAME), data, FRAME)
         return sink.commit(cut.finish(writer.catalog_estimate(0)))
     except BaseException:
         sink.abort()  # as the backup does
         raise
+
+
+def add_stream(writer: VolumeWriter, cut: CutStream, record: StreamRecord, data: bytes, frame: int) -> None:
+    """One image stream of `data` through frames of `frame` bytes, its record completed as the backup does."""
+    writer.start_stream(record)
+    cut.start_stream(record.name)
+    summary = pump(io.BytesIO(data), record.name, cut, scan_tar=False, frame_size=frame)
+    result = cut.end_stream()
+    record.complete, record.size = True, summary.size
+    record.compressed_size = result.compressed_size
 
 
 def read_back(setdir: Path) -> bytes:
@@ -308,17 +312,9 @@ def random_set(tmp: Path, seed: int) -> Path:
     cut = CutStream(writer, sink.capacity())
     try:
         for n in range(rng.randrange(1, 4)):
-            name = f"sd{n}.ext4.tar.zst"
-            record = StreamRecord(name, "image", f"/dev/sd{n}", "ext4", "/", FRAME)
-            writer.start_stream(record)
-            cut.start_stream(name)
+            record = StreamRecord(f"sd{n}.ext4.tar.zst", "image", f"/dev/sd{n}", "ext4", "/", FRAME)
             half = rng.randrange(500, 6_000_000)
-            data = rng.randbytes(half) + bytes(half)
-            frame = rng.choice([64 * 1024, FRAME])
-            summary = pump(io.BytesIO(data), name, cut, scan_tar=False, frame_size=frame)
-            result = cut.end_stream()
-            record.complete, record.size = True, summary.size
-            record.compressed_size = result.compressed_size
+            add_stream(writer, cut, record, rng.randbytes(half) + bytes(half), rng.choice([64 * 1024, FRAME]))
         return sink.commit(cut.finish(writer.catalog_estimate(0)))
     except BaseException:
         sink.abort()
