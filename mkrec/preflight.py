@@ -167,13 +167,9 @@ def _existing_parent(path: Path) -> Path:
 
 def used_bytes_under(root: Path) -> int:
     """Bytes in use on the block-device file systems mounted at or under root: what the backup reads."""
-    from mkrec.backup.sources import mounted_filesystems
+    from mkrec.backup.sources import mounted_filesystems, used_bytes
 
-    used = 0
-    for target, _source, _fstype in mounted_filesystems(root):
-        st = os.statvfs(target)
-        used += (st.f_blocks - st.f_bfree) * st.f_frsize
-    return used
+    return sum(used_bytes(target) for target, _source, _fstype in mounted_filesystems(root))
 
 
 def check_output_space(ctx: Context) -> Iterable[Result]:

@@ -19,7 +19,7 @@ from mkrec.backup.frames import FRAME_SIZE
 from mkrec.backup.imaging import ImageStream, open_image
 from mkrec.backup.isosink import IsoSink
 from mkrec.backup.manifest import StreamRecord
-from mkrec.backup.sources import Source, sources, tar_argv
+from mkrec.backup.sources import Source, sources, tar_argv, used_bytes
 from mkrec.backup.stream import Readable, pump, widen_pipe
 from mkrec.backup.tapesink import TapeSink
 from mkrec.backup.volumes import Ask, SetInfo, Sink, VolumeWriter
@@ -55,8 +55,7 @@ def make_sink(ctx: Context, info: SetInfo, rescue: BootPayload | None, ask: Ask)
 def _used_bytes(src: Source) -> int:
     try:
         if src.kind == "tar":
-            st = os.statvfs(src.path)
-            return (st.f_blocks - st.f_bfree) * st.f_frsize
+            return used_bytes(src.path)
         with open(src.device, "rb") as fh:
             return fh.seek(0, os.SEEK_END)
     except OSError:

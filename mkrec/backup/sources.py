@@ -39,6 +39,12 @@ class Source:
         return f"{name}.{self.fstype or 'raw'}.{'tar' if self.kind == 'tar' else 'img'}.zst"
 
 
+def used_bytes(mountpoint: Path | str) -> int:
+    """Bytes in use on the file system mounted there (what tar will read, near enough)."""
+    st = os.statvfs(mountpoint)
+    return (st.f_blocks - st.f_bfree) * st.f_frsize
+
+
 def mounted_filesystems(root: Path) -> list[tuple[str, str, str]]:
     """(target, source, fstype) of block-device mounts at or under root, outermost first."""
     data = run_json(["findmnt", "-J", "-l", "-o", "TARGET,SOURCE,FSTYPE"])

@@ -14,7 +14,7 @@ from typing import IO
 from mkrec.backup.cutstream import Capacity, PieceFile
 from mkrec.backup.setdir import SetDir, check_volume
 from mkrec.backup.setreader import TarVolume
-from mkrec.backup.volumes import Ask, ClosedVolume, add_recovery, recovery_bytes, stage_piece
+from mkrec.backup.volumes import Ask, ClosedVolume, add_recovery, recovery_files, stage_piece
 from mkrec.context import Context
 
 log = logging.getLogger("mkrec.backup")
@@ -61,10 +61,11 @@ class TapeSink:
         self.written: list[tuple[Path, Path]] = []  # (temporary, final) for file tapes
 
     def capacity(self) -> Capacity:
+        tape = Capacity(self.cfg.capacity, self.cfg.capacity, block=512, per_file=1536, fixed=0)
+        # volume 1 also carries etc/recovery (add_recovery), counted as the tape counts every file
+        recovery = tape.usage([p.stat().st_size for p in recovery_files(self.recovery)])
         fixed = 2 * 10240 + self.cfg.block_size
-        files = len(list(self.recovery.rglob("*"))) if self.recovery.is_dir() else 0
-        first = self.cfg.capacity - recovery_bytes(self.recovery) - files * (1536 + 512)
-        return Capacity(first, self.cfg.capacity, block=512, per_file=1536, fixed=fixed)
+        return Capacity(tape.first - recovery, tape.rest, block=512, per_file=1536, fixed=fixed)
 
     def _volume_dir(self, number: int) -> Path:
         d = self.root / f"vol{number:03d}"

@@ -73,22 +73,18 @@ def stage_piece(voldir: Path, name: str) -> BinaryIO:
 RECOVERY_IN_SET = "etc/recovery"
 
 
+def recovery_files(recovery_dir: Path) -> list[Path]:
+    """The captured layout's files that volume 1 of a set carries (none before a capture)."""
+    return sorted(p for p in recovery_dir.rglob("*") if p.is_file()) if recovery_dir.is_dir() else []
+
+
 def add_recovery(recovery_dir: Path, voldir: Path) -> None:
     """Volume 1 of every set carries a readable copy of the captured layout (an ISO volume 1 has it
     among its boot files), so a set restores with nothing but itself."""
-    if not recovery_dir.is_dir():
-        return
-    for src in sorted(p for p in recovery_dir.rglob("*") if p.is_file()):
+    for src in recovery_files(recovery_dir):
         dest = voldir / RECOVERY_IN_SET / src.relative_to(recovery_dir)
         dest.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         write_private(dest, src.read_bytes())
-
-
-def recovery_bytes(recovery_dir: Path) -> int:
-    """What add_recovery adds to volume 1 (capacity of media that count it, such as tapes)."""
-    return (
-        sum(p.stat().st_size for p in recovery_dir.rglob("*") if p.is_file()) if recovery_dir.is_dir() else 0
-    )
 
 
 def write_private(path: Path, data: bytes) -> None:

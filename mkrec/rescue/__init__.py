@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from mkrec.config import config_to_dict
 from mkrec.context import Context
@@ -33,7 +33,6 @@ ISOLINUX_BIN = Path("/usr/lib/ISOLINUX/isolinux.bin")
 SYSLINUX_MODULES = Path("/usr/lib/syslinux/modules/bios")
 ISOLINUX_MODULES = ("ldlinux.c32", "menu.c32", "libutil.c32", "libcom32.c32")
 EFI_IMAGE = "/boot/grub/efi.img"
-DISK_INFO_DIR = ".disk"
 ZSTD_LEVEL = 12  # measured here: level 19 triples the build time for 6 % less
 SIZE_FILE = "rescue-size.json"  # in staging: the last build's sizes (RAM unpacked, disc), for the preflight
 
@@ -94,7 +93,8 @@ def build_rescue(ctx: Context) -> BootPayload:
         _signed_grub_files(ctx, embedded)
 
     entries = tree_entries(boot, "/boot") + tree_entries(isolinux, "/isolinux")
-    entries += tree_entries(ctx.staging / DISK_INFO_DIR, "/" + DISK_INFO_DIR)
+    disk_info_dir = str(PurePosixPath(efi.DISK_INFO).parent)
+    entries += tree_entries(ctx.staging / disk_info_dir.lstrip("/"), disk_info_dir)
     entries += tree_entries(ctx.recovery_dir, "/etc/recovery")
     payload = BootPayload(tuple(entries), BootSpec(bios_image="/isolinux/isolinux.bin", efi_image=EFI_IMAGE))
     sizes = {"unpacked": initrd_raw + rdbase_raw, "disc": payload.size()}

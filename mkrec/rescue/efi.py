@@ -4,7 +4,7 @@ never mounted (the build host's kernel may have no vfat).
 Where Debian's signed boot chain is installed (shim-signed, grub-efi-amd64-signed), the disc boots
 under Secure Boot: BOOTX64.EFI is the signed shim, which starts grubx64.efi beside it, Debian's
 signed GRUB for CDs (gcdx64). That GRUB cannot load modules or read the FAT image: it finds the
-disc by /.disk/info and sources /boot/grub/x86_64-efi/grub.cfg there (SECURE_BOOT_FILES), which
+disc by /.disk/info and sources /boot/grub/x86_64-efi/grub.cfg there (DISK_INFO, SIGNED_GRUB_CFG), which
 finds this very disc by its tag file and reads the menu. The kernel is Debian's signed one and
 the modules the rescue system loads are signed too, as lockdown requires. Without the signed
 chain, BOOTX64.EFI is a standalone GRUB whose built-in config does the same search."""
