@@ -2,15 +2,64 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import shlex
 import signal
+import stat
 import subprocess
 import sys
 from pathlib import Path
 
 VENV_BIN = Path(sys.executable).parent
+MKREC = [sys.executable, "-m", "mkrec"]
+Tree = dict[str, tuple[object, ...]]
+
+
+def mkrec(*args: str, check: bool = False, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """mkrec as a user runs it, in a process of its own, with no terminal to ask on; check: a failure
+    is an AssertionError with what mkrec printed."""
+    proc = subprocess.run([*MKREC, *args], capture_output=True, text=True, cwd=cwd, stdin=subprocess.DEVNULL)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"mkrec {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def file_tree(root: Path, skip: tuple[str, ...] = ("lost+found",)) -> Tree:
+    """Everything a backup and a restore must keep, per path below root: type, permissions, owner,
+    mtime (directories to the second), content hash, link target, hard-link group (the group's first
+    path: inode numbers differ on another filesystem), xattrs. Paths starting with skip are left out."""
+    out: Tree = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            path = Path(dirpath) / name
+            rel = str(path.relative_to(root))
+            if rel.startswith(skip):
+                continue
+            st = path.lstat()
+            content: object = None
+            if stat.S_ISLNK(st.st_mode):
+                content = os.readlink(path)
+            elif stat.S_ISREG(st.st_mode):
+                content = hashlib.sha256(path.read_bytes()).hexdigest()
+            link: object = st.st_ino if st.st_nlink > 1 and not stat.S_ISDIR(st.st_mode) else ""
+            mtime = st.st_mtime_ns if not stat.S_ISDIR(st.st_mode) else st.st_mtime_ns // 10**9
+            # xfs also shows an ACL as trusted.SGI_ACL_*: the same ACL, not another attribute
+            names = [
+                a for a in os.listxattr(path, follow_symlinks=False) if not a.startswith("trusted.SGI_ACL")
+            ]
+            xattrs = tuple(sorted((a, os.getxattr(path, a, follow_symlinks=False)) for a in names))
+            kind = stat.S_IFMT(st.st_mode)
+            out[rel] = (kind, stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid, mtime, content, link, xattrs)
+    groups: dict[object, list[str]] = {}
+    for rel, entry in out.items():
+        if entry[6] != "":
+            groups.setdefault(entry[6], []).append(rel)
+    for members in groups.values():
+        for rel in members:
+            out[rel] = (*out[rel][:6], min(members), out[rel][7])
+    return out
 
 
 def sh(*argv: str | os.PathLike[str], input: str | None = None) -> str:

@@ -2,17 +2,11 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
+from support import mkrec
+
 from mkrec import cli
-
-MKREC = [sys.executable, "-m", "mkrec"]
-
-
-def mkrec(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*MKREC, *args], capture_output=True, text=True, cwd=cwd, stdin=subprocess.DEVNULL)
 
 
 def test_bad_config_is_one_line_without_traceback(tmp_path: Path) -> None:

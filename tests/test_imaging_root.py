@@ -11,10 +11,8 @@ import hashlib
 import os
 import random
 import shutil
-import stat
 import struct
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -22,7 +20,8 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
-from support import LoopDisks, fs_ids, sh, stream_sha256
+import support
+from support import LoopDisks, Tree, file_tree, fs_ids, sh, stream_sha256
 
 from mkrec.backup import run_backup
 from mkrec.backup.manifest import ImageFormat, StreamRecord
@@ -70,26 +69,12 @@ def ntfs_bytes(node: str) -> int:
     return sectors * sector
 
 
-def tree(root: Path) -> dict[str, tuple[object, ...]]:
-    """Per path: type and mode, owner, size, mtime, content, link target, xattrs, link count."""
-    out: dict[str, tuple[object, ...]] = {}
-    for dirpath, dirnames, filenames in os.walk(root):
-        for name in dirnames + filenames:
-            path = Path(dirpath) / name
-            rel = str(path.relative_to(root))
-            if rel.startswith(("lost+found", "System Volume Information")):
-                continue
-            st = path.lstat()
-            content: object = None
-            if stat.S_ISLNK(st.st_mode):
-                content = os.readlink(path)
-            elif stat.S_ISREG(st.st_mode):
-                content = hashlib.sha256(path.read_bytes()).hexdigest()
-            names = os.listxattr(path, follow_symlinks=False)
-            xattrs = tuple(sorted((a, os.getxattr(path, a, follow_symlinks=False)) for a in names))
-            size = None if stat.S_ISDIR(st.st_mode) else st.st_size
-            out[rel] = (st.st_mode, st.st_uid, st.st_gid, size, st.st_mtime_ns, content, xattrs, st.st_nlink)
-    return out
+def tree(root: Path) -> Tree:
+    return file_tree(root, skip=("lost+found", "System Volume Information"))
+
+
+def mkrec(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return support.mkrec("--log", "/dev/null", *args, check=check)
 
 
 def write_files(root: Path, rng: random.Random, symlinks: bool = True) -> None:
@@ -118,18 +103,6 @@ def backup_set(root: Path, work: Path, raw: list[str]) -> tuple[Path, float]:
     t0 = time.monotonic()
     path = run_backup(ctx, None)
     return path, time.monotonic() - t0
-
-
-def mkrec(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run(
-        [sys.executable, "-m", "mkrec", "--log", "/dev/null", *args],
-        capture_output=True,
-        text=True,
-        stdin=subprocess.DEVNULL,
-    )
-    if check and proc.returncode != 0:
-        raise AssertionError(f"mkrec {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
-    return proc
 
 
 def the_stream(set_dir: Path) -> StreamRecord:

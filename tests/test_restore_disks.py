@@ -7,7 +7,6 @@ from __future__ import annotations
 import hashlib
 import os
 import signal
-import stat
 import subprocess
 import sys
 import time
@@ -17,8 +16,9 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
+import support
 from sourcesys import SourceSystem, build_source_system
-from support import LoopDisks, fs_ids, sh, stream_sha256
+from support import LoopDisks, Tree, file_tree, fs_ids, sh, stream_sha256
 
 from mkrec.backup import cutstream, run_backup
 from mkrec.backup.setreader import open_set
@@ -132,45 +132,6 @@ def gpt_source(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Saved]:
 # ---- looking at the result ----
 
 
-def tree(root: Path) -> dict[str, tuple[object, ...]]:
-    """Everything a restore must keep, per path (hard links as shared inode groups)."""
-    out: dict[str, tuple[object, ...]] = {}
-    for dirpath, dirnames, filenames in os.walk(root):
-        for name in dirnames + filenames:
-            path = Path(dirpath) / name
-            rel = str(path.relative_to(root))
-            if rel in LOGS or rel.startswith("lost+found"):
-                continue
-            st = path.lstat()
-            kind = stat.S_IFMT(st.st_mode)
-            content: object = None
-            if stat.S_ISLNK(st.st_mode):
-                content = os.readlink(path)
-            elif stat.S_ISREG(st.st_mode):
-                content = hashlib.sha256(path.read_bytes()).hexdigest()
-            link: object = st.st_ino if st.st_nlink > 1 and not stat.S_ISDIR(st.st_mode) else ""
-            mtime = st.st_mtime_ns if not stat.S_ISDIR(st.st_mode) else st.st_mtime_ns // 10**9
-            if rel.startswith("boot/grub") and rel != "boot/grub/grub.cfg":
-                mtime = None  # the boot loader reinstall rewrites GRUB's modules (same content)
-                if rel.endswith("core.img"):
-                    content = None  # ... and makes a new core.img for the disk it is on now
-            # xfs also shows an ACL as trusted.SGI_ACL_*: the same ACL, not another attribute
-            names = [
-                a for a in os.listxattr(path, follow_symlinks=False) if not a.startswith("trusted.SGI_ACL")
-            ]
-            xattrs = tuple(sorted((a, os.getxattr(path, a, follow_symlinks=False)) for a in names))
-            out[rel] = (kind, stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid, mtime, content, link, xattrs)
-    # hard links: each linked file names the first path of its group (inode numbers differ)
-    groups: dict[object, list[str]] = {}
-    for rel, entry in out.items():
-        if entry[6] != "":
-            groups.setdefault(entry[6], []).append(rel)
-    for members in groups.values():
-        for rel in members:
-            out[rel] = (*out[rel][:6], min(members), out[rel][7])
-    return out
-
-
 def table_ids(disk: str) -> list[str]:
     """The dump without the device's own name and size: what must be identical."""
     return [
@@ -193,18 +154,6 @@ def sha(path: str, length: int | None = None) -> str:
     return h.hexdigest()
 
 
-def mkrec(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run(
-        [sys.executable, "-m", "mkrec", "--log", "/dev/null", "restore", *args],
-        capture_output=True,
-        text=True,
-        stdin=subprocess.DEVNULL,
-    )
-    if check and proc.returncode != 0:
-        raise AssertionError(f"mkrec restore {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
-    return proc
-
-
 def source_args(saved: Saved, iso: bool = False) -> list[str]:
     """The ISO set carries its layout on volume 1; the path set is given the captured one."""
     if iso:
@@ -216,6 +165,22 @@ def restore(action: str, saved: Saved, target: str, root: Path, *extra: str, iso
     proc = mkrec(action, *source_args(saved, iso), "--map", f"{Path(saved.src.disk).name}={target}",
                  "--target", str(root), "--yes", *extra)  # fmt: skip
     return proc.stdout + proc.stderr
+
+
+def tree(root: Path) -> Tree:
+    """Everything a restore must keep, except what the boot loader reinstall rewrites."""
+    out = file_tree(root, skip=tuple(LOGS))
+    for rel, entry in out.items():
+        if rel.startswith("boot/grub") and rel != "boot/grub/grub.cfg":
+            # the reinstall rewrites GRUB's modules (same content) and makes a new core.img for
+            # the disk it is on now
+            content = None if rel.endswith("core.img") else entry[5]
+            out[rel] = (*entry[:4], None, content, *entry[6:])
+    return out
+
+
+def mkrec(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return support.mkrec("--log", "/dev/null", "restore", *args, check=check)
 
 
 def mounted_tree(
