@@ -31,7 +31,7 @@ from mkrec.drill.machine import (
 )
 from mkrec.drill.report import Phase, Report, lines_around, render, report_paths
 from mkrec.drill.scratch import SLACK, needed_space, scratch
-from mkrec.drill.setfiles import newest_set, open_drill_set
+from mkrec.drill.setfiles import DrillSet, newest_set, open_drill_set
 from mkrec.errors import MkrecError
 from mkrec.layout.model import Disk, Layout
 
@@ -83,7 +83,9 @@ def test_virtual_disks_have_the_saved_sizes_and_serials(tmp_path: Path) -> None:
 def test_rescue_boot_argv_bios_tcg(tmp_path: Path) -> None:
     m = Machine(Accel.TCG, Firmware.BIOS, 1536, 2)
     disks = virtual_disks(LAYOUT, Path("/s"))
-    argv = rescue_argv(m, disks, (Path("/set/v1.iso"), Path("/set/v2.iso")), Path("/s/k"), Path("/s/i"))
+    volumes = (Path("/set/v1.iso"), Path("/set/v2.iso"))
+    dset = DrillSet(Path("/set"), "CDrec-x", volumes[0], volumes, None, "", LAYOUT, 0)
+    argv = rescue_argv(m, disks, Path("/s/k"), Path("/s/i"), dset)
     assert argv == [
         "qemu-system-x86_64", "-accel", "tcg", "-m", "1536", "-smp", "2", "-display", "none",
         "-net", "none", "-serial", "stdio", "-monitor", "none", "-no-reboot",
@@ -100,6 +102,18 @@ def test_rescue_boot_argv_bios_tcg(tmp_path: Path) -> None:
         "-append", "quiet console=ttyS0,115200 panic=5 mkrec.run=unattended",
     ]  # fmt: skip
     assert DRILL_CMDLINE.split()[-1] == "mkrec.run=unattended"
+
+
+def test_a_tape_set_is_shared_read_only_and_named_on_the_command_line() -> None:
+    m = Machine(Accel.TCG, Firmware.BIOS, 1536, 2)
+    dset = DrillSet(
+        Path("/t"), "CDrec-x", Path("/o/r.iso"), (), Path("/t"), "/run/mkrec/backup/tape", LAYOUT, 0
+    )
+    argv = rescue_argv(m, [], Path("/s/k"), Path("/s/i"), dset)
+    assert "scsi-cd" not in " ".join(argv)  # the rescue disc's kernel boots directly: no CD drive
+    assert argv[argv.index("-fsdev") + 1] == "local,id=set,path=/t,security_model=none,readonly=on"
+    assert argv[argv.index("-fsdev") + 3] == "virtio-9p-pci,fsdev=set,mount_tag=mkrecset"
+    assert argv[-1].endswith(" mkrec.run=unattended mkrec.share=mkrecset mkrec.source=/run/mkrec/backup/tape")
 
 
 def test_first_boot_argv_uefi_kvm_has_the_disks_alone() -> None:
@@ -187,29 +201,47 @@ def _ctx(tmp_path: Path) -> Context:
 def test_newest_set_of_this_host(tmp_path: Path) -> None:
     for date in ("20261120", "20261130", "20261201"):
         (tmp_path / "pc1" / date).mkdir(parents=True)
-    (tmp_path / "pc1" / "20261130" / "CDrec-20261130-0100-vol1.iso").touch()
-    (tmp_path / "pc1" / "20261120" / "CDrec-20261120-0100-vol1.iso").touch()
-    assert newest_set(_ctx(tmp_path)) == tmp_path / "pc1" / "20261130"  # 20261201 holds no disc
+    (tmp_path / "pc1" / "20261130" / "CDrec-20261130-0100-vol2.iso").touch()
+    (tmp_path / "pc1" / "20261120" / "CDrec-20261120-0100-vol2.iso").touch()
+    # 20261201 holds only an unreadable vol1.iso: a rescue-only disc has no manifest, so no set
+    (tmp_path / "pc1" / "20261201" / "CDrec-20261201-0100-vol1.iso").touch()
+    assert newest_set(_ctx(tmp_path)) == tmp_path / "pc1" / "20261130"
+
+
+def test_newest_set_may_be_a_path_set(tmp_path: Path) -> None:
+    ctx = Context(
+        config_from_dict(
+            {"build": {"output": str(tmp_path / "out")}, "path": {"dir": str(tmp_path / "sets")}}
+        ),
+        hostname="pc1",
+    )
+    (tmp_path / "out" / "pc1" / "20261130").mkdir(parents=True)
+    (tmp_path / "out" / "pc1" / "20261130" / "CDrec-20261130-0100-vol2.iso").touch()
+    newer = tmp_path / "sets" / "pc1" / "20261201"
+    newer.mkdir(parents=True)
+    assert newest_set(ctx) == tmp_path / "out" / "pc1" / "20261130"  # an empty day is no set
+    (newer / "backup").mkdir()
+    (newer / "backup" / "manifest.json").write_text("{}")
+    assert newest_set(ctx) == newer
 
 
 def test_no_set_is_one_line(tmp_path: Path) -> None:
     with pytest.raises(MkrecError, match=rf"no backup set of pc1 found in {tmp_path}/pc1/<YYYYMMDD>/"):
         newest_set(_ctx(tmp_path))
     with pytest.raises(MkrecError, match="no such file or directory"):
-        open_drill_set(tmp_path / "nothing")
+        open_drill_set(tmp_path / "nothing", tmp_path)
 
 
-def test_a_mode_path_set_is_refused_plainly(tmp_path: Path) -> None:
-    (tmp_path / "backup").mkdir()
-    (tmp_path / "backup" / "manifest.json").write_text("{}")
-    with pytest.raises(MkrecError, match=r"only sets of ISO volumes \(mode cd\) can be drilled yet"):
-        open_drill_set(tmp_path)
+def test_a_drive_is_refused_with_the_way_round(tmp_path: Path) -> None:
+    with pytest.raises(MkrecError, match=r"/dev/null: a drive cannot be lent") as err:
+        open_drill_set(Path("/dev/null"), tmp_path)
+    assert "dd if=/dev/null of=FILE" in str(err.value.hint)
 
 
 def test_cli_without_qemu_says_so_in_one_line(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setattr(drill_module, "open_drill_set", lambda path: None)
+    monkeypatch.setattr(drill_module, "open_drill_set", lambda path, output: None)
     monkeypatch.setattr(drill_module, "which", lambda tool: None)
     config = tmp_path / "c.toml"
     config.write_text(f'[build]\noutput = "{tmp_path}"\n')

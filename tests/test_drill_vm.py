@@ -27,9 +27,9 @@ MKREC = [sys.executable, "-m", "mkrec"]
 DRILL_TIMEOUT = 900  # the subprocess's own limit: far above the [drill] timeouts below
 
 
-def make_set(workdir: Path, exclude: tuple[str, ...] = ()) -> Path:
-    """A source system backed up in mode cd, without a serial console on the rescue disc (the drill
-    brings its own): the set's directory."""
+def make_set(workdir: Path, exclude: tuple[str, ...] = (), mode: str = "cd") -> Path:
+    """A source system backed up in mode cd, path or tape, without a serial console on the rescue
+    disc (the drill brings its own): the set's directory (the tape file)."""
     workdir.mkdir(parents=True, exist_ok=True)
     disks = LoopDisks(workdir)
     try:
@@ -37,8 +37,10 @@ def make_set(workdir: Path, exclude: tuple[str, ...] = ()) -> Path:
         defaults = ["/proc/*", "/sys/*", "/dev/*", "/run/*", "/tmp/*", "/var/tmp/*"]
         config = config_from_dict(
             {
-                "build": {"mode": "cd", "output": str(workdir / "out")},
+                "build": {"mode": mode, "output": str(workdir / "out")},
                 "media": {"size": "100M"},
+                "path": {"dir": str(workdir / "sets")},
+                "tape": {"device": str(workdir / "tape" / "tape0")},
                 "source": {
                     "root": str(system.root),
                     "disks": [system.disk],
@@ -51,15 +53,20 @@ def make_set(workdir: Path, exclude: tuple[str, ...] = ()) -> Path:
         ctx = Context(
             config, staging=workdir / "isofs", hostname="drilled", started=datetime(2026, 12, 1, 6, 0)
         )
+        (workdir / "sets").mkdir()
+        (workdir / "tape").mkdir()
+        (workdir / "tape" / "tape0").touch()  # a file stands in for the drive
         build(ctx)
-        return ctx.set_dir
+        if mode == "path":
+            return workdir / "sets" / ctx.set_dir.relative_to(workdir / "out")
+        return workdir / "tape" / "tape0" if mode == "tape" else ctx.set_dir
     finally:
         disks.cleanup()
 
 
-def write_config(path: Path, workdir: Path, timeout: int) -> Path:
+def write_config(path: Path, workdir: Path, timeout: int, output: Path | None = None) -> Path:
     path.write_text(
-        f'[build]\noutput = "{workdir}-out"\n'
+        f'[build]\noutput = "{output or str(workdir) + "-out"}"\n'
         f'[drill]\nexpect = "{MARKER} drill"\ntimeout = {timeout}\nworkdir = "{workdir}"\n'
         'memory = "1536M"\ncpus = 2\n'
     )
@@ -105,6 +112,27 @@ def test_a_bootable_set_drills_to_pass_with_its_reports(
     console = Path(data["log"]).read_text()
     assert f"{MARKER} drill" in console and "Restore finished" in console
     assert not (tmp_path / "scratch").exists(), "the scratch directory is removed afterwards"
+
+
+@pytest.mark.vm
+@pytest.mark.parametrize("mode", ["path", "tape"])
+def test_a_path_or_tape_set_drills_with_its_rescue_disc_and_a_shared_directory(
+    tmp_path: Path, mode: str
+) -> None:
+    where = make_set(tmp_path / "src", mode=mode)
+    reports = where.parent if mode == "tape" else where
+    config = write_config(
+        tmp_path / "drill.toml", tmp_path / "scratch", timeout=600, output=tmp_path / "src" / "out"
+    )
+    proc, seconds = drill(config, where, "--firmware", "bios")
+    print(f"\ndrill of a mode {mode} set under TCG: {seconds:.0f} s\n{proc.stderr[-1500:]}")
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert f"shared from {reports}" in proc.stderr
+    (report,) = reports.glob("drill-*.json")
+    data = json.loads(report.read_text())
+    assert data["result"] == "PASS"
+    console = Path(data["log"]).read_text()
+    assert f"{MARKER} drill" in console and "Restore finished" in console
 
 
 @pytest.mark.vm

@@ -71,14 +71,15 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
 def _drill(ctx: Context, set_path: Path | None, firmware: str | None) -> int:
     cfg = ctx.config.drill
     started, t0 = datetime.now(), time.monotonic()
-    dset = open_drill_set(set_path or newest_set(ctx))
+    dset = open_drill_set(set_path or newest_set(ctx), ctx.config.build.output)
     if which(QEMU) is None:
         die(f"{QEMU} is not installed", hint="apt-get install qemu-system-x86")
     if not os.access(dset.directory, os.W_OK):
         die(f"cannot write the drill's report into {dset.directory}", hint="copy the set somewhere writable")
     fw = choose_firmware(firmware)
     ovmf = find_ovmf() if fw is Firmware.UEFI else None
-    log.info("Drill of %s: %d volume(s), %d disk(s)", dset.name, len(dset.volumes), len(dset.layout.disks))
+    held = f"{len(dset.volumes)} volume(s)" if dset.volumes else f"shared from {dset.share}"
+    log.info("Drill of %s: %s, %d disk(s)", dset.name, held, len(dset.layout.disks))
     expect = cfg.expect or "login:"
     started_text = started.isoformat(timespec="seconds")
     report = Report(dset.name, str(dset.directory), started_text, str(fw), "", expect)
@@ -91,7 +92,7 @@ def _drill(ctx: Context, set_path: Path | None, firmware: str | None) -> int:
         disks = make_disks(dset, work)
         ticker = Ticker()
         try:
-            with Guest(rescue_argv(machine, disks, dset.volumes, kernel, initrd)) as guest:
+            with Guest(rescue_argv(machine, disks, kernel, initrd, dset)) as guest:
                 try:
                     restored = rescue_and_restore(guest, report, cfg, ticker)
                 finally:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
+from mkrec.drill.setfiles import DrillSet
 from mkrec.errors import MkrecError
 from mkrec.layout.model import Layout
 from mkrec.runner import run
@@ -23,6 +24,7 @@ OVMF_PAIRS = (  # (code, variables template): Debian's ovmf package, newest layo
 # unattended restore starts on it (the rescue profile acts on mkrec.run); a panic reboots, and
 # -no-reboot turns that into QEMU exiting, so a broken rescue system fails at once, not at the timeout.
 DRILL_CMDLINE = "quiet console=ttyS0,115200 panic=5 mkrec.run=unattended"
+SHARE_TAG = "mkrecset"  # the virtio-9p mount tag of a shared set directory
 SERIAL_MAX = 20  # virtio-blk serial numbers are at most 20 bytes
 
 
@@ -120,6 +122,8 @@ def disk_argv(disks: list[VirtualDisk]) -> list[str]:
 def volume_argv(volumes: tuple[Path, ...]) -> list[str]:
     """Every volume of the set in a CD drive (/dev/sr0, sr1, ...), where the rescue system looks for
     them; on one virtio-scsi controller, so a set of many volumes fits (IDE has four places)."""
+    if not volumes:
+        return []
     argv = ["-device", "virtio-scsi-pci,id=scsi0"]
     for i, iso in enumerate(volumes):
         argv += ["-drive", f"if=none,id=vol{i + 1},file={iso},format=raw,media=cdrom,readonly=on"]
@@ -127,13 +131,28 @@ def volume_argv(volumes: tuple[Path, ...]) -> list[str]:
     return argv
 
 
+def share_argv(share: Path | None) -> list[str]:
+    """A path or tape set's directory, read-only over virtio-9p: the rescue system mounts it where
+    it looks for a set (rc.rescue, mkrec.share=), and nothing is copied however big the set."""
+    if share is None:
+        return []
+    fsdev = f"local,id=set,path={share},security_model=none,readonly=on"
+    return ["-fsdev", fsdev, "-device", f"virtio-9p-pci,fsdev=set,mount_tag={SHARE_TAG}"]
+
+
+def drill_cmdline(share: Path | None, source: str) -> str:
+    extra = (f" mkrec.share={SHARE_TAG}" if share else "") + (f" mkrec.source={source}" if source else "")
+    return DRILL_CMDLINE + extra
+
+
 def rescue_argv(
-    m: Machine, disks: list[VirtualDisk], volumes: tuple[Path, ...], kernel: Path, initrd: Path
+    m: Machine, disks: list[VirtualDisk], kernel: Path, initrd: Path, dset: DrillSet
 ) -> list[str]:
     """Boot 1: the set's rescue kernel and RAM disks with the drill's command line, the blank disks
-    and the volumes attached."""
-    argv = base_argv(m) + disk_argv(disks) + volume_argv(volumes)
-    return [*argv, "-kernel", str(kernel), "-initrd", str(initrd), "-append", DRILL_CMDLINE]
+    and the set attached (its ISO volumes in CD drives, or its directory shared)."""
+    argv = base_argv(m) + disk_argv(disks) + volume_argv(dset.volumes) + share_argv(dset.share)
+    cmdline = drill_cmdline(dset.share, dset.source)
+    return [*argv, "-kernel", str(kernel), "-initrd", str(initrd), "-append", cmdline]
 
 
 def first_boot_argv(m: Machine, disks: list[VirtualDisk]) -> list[str]:

@@ -30,6 +30,8 @@ DEFAULT_MODULES = (
     # (without it an ESP does not mount: "IO charset ascii not found")
     "isofs", "vfat", "nls_cp437", "nls_ascii", "nls_iso8859_1", "nls_utf8", "ext4", "xfs", "btrfs", "loop",
     "dm_mod", "dm_crypt", "raid0", "raid1", "raid10", "raid456", "md_mod", "efivarfs",
+    # a set directory shared with a virtual machine (mkrec drill of a mode path or tape set)
+    "9p", "9pnet_virtio",
 )  # fmt: skip
 
 
