@@ -112,6 +112,12 @@ def extract(bset: BackupSet, paths: list[str], dest: Path) -> ExtractResult:
     entries, missing = bset.catalog()
     chosen = _choose(bset, entries, paths)
     if not chosen and not missing:
+        if bset.total is None:  # the last volume (and its whole-set catalog) is missing or unreadable
+            raise MkrecError(
+                f"nothing in the volumes of {bset.set_name} read matches {' '.join(paths)}; "
+                + "; ".join(bset.describe_missing()),
+                hint="the files may be on the last volume: find it, or see 'mkrec verify SET'",
+            )
         raise MkrecError(f"nothing in {bset.set_name} matches {' '.join(paths)}", hint="see 'mkrec ls SET'")
     result = ExtractResult()
     for name in dict.fromkeys(e.stream for e in chosen):

@@ -158,7 +158,7 @@ class FrameLoc:
 class BackupSet:
     path: Path
     volumes: dict[int, OpenVolume] = field(default_factory=dict)
-    unreadable: list[str] = field(default_factory=list)  # volume files that could not be opened
+    unreadable: list[str] = field(default_factory=list)  # "<volume file>: why it could not be opened"
     total: int | None = None  # the set size, from the last volume's manifest
     streams: dict[str, StreamRecord] = field(default_factory=dict)
     pieces: dict[str, PieceRecord] = field(default_factory=dict)
@@ -175,7 +175,7 @@ class BackupSet:
         out = [f"volume {n} is missing" for n in self.missing()]
         if self.total is None:
             out.append(f"the last volume is missing (volumes after {max(self.volumes, default=0)} may exist)")
-        out += [f"{name}: unreadable" for name in self.unreadable]
+        out += self.unreadable
         return out
 
     def frames(self, stream: str) -> list[FrameLoc]:
@@ -193,20 +193,40 @@ class BackupSet:
         return out
 
     def catalog(self) -> tuple[list[CatalogEntry], list[int]]:
-        """Every catalogued member known, and the volumes whose catalog part is unavailable.
-        The whole-set catalog on the last volume, when present, covers every volume."""
+        """Every catalogued member known, and the volumes whose catalog part is unavailable (missing
+        or damaged). The whole-set catalog on the last volume, when present and intact, covers
+        every volume."""
         for ov in self.volumes.values():
             if ov.manifest.full_catalog:
                 name = "backup/" + ov.manifest.full_catalog
-                with ov.volume.open(name) as fh:
-                    text = zstandard.ZstdDecompressor().stream_reader(fh).read().decode()
-                return parse_catalog(text, f"{ov.volume.name}:{name}"), []
+                try:
+                    with ov.volume.open(name) as fh:
+                        text = zstandard.ZstdDecompressor().stream_reader(fh).read().decode()
+                    return parse_catalog(text, f"{ov.volume.name}:{name}"), []
+                except (OSError, zstandard.ZstdError, UnicodeError, MkrecError) as exc:
+                    log.warning(
+                        "warning: %s: %s is damaged (%s): reading each volume's catalog",
+                        ov.volume.name,
+                        name,
+                        exc,
+                    )
         entries: list[CatalogEntry] = []
+        unknown = self.missing()
         for ov in sorted(self.volumes.values(), key=lambda v: v.number):
             name = "backup/" + ov.manifest.catalog
-            with ov.volume.open(name) as fh:
-                entries += parse_catalog(fh.read().decode(), f"{ov.volume.name}:{name}")
-        return entries, self.missing()
+            try:
+                with ov.volume.open(name) as fh:
+                    entries += parse_catalog(fh.read().decode(), f"{ov.volume.name}:{name}")
+            except (
+                KeyError,
+                OSError,
+                pycdlib.pycdlibexception.PyCdlibException,
+                UnicodeError,
+                MkrecError,
+            ) as exc:
+                log.warning("warning: %s: %s is damaged (%s)", ov.volume.name, name, exc)
+                unknown.append(ov.number)
+        return entries, sorted(unknown)
 
     def read_piece(self, volume: int, piece: str, offset: int, size: int) -> bytes:
         ov = self.volumes[volume]
@@ -239,9 +259,10 @@ def open_set(path: Path) -> BackupSet:
     bset = BackupSet(path)
     set_id = None
     for kind, vpath in volume_sources(path):
-        ov = read_volume(kind, vpath)
-        if ov is None:
-            bset.unreadable.append(str(vpath))
+        try:
+            ov = open_volume_with_manifest(kind, vpath)
+        except MkrecError as exc:
+            bset.unreadable.append(exc.message)
             continue
         vol, manifest = ov.volume, ov.manifest
         if set_id is None:
@@ -262,15 +283,36 @@ def read_volume(kind: str, path: Path) -> OpenVolume | None:
     """The volume at path with its manifest; None when it cannot be opened or holds no manifest
     (an empty drive, another disc, a damaged image)."""
     try:
-        vol = open_volume(kind, path)
-    except (MkrecError, OSError):
+        return open_volume_with_manifest(kind, path)
+    except MkrecError:
         return None
+
+
+def open_volume_with_manifest(kind: str, path: Path) -> OpenVolume:
+    """The volume at path with its manifest, or an error saying why not."""
+    try:
+        vol = open_volume(kind, path)
+    except OSError as exc:
+        raise MkrecError(f"{path}: unreadable ({exc.strerror or exc})") from None
+    except MkrecError as exc:
+        raise MkrecError(f"{path}: unreadable ({exc.message})") from None
+    except pycdlib.pycdlibexception.PyCdlibException as exc:
+        raise MkrecError(f"{path}: not a readable ISO 9660 image ({exc})") from None
     try:
         with vol.open(MANIFEST) as fh:
             manifest = parse_manifest(fh.read().decode(), f"{vol.name}:{MANIFEST}")
-    except (KeyError, OSError, pycdlib.pycdlibexception.PyCdlibException, MkrecError, UnicodeError):
+    except KeyError:
         vol.close()
-        return None
+        raise MkrecError(f"{path}: no {MANIFEST}: not a volume of a backup set") from None
+    except (OSError, pycdlib.pycdlibexception.PyCdlibException) as exc:
+        vol.close()
+        raise MkrecError(f"{path}: {MANIFEST} unreadable ({exc})") from None
+    except UnicodeError:
+        vol.close()
+        raise MkrecError(f"{path}: {MANIFEST} damaged (not text)") from None
+    except MkrecError as exc:
+        vol.close()
+        raise MkrecError(f"{path}: {MANIFEST} damaged ({exc.message})") from None
     return OpenVolume(manifest.volume, vol, manifest)
 
 

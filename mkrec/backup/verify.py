@@ -10,11 +10,14 @@ import hashlib
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import pycdlib
 
 from mkrec.backup.setreader import BackupSet, Volume
 from mkrec.backup.sums import CHUNK, SFV, SHA256SUMS, Sums, parse_sfv, parse_sha256sums
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -39,23 +42,34 @@ def _read(vol: Volume, name: str, extra: Callable[[bytes], None] | None = None) 
     return Sums(sha.hexdigest(), crc)
 
 
+def _read_list(
+    vol: Volume, name: str, parse: Callable[[str, str], dict[str, T]], label: str, report: Report
+) -> dict[str, T] | None:
+    """A volume's checksum list, or None (said in the report) when it is missing or damaged."""
+    try:
+        with vol.open(name) as fh:
+            return parse(fh.read().decode(), f"{label}: {name}")
+    except (KeyError, OSError, pycdlib.pycdlibexception.PyCdlibException) as exc:
+        report.problems.append(f"{label}: {name}: unreadable ({exc})")
+    except UnicodeError:
+        report.problems.append(f"{label}: {name}: damaged (not text)")
+    except ValueError as exc:
+        report.problems.append(f"{label}: {exc}")
+    return None
+
+
 def check_volume_files(
     vol: Volume, label: str, report: Report, known: dict[str, Sums], unlisted: list[str]
 ) -> None:
     """Every file of one volume against its SHA256SUMS and Checksums.sfv; `known` has sums of
     files already read (the pieces)."""
     files = vol.files()
-    try:
-        with vol.open(SHA256SUMS) as fh:
-            sha_list = parse_sha256sums(fh.read().decode(), f"{label}: {SHA256SUMS}")
-        with vol.open(SFV) as fh:
-            sfv_list = parse_sfv(fh.read().decode(), f"{label}: {SFV}")
-    except (KeyError, OSError, pycdlib.pycdlibexception.PyCdlibException) as exc:
-        report.problems.append(f"{label}: checksum lists unreadable ({exc})")
+    sha_list = _read_list(vol, SHA256SUMS, parse_sha256sums, label, report)
+    sfv_list = _read_list(vol, SFV, parse_sfv, label, report)
+    if sha_list is None and sfv_list is None:
         return
-    except (ValueError, UnicodeError) as exc:
-        report.problems.append(f"{label}: {exc}")
-        return
+    listed_all = sha_list is not None
+    sha_list, sfv_list = sha_list or {}, sfv_list or {}  # one damaged list: the other still checks
     for name in sorted(set(sha_list) | set(sfv_list)):
         if name not in files:
             report.problems.append(f"{label}: {name}: listed in the checksums but missing")
@@ -70,7 +84,7 @@ def check_volume_files(
             report.problems.append(f"{label}: {name}: SHA-256 mismatch (SHA256SUMS: {sha_list[name][:16]}…)")
         elif name in sfv_list and got.crc32 != sfv_list[name]:
             report.problems.append(f"{label}: {name}: CRC32 mismatch (Checksums.sfv: {sfv_list[name]:08X})")
-    for name in sorted(set(files) - set(sha_list) - {SHA256SUMS, SFV} - set(unlisted)):
+    for name in sorted(set(files) - set(sha_list) - {SHA256SUMS, SFV} - set(unlisted) if listed_all else ()):
         report.problems.append(f"{label}: {name}: not in {SHA256SUMS}")
 
 

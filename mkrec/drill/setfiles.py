@@ -101,7 +101,7 @@ def open_drill_set(path: Path, output: Path) -> DrillSet:
 def _require_every_volume(bset: BackupSet, where: Path) -> None:
     name = bset.set_name
     if bset.unreadable:
-        die(f"{name}: {bset.unreadable[0]} is unreadable", hint="run 'mkrec verify' on the set")
+        die(f"{name}: {bset.unreadable[0]}", hint="run 'mkrec verify' on the set")
     missing = bset.missing()
     if missing or bset.total is None:
         # Only the last volume knows the set's size: without it, the one after the last present.
