@@ -18,6 +18,7 @@ from typing import cast
 
 import pytest
 
+from mkrec.backup.catalog import CatalogEntry
 from mkrec.errors import MkrecError
 from mkrec.layout.model import (
     BootKind,
@@ -42,7 +43,7 @@ from mkrec.restore.decide.plan import Plan, edit_clone_tables, make_plan, render
 from mkrec.restore.decide.present import PresentDisk, parse_lsblk, protected_disks, swap_devices
 from mkrec.restore.decide.resize import clone_layout, min_fs_bytes, need_bytes, render_rows, scale_volumes
 from mkrec.restore.decide.sfdisk import MIB, parse_dump, partition_node, render_script, same_table
-from mkrec.restore.decide.source import RestoreSet
+from mkrec.restore.decide.source import Damage, RestoreSet
 
 FIX = Path(__file__).parent / "fixtures" / "restore"
 GIB = 1024 * MIB
@@ -847,7 +848,8 @@ class DamagedSet:
 def test_a_damaged_stream_kills_the_tool_it_was_feeding() -> None:
     proc = subprocess.Popen(["cat"], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)
     with pytest.raises(MkrecError, match="frame 2 is damaged"):
-        unpack._stream_into(DamagedSet(), "s.tar.zst", proc, Progress("test", 0))  # type: ignore[arg-type]
+        with DamagedSet().open("s.tar.zst") as src:
+            unpack._stream_into(src, proc, Progress("test", 0))  # type: ignore[arg-type]
     assert proc.returncode == -signal.SIGKILL, "tar must not go on to finish a truncated stream"
 
 
@@ -864,7 +866,7 @@ def test_restore_fs_resumes_where_it_stopped(tmp_path: Path, monkeypatch: pytest
     monkeypatch.setattr(restorefs, "fs_identity", lambda node: ("xfs", made["uuid"]))
     unpacked: list[str] = []
 
-    def unpack(reader: object, stream: str, dest: Path) -> int:
+    def unpack(reader: object, stream: str, dest: Path, lost: list[str]) -> int:
         unpacked.append(stream)
         if len(unpacked) == 1:
             raise MkrecError("volume 2 of 2 of S is missing")
@@ -976,3 +978,34 @@ def test_yes_still_asks_the_console_for_a_new_luks_passphrase(monkeypatch: pytes
     assert (
         rebuild.new_luks_key(plan, LuksKey(), console=False) is None
     )  # nobody there: the step says what to do
+
+
+# ---- a damaged frame in a tar stream ----
+
+
+def _member(path: str, offset: int, end: int) -> CatalogEntry:
+    return CatalogEntry("s", path, "file", end - offset - 512, 0o644, 0, 0, 0.0, "", offset, end)
+
+
+def test_a_damaged_frame_leaves_out_the_members_it_touches() -> None:
+    members = [
+        _member("a", 0, 1024),
+        _member("b", 1024, 5120),
+        _member("c", 5120, 6144),
+        _member("d", 6144, 9216),
+    ]
+    damage = Damage()
+    # good up to 2048 (inside b, which tar has begun), bad up to 6000 (inside c)
+    assert damage.skip(members, 2048, 6000) == (5120 - 2048, 6144)  # zeros to b's end; on at d
+    assert damage.lost == ["b", "c"] and damage.zeroed == ["b"]
+    assert damage
+
+
+def test_damage_at_a_member_boundary_sends_no_zeros_and_past_the_end_costs_nothing() -> None:
+    members = [_member("a", 0, 1024), _member("b", 1024, 5120)]
+    damage = Damage()
+    assert damage.skip(members, 1024, 2048) == (0, 5120)
+    assert damage.lost == ["b"] and damage.zeroed == []
+    tail = Damage()
+    assert tail.skip(members, 5120, 7168) == (0, 7168)  # the end-of-archive blocks
+    assert not tail

@@ -21,7 +21,7 @@ from mkrec.restore.apply.engine import fix_system_files
 from mkrec.restore.apply.journal import Journal, journal_in_tmp
 from mkrec.restore.apply.mounts import mount_argv
 from mkrec.restore.apply.steps import Steps
-from mkrec.restore.apply.unpack import check_image_fits, unpack_tar, write_image
+from mkrec.restore.apply.unpack import check_image_fits, require_nothing_lost, unpack_tar, write_image
 from mkrec.restore.decide.layout_adapter import load_saved
 from mkrec.restore.decide.mapping import parse_map
 from mkrec.restore.decide.model import SavedFs, SavedSystem
@@ -155,8 +155,9 @@ def _restore_files(
         asker,
     )
     steps.run(made, f"{fstype} on {node}", partial(_make_fs, node, fstype, uuid, saved.label))
+    lost: list[str] = []
     steps.run(
-        f"unpack:{node}", f"Unpack {saved.stream}", partial(_unpack, reader, saved.stream, node, fstype)
+        f"unpack:{node}", f"Unpack {saved.stream}", partial(_unpack, reader, saved.stream, node, fstype, lost)
     )
     if (target / "etc" / "fstab").is_file():
         specs = {saved.device: f"UUID={uuid}"}
@@ -167,6 +168,7 @@ def _restore_files(
     else:
         log.info("    no mounted system at %s: fstab left alone", target)
     steps.journal.complete()
+    require_nothing_lost(lost)
     log.info("Restored %s onto %s as %s (UUID %s)", name, node, fstype, uuid)
 
 
@@ -175,11 +177,11 @@ def _make_fs(node: str, fstype: str, uuid: str, label: str) -> None:
     run(mkfs_argv(fstype, node, uuid, label))
 
 
-def _unpack(reader: RestoreSet, stream: str, node: str, fstype: str) -> None:
+def _unpack(reader: RestoreSet, stream: str, node: str, fstype: str, lost: list[str]) -> None:
     with tempfile.TemporaryDirectory(prefix="mkrec-fs-") as tmp:
         run(mount_argv(fstype, node, tmp))
         try:
-            unpack_tar(reader, stream, Path(tmp))
+            unpack_tar(reader, stream, Path(tmp), lost)
         finally:
             run(["umount", tmp])
 

@@ -20,7 +20,7 @@ from mkrec.restore.apply.mounts import mount_all, mount_argv, mounts_below, umou
 from mkrec.restore.apply.runlog import RunLog
 from mkrec.restore.apply.steps import Steps
 from mkrec.restore.apply.tables import write_table
-from mkrec.restore.apply.unpack import unpack_tar, write_image
+from mkrec.restore.apply.unpack import require_nothing_lost, unpack_tar, write_image
 from mkrec.restore.ask import Input
 from mkrec.restore.decide.plan import FsTarget, Plan
 from mkrec.restore.decide.present import fs_identity
@@ -140,17 +140,19 @@ def _run(
     mount_all(mounted, root)
     journal.add_path(root / ON_DISK)
     runlog.to_disk(root)
+    lost: list[str] = []
     for t in mounted:
         dest = where(root, t.saved.mountpoint)
         steps.run(
             f"unpack:{t.saved.mountpoint}",
             f"Unpack {t.saved.mountpoint}",
-            partial(unpack_tar, reader, t.saved.stream, dest),
+            partial(unpack_tar, reader, t.saved.stream, dest, lost),
         )
     steps.run("fstab", "fstab and crypttab", partial(fix_system_files, root, uuid_specs(plan)))
     for boot in plan.system.boots:
         steps.run(*boot_step(boot), partial(install_boot, plan, boot, root))
     journal.complete()
+    require_nothing_lost(lost)
     log.info("Restore finished; log in %s", runlog.file)
 
 

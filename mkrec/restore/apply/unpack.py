@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import posixpath
 import shlex
 import subprocess
 from pathlib import Path
@@ -18,7 +19,7 @@ from mkrec.backup.imaging import NTFSRESIZE, Drain, check_tool, image_format, ne
 from mkrec.backup.manifest import ImageFormat, StreamRecord
 from mkrec.errors import MkrecError
 from mkrec.progress import Progress
-from mkrec.restore.decide.source import RestoreSet
+from mkrec.restore.decide.source import Damage, RestoreSet
 from mkrec.runner import popen, run, wait_checked
 from mkrec.sizes import format_size
 
@@ -30,14 +31,44 @@ GROW_SLACK = 1 << 20  # a node at most this much larger than the saved file syst
 GROW_MOUNTED = {"xfs": "xfs_growfs MOUNTPOINT", "btrfs": "btrfs filesystem resize max MOUNTPOINT"}
 
 
-def unpack_tar(reader: RestoreSet, name: str, dest: Path) -> int:
-    """Feed the stream to tar -x in dest; returns the bytes unpacked."""
+def unpack_tar(reader: RestoreSet, name: str, dest: Path, lost: list[str] | None = None) -> int:
+    """Feed the stream to tar -x in dest; returns the bytes unpacked. A damaged frame costs only the
+    files it holds: they are left out, added to lost (paths below dest), and the rest unpacks."""
     progress = Progress(f"Unpacking {name}")
+    damage = Damage()
     proc = popen(tar_extract_argv(dest), stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)
-    done = _stream_into(reader, name, proc, progress)
-    wait_checked(proc)
+    done = _stream_into(reader.open(name, damage), proc, progress)
+    # tar goes on past a member it cannot make (a hard link to a file left out): exit 2 then
+    wait_checked(proc, ok_codes=(0, 2) if damage else (0,))
     progress.finish()
+    for path in damage.zeroed:  # zeros stood in for its end: not a file anyone should trust
+        _remove_keeping_parent_times(dest / path)
+    if lost is not None:
+        mountpoint = reader.streams[name].mountpoint or "/"
+        lost += [posixpath.normpath(posixpath.join(mountpoint, p)) for p in damage.lost]
     return done
+
+
+def _remove_keeping_parent_times(path: Path) -> None:
+    """Remove a file tar made; its directory keeps the times tar gave it from the backup."""
+    with contextlib.suppress(FileNotFoundError, IsADirectoryError):
+        parent = path.parent.stat()
+        path.unlink()
+        os.utime(path.parent, ns=(parent.st_atime_ns, parent.st_mtime_ns))
+
+
+def require_nothing_lost(lost: list[str]) -> None:
+    """After a restore that went on past damaged frames: every file left out named in the log, and
+    the run fails (a restore with holes must not look like a good one)."""
+    if not lost:
+        return
+    for path in lost:
+        log.error("lost: %s", path)
+    raise MkrecError(
+        f"{len(lost)} file(s) could not be restored: their bytes in the backup are damaged "
+        "(each named above with 'lost:', and in the log); everything else is in place",
+        hint="take them from another set: mkrec extract OTHER_SET PATH",
+    )
 
 
 def node_capacity(node: str) -> int:
@@ -150,18 +181,18 @@ def _feed_tool(reader: RestoreSet, name: str, argv: list[str], progress: Progres
     drains = [Drain(cast(BinaryIO, proc.stdout)), Drain(cast(BinaryIO, proc.stderr))]
     for d in drains:
         d.start()
-    done = _stream_into(reader, name, proc, progress)
+    done = _stream_into(reader.open(name), proc, progress)
     check_tool(proc, drains)
     return done
 
 
-def _stream_into(reader: RestoreSet, name: str, proc: subprocess.Popen[bytes], progress: Progress) -> int:
+def _stream_into(src: BinaryIO, proc: subprocess.Popen[bytes], progress: Progress) -> int:
     """The decompressed stream into proc's stdin; the bytes written. A damaged stream kills proc:
     tar or the imaging tool must not finish (and report success on) what it was given."""
     assert proc.stdin is not None
     done = 0
     try:
-        with reader.open(name) as src:
+        with src:
             while chunk := src.read(CHUNK):
                 proc.stdin.write(chunk)
                 done += len(chunk)

@@ -21,11 +21,13 @@ import itertools
 import logging
 import re
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
 import pycdlib
 
+from mkrec.backup.catalog import CatalogEntry
 from mkrec.backup.manifest import StreamRecord
 from mkrec.backup.setreader import BackupSet, FrameReader, read_volume, volume_sources
 from mkrec.backup.volumes import RECOVERY_IN_SET
@@ -37,6 +39,7 @@ log = logging.getLogger("mkrec.restore")
 
 RESCUE_MOUNT = Path("/run/mkrec/backup")  # where the rescue system mounts a backup it found
 VOLUME_LABEL = re.compile(r"^CDREC_\d+$")
+CHUNK_ZEROS = 1 << 20
 
 Ask = Callable[[str], str]
 
@@ -177,8 +180,10 @@ class RestoreSet:
 
     # ---- reading a stream ----
 
-    def chunks(self, name: str) -> Iterator[bytes]:
-        """The uncompressed stream from its first byte to its last, asking for volumes on the way."""
+    def chunks(self, name: str, damage: Damage | None = None) -> Iterator[bytes]:
+        """The uncompressed stream from its first byte to its last, asking for volumes on the way.
+        A damaged frame stops the stream, unless `damage` is given (a tar stream): then the members
+        it touches are left out, named in damage, and the rest of the stream follows."""
         if name not in self.streams:
             raise MkrecError(
                 f"stream {name} is not in {self.set_name}", hint=f"it has: {', '.join(self.streams)}"
@@ -193,10 +198,17 @@ class RestoreSet:
                     continue
                 out = io.BytesIO()
                 if not reader.copy(pos, f.uoffset + f.usize, out):
-                    raise MkrecError(
-                        f"{self.describe(f.volume)}: piece {f.piece} is damaged (a frame is unreadable)",
-                        hint="run 'mkrec verify' on the set; copy the volume again from another medium",
-                    )
+                    where = f"{self.describe(f.volume)}: piece {f.piece} is damaged (a frame is unreadable)"
+                    if damage is None:
+                        raise MkrecError(
+                            where,
+                            hint="run 'mkrec verify' on the set; copy the volume again from another medium",
+                        )
+                    log.warning("warning: %s: the files in it are left out", where)
+                    zeros, pos = damage.skip(self._members(name), pos, f.uoffset + f.usize)
+                    for i in range(0, zeros, CHUNK_ZEROS):
+                        yield bytes(min(CHUNK_ZEROS, zeros - i))
+                    continue
                 data = out.getvalue()
                 digest.update(data)
                 pos += len(data)
@@ -204,11 +216,16 @@ class RestoreSet:
             if record.complete and record.size is not None and pos >= record.size:
                 break
             self.need(self._volume_at(record, pos), f"stream {name} goes on there")
-        if record.sha256 and digest.hexdigest() != record.sha256:
+        if record.sha256 and not damage and digest.hexdigest() != record.sha256:
             raise MkrecError(
                 f"stream {name}: the bytes read differ from the backup's checksum",
                 hint="run 'mkrec verify' on the set",
             )
+
+    def _members(self, name: str) -> list[CatalogEntry]:
+        """The stream's tar members in stream order, from the catalogs of the volumes here."""
+        entries, _ = self.bset.catalog()
+        return sorted((e for e in entries if e.stream == name), key=lambda e: e.offset)
 
     def _volume_at(self, record: StreamRecord, pos: int) -> int:
         """The volume holding uncompressed offset pos of a stream (the next one when no piece known
@@ -219,8 +236,34 @@ class RestoreSet:
         last = max((p.volume for p in record.pieces), default=1)
         return next(n for n in itertools.count(last) if n not in self.bset.volumes)
 
-    def open(self, name: str) -> BinaryIO:
-        return io.BufferedReader(_ChunkReader(self.chunks(name)), buffer_size=1 << 20)
+    def open(self, name: str, damage: Damage | None = None) -> BinaryIO:
+        return io.BufferedReader(_ChunkReader(self.chunks(name, damage)), buffer_size=1 << 20)
+
+
+@dataclass
+class Damage:
+    """What a damaged frame cost a tar stream: the members left out (paths relative to the stream's
+    mount point), and those of them tar has begun and got zeros for the rest of (to remove)."""
+
+    lost: list[str] = field(default_factory=list)
+    zeroed: list[str] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.lost)
+
+    def skip(self, members: list[CatalogEntry], pos: int, bad_end: int) -> tuple[int, int]:
+        """The stream is good up to pos and unreadable up to bad_end: (zero bytes to send so tar
+        stays in step, the position to go on from). A member tar has begun gets zeros to its end;
+        every member reaching into the bad bytes is left out; the stream goes on after the last."""
+        touched = [m for m in members if m.end > pos and m.offset < bad_end]
+        if not touched:  # the end-of-archive blocks: nothing of value
+            return 0, bad_end
+        self.lost += [m.path for m in touched]
+        zeros = 0
+        if touched[0].offset < pos:
+            self.zeroed.append(touched[0].path)
+            zeros = touched[0].end - pos
+        return zeros, max(bad_end, touched[-1].end)
 
 
 class _ChunkReader(io.RawIOBase):
