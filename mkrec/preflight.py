@@ -15,6 +15,7 @@ from enum import StrEnum
 from pathlib import Path
 
 from mkrec.backup.frames import FRAME_SIZE
+from mkrec.backup.sources import mounted_filesystems
 from mkrec.config import Mode
 from mkrec.context import Context
 from mkrec.errors import MkrecError, die
@@ -372,7 +373,24 @@ def check_media(ctx: Context) -> Iterable[Result]:
 
 
 # Checks of the configuration alone: `mkrec build` runs them before any work, too.
-CONFIG_CHECKS: list[Callable[[Context], Iterable[Result]]] = [check_mode, check_media]
+def check_source(ctx: Context) -> Iterable[Result]:
+    """[source] root must be a directory, with something mounted under it to back up."""
+    cfg = ctx.config
+    root = cfg.source.root
+    if not root.is_dir():
+        yield fail("source", f"[source] root {root} is not a directory", "set [source] root (usually /)")
+        return
+    if cfg.build.mode.writes_backup() and not cfg.source.raw and not mounted_filesystems(root):
+        yield fail(
+            "source",
+            f"nothing to back up: no file system is mounted under [source] root {root}",
+            "mount the system to back up there, or set [source] root",
+        )
+        return
+    yield passed("source", f"file systems mounted under {root}")
+
+
+CONFIG_CHECKS: list[Callable[[Context], Iterable[Result]]] = [check_mode, check_media, check_source]
 
 
 def require_config_ready(ctx: Context) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import random
 import signal
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -141,3 +142,63 @@ def test_every_set_carries_its_layout(loop_disks: LoopDisks, tmp_path: Path, mod
     assert layout is not None and f'name = "{Path(disk).name}" '.encode() in layout
     if mode == "path":
         assert " etc/recovery/layout.toml\n" in (where / "SHA256SUMS").read_text()
+
+
+# ---- the source ----
+
+
+def test_a_missing_source_root_is_refused_before_any_work(loop_disks: LoopDisks, tmp_path: Path) -> None:
+    disk, _root = source_disk(loop_disks, tmp_path, text_mib=8)
+    config = write_config(tmp_path, disk, tmp_path / "nothing-here")
+    done = build(config)
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert f"mkrec: error: [source] root {tmp_path / 'nothing-here'} is not a directory" in done.stderr
+    assert not list(tmp_path.rglob("*.iso")), "no rescue disc was built"
+    (tmp_path / "empty").mkdir()
+    done = build(write_config(tmp_path, disk, tmp_path / "empty"))
+    assert done.returncode == 1
+    assert "nothing to back up: no file system is mounted under [source] root" in done.stderr
+    assert not list(tmp_path.rglob("*.iso"))
+
+
+def test_the_output_inside_the_source_is_left_out(loop_disks: LoopDisks, tmp_path: Path) -> None:
+    """[build] output and [path] dir on the very file system backed up, not in [source] exclude."""
+    disk, root = source_disk(loop_disks, tmp_path, text_mib=8)
+    (root / "sets").mkdir()
+    config = write_config(root, disk, root, level="1")  # out/ and sets/ below the source's root
+    done = build(config)
+    assert done.returncode == 0, done.stderr
+    (set_dir,) = (root / "sets").glob("*/*")
+    listing = subprocess.run(
+        [str(VENV_BIN / "mkrec"), "ls", str(set_dir)], capture_output=True, text=True, check=True
+    ).stdout
+    assert "/text0.log" in listing
+    assert "/sets/" not in listing and "/out/" not in listing and "Config.toml" in listing
+
+
+def test_a_file_changing_while_read_is_named_and_the_set_kept(loop_disks: LoopDisks, tmp_path: Path) -> None:
+    """tar's 'file changed as we read it': a warning naming the file, the backup goes on and is good."""
+    disk, root = source_disk(loop_disks, tmp_path, text_mib=24)
+    growing = root / "growing.log"
+    growing.write_bytes(bytes(64 * MiB))
+    stop = threading.Event()
+
+    def append() -> None:
+        with open(growing, "ab") as fh:
+            while not stop.is_set():
+                fh.write(b"more\n" * 1000)
+                fh.flush()
+                time.sleep(0.001)
+
+    writer = threading.Thread(target=append)
+    writer.start()
+    try:
+        done = build(write_config(tmp_path, disk, root, level="3"))
+    finally:
+        stop.set()
+        writer.join()
+    assert done.returncode == 0, done.stderr
+    assert "warning: tar: ./growing.log: file changed as we read it" in done.stderr, done.stderr
+    (set_dir,) = (tmp_path / "sets").glob("*/*")
+    verify = subprocess.run([str(VENV_BIN / "mkrec"), "verify", str(set_dir)], capture_output=True, text=True)
+    assert verify.returncode == 0, verify.stdout + verify.stderr
