@@ -80,10 +80,14 @@ def partial_sets(tmp: Path) -> list[Path]:
     return sorted((tmp / "sets").rglob(".*.partial-*")) + sorted((tmp / "out").rglob(".*.partial-*"))
 
 
-def test_sigterm_mid_stream_cleans_up_and_the_next_run_works(loop_disks: LoopDisks, tmp_path: Path) -> None:
-    """systemd stopping the unit or `timeout` send SIGTERM: handled like Ctrl-C."""
+@pytest.mark.parametrize("mode", ["path", "cd"])
+def test_sigterm_mid_stream_cleans_up_and_the_next_run_works(
+    loop_disks: LoopDisks, tmp_path: Path, mode: str
+) -> None:
+    """systemd stopping the unit or `timeout` send SIGTERM: handled like Ctrl-C. In mode cd the
+    volume's ISO image is being written in place as the stream goes."""
     disk, root = source_disk(loop_disks, tmp_path)
-    config = write_config(tmp_path, disk, root, level="19")  # slow enough to stop mid-stream
+    config = write_config(tmp_path, disk, root, level="19", mode=mode)  # slow enough to stop mid-stream
     proc = start_build(config)
     wait_for(proc, "Backing up")
     time.sleep(1.0)
@@ -93,13 +97,18 @@ def test_sigterm_mid_stream_cleans_up_and_the_next_run_works(loop_disks: LoopDis
     assert "mkrec: stopped by SIGTERM; what this run had started is cleaned up" in rest
     assert "Traceback" not in rest
     assert partial_sets(tmp_path) == []
-    assert not list((tmp_path / "sets").rglob("*.zst.*"))  # no half set left anywhere
-    write_config(tmp_path, disk, root, level="1")
+    assert not list(tmp_path.rglob("*.zst.*"))  # no half set left anywhere
+    if mode == "cd":
+        assert not list((tmp_path / "out").rglob("*.iso")), "the half-written volume is removed"
+    write_config(tmp_path, disk, root, level="1", mode=mode)
     done = subprocess.run(
         [str(VENV_BIN / "mkrec"), "--config", str(config), "build"], capture_output=True, text=True
     )
     assert done.returncode == 0, done.stderr
-    assert len(list((tmp_path / "sets").glob("*/*/backup/manifest.json"))) == 1
+    if mode == "path":
+        assert len(list((tmp_path / "sets").glob("*/*/backup/manifest.json"))) == 1
+    else:
+        assert len(list((tmp_path / "out").glob("*/*/*-vol1.iso"))) == 1
 
 
 def build(config: Path) -> subprocess.CompletedProcess[str]:
