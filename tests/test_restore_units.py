@@ -847,9 +847,8 @@ class DamagedSet:
 
 def test_a_damaged_stream_kills_the_tool_it_was_feeding() -> None:
     proc = subprocess.Popen(["cat"], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)
-    with pytest.raises(MkrecError, match="frame 2 is damaged"):
-        with DamagedSet().open("s.tar.zst") as src:
-            unpack._stream_into(src, proc, Progress("test", 0))  # type: ignore[arg-type]
+    with pytest.raises(MkrecError, match="frame 2 is damaged"), DamagedSet().open("s.tar.zst") as src:
+        unpack._stream_into(src, proc, Progress("test", 0))  # type: ignore[arg-type]
     assert proc.returncode == -signal.SIGKILL, "tar must not go on to finish a truncated stream"
 
 
