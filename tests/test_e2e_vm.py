@@ -182,3 +182,40 @@ def test_mbr_system_cloned_onto_a_larger_disk_from_the_rescue_shell_boots(
         guest.expect(f"{MARKER} e2e-mbr", timeout=BOOT_TIMEOUT)
     finally:
         guest.kill()
+
+
+@pytest.mark.vm
+def test_power_lost_during_the_restore_resumes_on_the_next_boot_and_the_disk_boots(
+    tmp_path: Path, loop_disks: LoopDisks
+) -> None:
+    """The fault suite's power loss: the virtual machine is killed while a file system unpacks; the
+    rescue CD boots again, the unattended restore reads the journal it left on the target's root file
+    system, skips what finished and completes; the restored disk boots."""
+    system = build_source_system(loop_disks, tmp_path, "gpt", marker="e2e-power")
+    volumes = back_up(system, tmp_path, media="100M")
+    target = tmp_path / "target.img"
+    sh("truncate", "-s", "256M", target)
+    argv = qemu_argv(drive_args([target], volumes, boot_cd=True), tmp_path, memory="1536")
+    guest = Guest(argv, tmp_path / "cut.log")
+    try:
+        guest.expect(r"==> Unpack /data", timeout=RESTORE_TIMEOUT)
+    finally:
+        guest.kill()  # the power cord: nothing is synced, the guest's page cache is lost
+
+    guest = Guest(argv, tmp_path / "resume.log")
+    try:
+        guest.expect(r"Restore finished", timeout=RESTORE_TIMEOUT)
+        assert guest.wait_poweroff(120)
+    finally:
+        guest.kill()
+    console = guest.text()
+    assert "mkrec: error" not in console
+    assert re.search(r"Resuming: \d+ step\(s\) already done", console), console[-3000:]
+    assert "Unpack /: finished in an earlier run, skipped" in console
+    assert "==> Unpack /data" in console  # the step that was cut is done again, whole
+
+    guest = Guest(qemu_argv(drive_args([target]), tmp_path), tmp_path / "boot.log")
+    try:
+        guest.expect(f"{MARKER} e2e-power", timeout=BOOT_TIMEOUT)
+    finally:
+        guest.kill()

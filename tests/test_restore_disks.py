@@ -491,6 +491,24 @@ def test_a_damaged_frame_costs_only_its_files(loop_disks: LoopDisks, tmp_path: P
     assert [p for p in restored if p not in lost and restored[p] != saved[p]] == []
 
 
+def test_a_read_only_target_is_refused_untouched(
+    gpt_source: Saved, loop_disks: LoopDisks, tmp_path: Path
+) -> None:
+    image = tmp_path / "ro.img"
+    sh("truncate", "-s", "384M", image)
+    dev = sh("losetup", "-f", "-r", "--show", image).strip()  # write-protected, as a locked SD card
+    loop_disks.devices.append(dev)
+    src = gpt_source.src
+    proc = mkrec("clone", *source_args(gpt_source), "--map", f"{Path(src.disk).name}={dev}", "--yes",
+                 check=False)  # fmt: skip
+    assert proc.returncode == 1 and f"refusing to write {dev}: it is read-only" in proc.stderr, proc.stderr
+    proc = mkrec("fs", *source_args(gpt_source), "--map", f"{Path(src.data_dev).name}={dev}",
+                 "--target", str(tmp_path / "nosystem"), "--yes", check=False)  # fmt: skip
+    assert proc.returncode == 1 and f"refusing to write {dev}: it is read-only" in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert image.stat().st_blocks == 0, "not a byte written: the image is still all hole"
+
+
 def test_restore_fs_refuses_a_mounted_target(gpt_source: Saved, tmp_path: Path) -> None:
     src = gpt_source.src
     proc = mkrec("fs", *source_args(gpt_source), "--map", f"{Path(src.data_dev).name}={src.data_dev}",

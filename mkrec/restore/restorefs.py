@@ -26,7 +26,14 @@ from mkrec.restore.decide.layout_adapter import load_saved
 from mkrec.restore.decide.mapping import parse_map
 from mkrec.restore.decide.model import SavedFs, SavedSystem
 from mkrec.restore.decide.plan import stable_id
-from mkrec.restore.decide.present import device_size, disk_holding, find_protected, fs_identity, present_disks
+from mkrec.restore.decide.present import (
+    device_size,
+    disk_holding,
+    find_protected,
+    fs_identity,
+    is_read_only,
+    present_disks,
+)
 from mkrec.restore.decide.resize import min_fs_bytes
 from mkrec.restore.decide.source import RestoreSet, open_restore_set
 from mkrec.runner import run
@@ -76,6 +83,8 @@ def check_target(node: str, sources: list[Path]) -> None:
         raise MkrecError(f"{node} is not a block device here", hint="see lsblk")
     protected = find_protected(disks, sources, Path("/nonexistent"))
     for disk in holders:
+        if disk.readonly or is_read_only(node):
+            raise MkrecError(f"refusing to write {node}: it is read-only", hint="choose a writable partition")
         reason = protected.get(disk.path, "")
         if reason in ("holds the backup set", "the rescue system booted from it"):
             raise MkrecError(f"refusing to write {node}: its disk {disk.path} {reason}")

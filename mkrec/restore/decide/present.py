@@ -71,6 +71,15 @@ def parse_lsblk(data: Mapping[str, Any]) -> list[PresentDisk]:
     return disks
 
 
+def is_read_only(node: str) -> bool:
+    """The kernel's read-only flag of a block device (a partition may be read-only on its own)."""
+    flag = Path("/sys/class/block") / Path(os.path.realpath(node)).name / "ro"
+    try:
+        return flag.read_text().strip() == "1"
+    except OSError:
+        return False
+
+
 def present_disks() -> list[PresentDisk]:
     return parse_lsblk(run_json(["lsblk", "-J", "-O", "-b"]))
 
