@@ -118,6 +118,8 @@ TOOLS: tuple[Tool, ...] = (
     _t(None, "ovmf", T),  # UEFI firmware for QEMU
     _t("isoinfo", "genisoimage", T),
     _t("debootstrap", "debootstrap", T),  # the real Debian systems of the restore matrix (tests/realsys)
+    _t(None, "libfuse2", T),  # fusepy's library: a disk with bad sectors for the fault suite (tests/badblocks.py)
+    _t("fusermount", "fuse3", T),
     # on the Makefile's list before this table; no code found that needs them
     _t(None, "syslinux", B),
     _t(None, "file", B),

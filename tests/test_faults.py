@@ -211,3 +211,40 @@ def test_a_file_changing_while_read_is_named_and_the_set_kept(loop_disks: LoopDi
     (set_dir,) = (tmp_path / "sets").glob("*/*")
     verify = subprocess.run([str(VENV_BIN / "mkrec"), "verify", str(set_dir)], capture_output=True, text=True)
     assert verify.returncode == 0, verify.stdout + verify.stderr
+
+
+def test_a_file_on_bad_sectors_is_named_the_rest_saved_and_the_restore_leaves_it_out(
+    loop_disks: LoopDisks, tmp_path: Path
+) -> None:
+    """An I/O error under one file (a failing disk): tar goes on with the rest; the set is written,
+    the build names the file and exits 1; the manifest records it, so extract and restore leave its
+    zeros out and name it instead of restoring a file of zeros."""
+    from badblocks import BadSectors, first_block_of
+
+    image = tmp_path / "failing.img"
+    subprocess.run(["truncate", "-s", "64M", image], check=True)
+    subprocess.run(["mkfs.ext4", "-q", "-F", "-L", "failing", image], check=True)
+    filled = loop_disks.mount(loop_disks.attach(image), tmp_path / "fill")
+    (filled / "victim.bin").write_bytes(random.Random(1).randbytes(MiB))
+    (filled / "fine.txt").write_text("still here\n")
+    subprocess.run(["umount", filled], check=True)
+    loop_disks.mounts.remove(filled)
+    start, length = first_block_of(image, "/victim.bin")
+    with BadSectors(image, start, start + length, loop_disks, tmp_path / "src") as root:
+        dev = subprocess.run(["findmnt", "-n", "-o", "SOURCE", root], capture_output=True, text=True).stdout
+        done = build(write_config(tmp_path, dev.strip(), root, level="1"))
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    assert "error: victim.bin: unreadable (Input/output error)" in done.stderr, done.stderr
+    assert (
+        "mkrec: error: the backup set is written, but 1 file(s) could not be read: /victim.bin" in done.stderr
+    )
+    (set_dir,) = (tmp_path / "sets").glob("*/*")
+    mkrec = str(VENV_BIN / "mkrec")
+    verify = subprocess.run([mkrec, "verify", str(set_dir)], capture_output=True, text=True)
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+    out = subprocess.run(
+        [mkrec, "extract", str(set_dir), "/", "-C", str(tmp_path / "x")], capture_output=True, text=True
+    )
+    assert out.returncode == 1 and "lost: /victim.bin" in out.stdout + out.stderr, out.stdout + out.stderr
+    assert (tmp_path / "x" / "fine.txt").read_text() == "still here\n"
+    assert not (tmp_path / "x" / "victim.bin").exists(), "a file of zeros is not restored"

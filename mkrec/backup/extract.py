@@ -166,6 +166,13 @@ def _extract_tar(
         unsent = [current] if current is not None and absolute(bset, current) not in done else []
         result.lost += [absolute(bset, m) for m in [*unsent, *pending]]
     wait_checked(proc)
+    unreadable = set(bset.streams[members[0].stream].unreadable) if members else set()
+    for e in members:
+        if e.path in unreadable and absolute(bset, e) in result.restored:
+            # archived as zeros: tar could not read it when the backup was made
+            result.restored.remove(absolute(bset, e))
+            result.lost.append(absolute(bset, e))
+            damaged.append(e)
     for e in damaged:
         # written as zeros to keep the tar stream in shape: not a file anyone should trust
         with_damage = target / e.path

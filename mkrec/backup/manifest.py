@@ -58,6 +58,9 @@ class StreamRecord:
     # image streams only (absent in sets written before: those hold raw images)
     image: ImageFormat | None = None
     fs_size: int | None = None  # bytes a target partition must hold
+    # tar streams: members tar could not read (I/O errors) and archived as zeros; a restore leaves
+    # them out and names them (paths as in the catalog, relative to the mount point)
+    unreadable: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -126,6 +129,12 @@ def _image_format(value: str | None, where: str, ctx: str) -> ImageFormat | None
         raise _fail(where, f"{ctx}'image' must be one of {allowed}, got {value!r}") from None
 
 
+def _paths(value: object, where: str, what: str) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(u, str) for u in value):
+        raise _fail(where, f"{what} must be a list of paths")
+    return value
+
+
 def parse_manifest(text: str, where: str) -> Manifest:
     """Parse a manifest; errors name the file, the stream/piece and the key."""
     try:
@@ -190,12 +199,11 @@ def parse_manifest(text: str, where: str) -> Manifest:
                 compressed_sha256=opt("compressed_sha256", str),
                 image=_image_format(opt("image", str), where, sctx),
                 fs_size=opt("fs_size", int),
+                unreadable=_paths(sd.get("unreadable", []), where, f"{sctx}'unreadable'"),
             )
         )
     full = data.get("full_catalog")
-    unlisted = data.get("unlisted", [])
-    if not isinstance(unlisted, list) or not all(isinstance(u, str) for u in unlisted):
-        raise _fail(where, "'unlisted' must be a list of paths")
+    unlisted = _paths(data.get("unlisted", []), where, "'unlisted'")
     return Manifest(
         set_id=g("set_id", str),
         set_name=g("set_name", str),

@@ -5,6 +5,8 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import posixpath
+import re
 import subprocess
 import sys
 import threading
@@ -105,11 +107,12 @@ def backup(
     )
     overall.set_tag("volume 1")
     done_before = 0
+    failed: list[str] = []
     try:
         for src in srcs:
             what = src.mountpoint or src.device
             with step(f"Backing up {what} ({src.device}, {src.fstype}, {src.kind})"):
-                size = _stream(ctx, src, cut, writer, never, overall, done_before)
+                size = _stream(ctx, src, cut, writer, never, overall, done_before, failed)
                 done_before += size
         trailer = writer.catalog_estimate(cut.pending_catalog_bytes)
         with step("Closing the last volume"):
@@ -132,6 +135,13 @@ def backup(
         raise
     overall.finish()
     log.info("Backup set %s: %d volume(s) in %s", info.set_name, volumes, final)
+    if failed:
+        raise MkrecError(
+            f"the backup set is written, but {len(failed)} file(s) could not be read: "
+            f"{', '.join(failed[:5])}{' …' if len(failed) > 5 else ''} (each named above; a restore "
+            "names them and leaves them out)",
+            hint="an I/O error usually means a failing disk: check it (smartctl -a, dmesg) and back up again",
+        )
     return final
 
 
@@ -143,7 +153,9 @@ def _stream(
     never: list[Path],
     overall: Progress,
     done_before: int,
+    failed: list[str],
 ) -> int:
+    """One file system into the set; the paths of files tar could not read are added to failed."""
     cfg = ctx.config
     record = StreamRecord(
         name=src.stream,
@@ -202,7 +214,9 @@ def _stream(
         if drain:
             code = proc.wait()
             drain.join()
-            _check_tar(proc, code, drain.lines)
+            unreadable = _check_tar(proc, code, drain.lines)
+            record.unreadable = [path for path, in_archive in unreadable if in_archive]
+            failed += [posixpath.join(src.mountpoint, path) for path, _ in unreadable]
         else:
             image.finish()
     result = cut.end_stream()
@@ -215,15 +229,34 @@ def _stream(
     return summary.size
 
 
-def _check_tar(proc: subprocess.Popen[bytes], code: int, lines: list[str]) -> None:
+# What tar says of a file it could not read (a bad sector, a vanished device): it goes on with the
+# rest and exits 2. "Read error" members are in the archive, their unread bytes as zeros; the others
+# are not in it at all.
+TAR_UNREADABLE = re.compile(
+    r"^tar: (?P<path>.+?): (?P<what>Read error at byte \d+, while reading \d+ bytes|Cannot open|Cannot read|"
+    r"Cannot stat|Cannot readlink): (?P<why>.+)$"
+)
+TAR_FAILURE_SUMMARY = "tar: Exiting with failure status due to previous errors"
+
+
+def _check_tar(proc: subprocess.Popen[bytes], code: int, lines: list[str]) -> list[tuple[str, bool]]:
     """tar exit 1 means some files changed or vanished while read: the backup is still good, the
-    user is told which. Anything else is a failure."""
+    user is told which. Exit 2 with nothing but unreadable files: the rest is good, each file is
+    named; returns (path as in the catalog, archived as zeros) of each. Anything else is a failure."""
     argv = [str(a) for a in proc.args] if isinstance(proc.args, list) else [str(proc.args)]
+    if code == 2:
+        matches = [TAR_UNREADABLE.match(line) for line in lines if line != TAR_FAILURE_SUMMARY]
+        found = [m for m in matches if m]
+        if found and len(found) == len(matches):
+            for m in found:
+                log.error("error: %s: unreadable (%s)", m["path"].removeprefix("./"), m["why"])
+            return [(m["path"].removeprefix("./"), m["what"].startswith("Read error")) for m in found]
     if code == 1:
         for line in lines:
             log.warning("warning: %s", line)
-        return
+        return []
     if code != 0:
         raise CommandError(argv, code, "\n".join(lines))
     for line in lines:
         log.debug("tar: %s", line)
+    return []

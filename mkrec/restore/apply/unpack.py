@@ -41,11 +41,14 @@ def unpack_tar(reader: RestoreSet, name: str, dest: Path, lost: list[str] | None
     # tar goes on past a member it cannot make (a hard link to a file left out): exit 2 then
     wait_checked(proc, ok_codes=(0, 2) if damage else (0,))
     progress.finish()
-    for path in damage.zeroed:  # zeros stood in for its end: not a file anyone should trust
+    record = reader.streams[name]
+    # zeros stood in for their bytes (a damaged frame; a file tar could not read at backup time):
+    # not files anyone should trust
+    for path in damage.zeroed + record.unreadable:
         _remove_keeping_parent_times(dest / path)
     if lost is not None:
-        mountpoint = reader.streams[name].mountpoint or "/"
-        lost += [posixpath.normpath(posixpath.join(mountpoint, p)) for p in damage.lost]
+        mountpoint = record.mountpoint or "/"
+        lost += [posixpath.normpath(posixpath.join(mountpoint, p)) for p in damage.lost + record.unreadable]
     return done
 
 
@@ -65,8 +68,9 @@ def require_nothing_lost(lost: list[str]) -> None:
     for path in lost:
         log.error("lost: %s", path)
     raise MkrecError(
-        f"{len(lost)} file(s) could not be restored: their bytes in the backup are damaged "
-        "(each named above with 'lost:', and in the log); everything else is in place",
+        f"{len(lost)} file(s) could not be restored: their bytes in the backup are damaged, or were "
+        "unreadable when it was made (each named above with 'lost:', and in the log); everything "
+        "else is in place",
         hint="take them from another set: mkrec extract OTHER_SET PATH",
     )
 
