@@ -8,7 +8,7 @@ import os
 import shutil
 from pathlib import Path
 
-from mkrec.ops.setlist import is_verified, set_dirs
+from mkrec.ops.setlist import forget_removed, is_verified, set_dirs
 
 log = logging.getLogger("mkrec.ops")
 
@@ -44,4 +44,6 @@ def prune(new_set: Path, keep: int) -> list[Path]:
         shutil.rmtree(doomed, ignore_errors=True)
         log.info("Removed %s ([build] keep = %d)", old, keep)
         removed.append(old)
+    if removed:
+        forget_removed(new_set.parent)
     return removed

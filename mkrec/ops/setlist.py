@@ -95,7 +95,16 @@ def record_verified(set_dir: Path, ok: bool, how: str, when: datetime | None = N
     state = read_verified(host_dir)
     stamp = (when or datetime.now()).isoformat(timespec="seconds")
     state[set_dir.name] = {"when": stamp, "how": how, "ok": ok}
-    state = {k: v for k, v in state.items() if (host_dir / k).is_dir()}  # forget removed sets
+    _write_state(host_dir, state)
+
+
+def forget_removed(host_dir: Path) -> None:
+    """Drop the verify state of sets that are gone."""
+    _write_state(host_dir, read_verified(host_dir))
+
+
+def _write_state(host_dir: Path, state: dict[str, dict[str, object]]) -> None:
+    state = {k: v for k, v in state.items() if (host_dir / k).is_dir()}
     tmp = host_dir / f".{VERIFIED_FILE}.{os.getpid()}"
     tmp.write_text(json.dumps(state, indent=1, sort_keys=True) + "\n")
     tmp.chmod(0o600)
