@@ -137,7 +137,7 @@ def test_mail_and_command_hooks_get_the_json(tmp_path: Path, monkeypatch: pytest
     sendmail = bin_dir / "sendmail"  # stands for the MTA: keeps its arguments and the message
     sendmail.write_text(f'#!/bin/sh\necho "$@" > {tmp_path}/mail.args\ncat > {tmp_path}/mail.txt\n')
     hook = bin_dir / "hook"
-    hook.write_text(f"#!/bin/sh\necho \"$1\" > {tmp_path}/hook.args\ncat > {tmp_path}/hook.json\n")
+    hook.write_text(f'#!/bin/sh\necho "$1" > {tmp_path}/hook.args\ncat > {tmp_path}/hook.json\n')
     for script in (sendmail, hook):
         script.chmod(0o755)
     monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
@@ -204,7 +204,8 @@ def test_status_exit_codes_through_the_cli(tmp_path: Path, capsys: pytest.Captur
 def test_layout_diff_in_words() -> None:
     sda = FULL.disks[0]
     grown = dataclasses.replace(sda.partitions[3], size=sda.partitions[3].size * 2)
-    new_disk = Disk(name="sdc", size=64 * 1024**2, label="gpt", partitions=(Partition("sdc1", 1, 2048, 4096, "83"),))
+    sdc1 = Partition("sdc1", 1, 2048, 4096, "83")
+    new_disk = Disk(name="sdc", size=64 * 1024**2, label="gpt", partitions=(sdc1,))
     vg = FULL.vgs[0]
     now = dataclasses.replace(
         FULL,
@@ -257,16 +258,15 @@ def test_journal_priorities_when_stderr_is_the_journal_stream(tmp_path: Path) ->
     err = tmp_path / "stream"
     config = tmp_path / "Config.toml"
     config.write_text('[build]\nmode = "path"\n[path]\ndir = "/"\n[build]\n')  # invalid: duplicate table
+    argv = [sys.executable, "-m", "mkrec", "--config", str(config), "summary"]
     with open(err, "wb") as fh:
         st = os.fstat(fh.fileno())
         env = {**os.environ, "JOURNAL_STREAM": f"{st.st_dev}:{st.st_ino}"}
-        code = subprocess.run(
-            [sys.executable, "-m", "mkrec", "--config", str(config), "summary"], stderr=fh, env=env, check=False
-        ).returncode
+        code = subprocess.run(argv, stderr=fh, env=env, check=False).returncode
     lines = err.read_text().splitlines()
-    assert code == 1 and lines and all(line.startswith("<3>mkrec: error:") for line in lines[:1])
+    assert code == 1 and lines and lines[0].startswith("<3>mkrec: error:")
     with open(err, "wb") as fh:  # another file: not the journal, no prefixes
-        subprocess.run([sys.executable, "-m", "mkrec", "--config", str(config), "summary"], stderr=fh, check=False)
+        subprocess.run(argv, stderr=fh, check=False)
     assert err.read_text().startswith("mkrec: error:")
 
 
