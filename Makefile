@@ -100,8 +100,8 @@ install: deps
 	  --description "bare-metal disaster recovery for Linux" --output $(GEN)/mkrec.8
 	$(VENV)/bin/shtab --shell=bash --prog mkrec mkrec.cli.build_parser > $(GEN)/mkrec.bash
 	$(PYTHON) -m venv $(DESTDIR)$(INSTALL_VENV)
-	$(DESTDIR)$(INSTALL_VENV)/bin/pip install -q $(GEN)/mkrec-*.whl
-	$(DESTDIR)$(INSTALL_VENV)/bin/pip install -q --force-reinstall --no-deps $(GEN)/mkrec-*.whl
+	$(DESTDIR)$(INSTALL_VENV)/bin/python -m pip install -q $(GEN)/mkrec-*.whl
+	$(DESTDIR)$(INSTALL_VENV)/bin/python -m pip install -q --force-reinstall --no-deps $(GEN)/mkrec-*.whl
 	@if [ -n "$(DESTDIR)" ]; then \
 	  for f in $(DESTDIR)$(INSTALL_VENV)/bin/* $(DESTDIR)$(INSTALL_VENV)/pyvenv.cfg; do \
 	    [ -L "$$f" ] || ! grep -qI '$(DESTDIR)' "$$f" || sed -i 's|$(DESTDIR)||g' "$$f"; \
