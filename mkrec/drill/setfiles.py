@@ -4,6 +4,7 @@ of the drill that reads a set: the set reader may move, and this import is the o
 
 from __future__ import annotations
 
+import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,8 +14,9 @@ from mkrec.context import Context
 from mkrec.errors import MkrecError, die
 from mkrec.layout.model import Layout
 from mkrec.layout.textfmt import LAYOUT_FILE, parse_layout
-from mkrec.ops.setlist import set_dirs
 from mkrec.rescue.bootcfg import INITRD, KERNEL, RDBASE
+
+SET_DATE = re.compile(r"^\d{8}$")  # <output>/<host>/<YYYYMMDD>/
 
 
 @dataclass(frozen=True)
@@ -29,11 +31,12 @@ class DrillSet:
 def newest_set(ctx: Context) -> Path:
     """The newest set of this host: <[build] output>/<host>/<YYYYMMDD>/, the latest date first."""
     host_dir = ctx.config.build.output / ctx.hostname
-    for d in reversed(set_dirs(host_dir)):
+    dates = sorted((d for d in host_dir.glob("*") if SET_DATE.match(d.name) and d.is_dir()), reverse=True)
+    for d in dates:
         if any(d.glob("*-vol1.iso")):
             return d
     where = f"{host_dir}/<YYYYMMDD>/"
-    if ctx.config.path.dir and set_dirs(ctx.config.path.dir / ctx.hostname):
+    if ctx.config.path.dir and any((ctx.config.path.dir / ctx.hostname).glob("*")):
         die(
             f"no set with ISO volumes in {where}; mode path sets cannot be drilled yet",
             hint="drill a mode cd set: mkrec drill DIR",
