@@ -3,6 +3,8 @@ and decides for itself what applies."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from mkrec.backup import run_backup
 from mkrec.config import Mode
 from mkrec.context import Context
@@ -24,7 +26,8 @@ def require_separate_path(ctx: Context) -> None:
         )
 
 
-def build(ctx: Context) -> None:
+def build(ctx: Context) -> list[Path]:
+    """Returns what it wrote: the set directories (and the tape device in mode tape)."""
     mode = ctx.config.build.mode
     require_separate_path(ctx)
     require_config_ready(ctx)
@@ -33,8 +36,10 @@ def build(ctx: Context) -> None:
     with step("Building the rescue system"):
         rescue = build_rescue(ctx)
     require_room_for_rescue(ctx, rescue.size())
+    written = []
     if not mode.needs_volumes():  # in mode cd, volume 1 itself is the rescue disc
         with step("Writing the rescue disc"):
-            write_rescue_set(ctx, rescue)
+            written.append(write_rescue_set(ctx, rescue).parent)
     if mode.writes_backup():
-        run_backup(ctx, rescue, layout)
+        written.append(run_backup(ctx, rescue, layout))
+    return written

@@ -46,8 +46,22 @@ def cmd_build(ctx: Context, args: argparse.Namespace) -> int:
             log.info("Nothing built.")
             return 0
         ctx = Context(ctx.config.with_mode(chosen), ctx.config_path, ctx.debug, staging=ctx.staging)
-    build(ctx)
+    from mkrec.ops.recorded import recorded_build
+
+    recorded_build(ctx, build, as_json=args.json)
     return 0
+
+
+def cmd_status(ctx: Context, args: argparse.Namespace) -> int:
+    from mkrec.ops.status import status
+
+    return status(ctx, json_out=args.json)
+
+
+def cmd_sets(ctx: Context, args: argparse.Namespace) -> int:
+    from mkrec.ops.setlist import list_sets
+
+    return list_sets(args.where, as_json=args.json)
 
 
 def cmd_verify(ctx: Context, args: argparse.Namespace) -> int:
@@ -147,8 +161,25 @@ def cmd_layout_show(ctx: Context, args: argparse.Namespace) -> int:
     return 0
 
 
+EXAMPLES = """\
+examples:
+  mkrec preflight                      check the machine before the first build
+  mkrec build --mode path              rescue disc + backup into [path] dir
+  mkrec status; echo $?                last run and staleness (0 ok, 1 warning, 2 failed/stale)
+  mkrec sets /var/lib/mkrec --json     every host's sets, sizes and verify state
+  mkrec verify /var/lib/mkrec/HOST/20261201
+  mkrec extract SET /etc/fstab -C /tmp/out
+  systemctl enable --now mkrec-backup.timer   run the build every week (after make install)
+"""
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mkrec", description="Bare-metal disaster recovery for Linux.")
+    parser = argparse.ArgumentParser(
+        prog="mkrec",
+        description="Bare-metal disaster recovery for Linux.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--config", type=Path, help="the config file (default: ./Config.toml)")
     parser.add_argument("--debug", action="store_true", help="log every command; tracebacks on errors")
     parser.add_argument("--log", type=Path, help="log file (default: <output>/mkrec.log)")
@@ -162,7 +193,19 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("build", help="capture, build the rescue system, back up")
     p.add_argument("--mode", type=Mode, choices=list(Mode), help="override [build] mode")
     p.add_argument("--menu", action="store_true", help="on a terminal without --mode, ask with the menu")
+    p.add_argument("--json", action="store_true", help="print the end-of-run summary as JSON on stdout")
     p.set_defaults(handler=cmd_build, logs=True)
+
+    p = sub.add_parser(
+        "status", help="the last run, and whether the sets are stale (exit 0 ok, 1 warning, 2 failed/stale)"
+    )
+    p.add_argument("--json", action="store_true", help="print the status as JSON")
+    p.set_defaults(handler=cmd_status, logs=False)
+
+    p = sub.add_parser("sets", help="list the sets in a directory: hosts, dates, sizes, verify state")
+    p.add_argument("where", metavar="DIR", help="a [build] output or [path] dir")
+    p.add_argument("--json", action="store_true", help="print the list as JSON")
+    p.set_defaults(handler=cmd_sets, logs=False)
 
     p = sub.add_parser("summary", help="print the resolved configuration")
     p.set_defaults(handler=cmd_summary, logs=False)

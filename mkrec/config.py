@@ -194,6 +194,9 @@ def setting(parse: Callable[[Any], Any], default: Any, help: str) -> Any:
 class BuildConfig:
     mode: Mode = setting(_choice(Mode), "cd", "rescue | cd | path | tape")
     output: Path = setting(_path, "/var/lib/mkrec", "sets land in <output>/<hostname>/<YYYYMMDD>/")
+    keep: int = setting(
+        _int_range(0, 10000), 0, "newest sets kept per host (in output and [path] dir); 0: keep all"
+    )
 
 
 @dataclass(frozen=True)
@@ -255,6 +258,13 @@ class TapeConfig:
     block_size: int = setting(_block_size, 512, "tape block size, a multiple of 512")
 
 
+@dataclass(frozen=True)
+class ReportConfig:
+    mail: str = setting(_str, "", 'mail the end-of-run summary to this address via sendmail, e.g. "root"')
+    command: str = setting(_str, "", "a command run after every build with the summary as JSON on stdin")
+    max_age: int = setting(_int_range(1, 3650), 8, "days: mkrec status warns when the last good set is older")
+
+
 def _memory(value: Any) -> int:
     size = _size(value)
     if size < 512 * 1024**2:
@@ -282,6 +292,7 @@ class Config:
     path: PathConfig = field(default_factory=PathConfig)
     tape: TapeConfig = field(default_factory=TapeConfig)
     drill: DrillConfig = field(default_factory=DrillConfig)
+    report: ReportConfig = field(default_factory=ReportConfig)
 
     def with_mode(self, mode: Mode) -> Config:
         return dataclasses.replace(self, build=dataclasses.replace(self.build, mode=mode))

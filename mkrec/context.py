@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import sys
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -10,6 +11,11 @@ from pathlib import Path
 from mkrec.config import Config
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+# Run from a checkout (or an editable install), templates/ and utilities/ sit next to the package
+# and the staging tree is isofs/; `make install` puts them in <venv>/share/mkrec, and an installed
+# mkrec stages in <output>/.staging (rebuilt on every run; hidden, so no host is named so).
+FROM_CHECKOUT = (REPO_ROOT / "templates").is_dir()
+DATA_ROOT = REPO_ROOT if FROM_CHECKOUT else Path(sys.prefix) / "share" / "mkrec"
 
 
 @dataclass(frozen=True)
@@ -19,15 +25,20 @@ class Context:
     debug: bool = False
     started: datetime = field(default_factory=datetime.now)
     hostname: str = field(default_factory=socket.gethostname)
-    staging: Path = REPO_ROOT / "isofs"
+    staging: Path = None  # type: ignore[assignment]  # set in __post_init__: it depends on config
+
+    def __post_init__(self) -> None:
+        if self.staging is None:
+            default = REPO_ROOT / "isofs" if FROM_CHECKOUT else self.config.build.output / ".staging"
+            object.__setattr__(self, "staging", default)
 
     @property
     def templates_dir(self) -> Path:
-        return REPO_ROOT / "templates"
+        return DATA_ROOT / "templates"
 
     @property
     def utilities_dir(self) -> Path:
-        return REPO_ROOT / "utilities"
+        return DATA_ROOT / "utilities"
 
     @property
     def set_name(self) -> str:

@@ -2,7 +2,8 @@
 
 Library-like code (cutstream, the ISO writer) takes a plain callback `progress(done, total)`;
 the CLI passes a Progress instance's update method. On a terminal the line is redrawn in place;
-elsewhere (CI, a log) a plain line is printed every `interval` seconds and at the end.
+elsewhere (CI, a log) a plain line is printed every `interval` seconds and at the end; under
+systemd's journal only the line at the end.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import time
 from collections.abc import Callable
 from typing import TextIO
 
+from mkrec.log import stderr_is_journal
 from mkrec.sizes import format_size
 
 ProgressCallback = Callable[[int, int], None]
@@ -39,7 +41,8 @@ class Progress:
         self.total = total
         self.stream = stream or sys.stderr
         self.tty = self.stream.isatty()
-        self.interval = 0.2 if self.tty else interval
+        # Under systemd the journal keeps every line: only the final one is worth keeping there.
+        self.interval = 0.2 if self.tty else float("inf") if stderr_is_journal() else interval
         self.clock = clock
         self.start = clock()
         self.last_print = self.start

@@ -120,6 +120,8 @@ TOOLS: tuple[Tool, ...] = (
     _t("debootstrap", "debootstrap", T),  # the real Debian systems of the restore matrix (tests/realsys)
     _t(None, "libfuse2", T),  # fusepy's library: a disk with bad sectors for the fault suite (tests/badblocks.py)
     _t("fusermount", "fuse3", T),
+    _t("systemd-analyze", "systemd", T),  # make install's units are verified (tests/test_install.py)
+    _t("make", "make", T),  # tests/test_install.py runs make install / uninstall
     # on the Makefile's list before this table; no code found that needs them
     _t(None, "syslinux", B),
     _t(None, "file", B),

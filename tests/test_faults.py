@@ -145,7 +145,7 @@ def test_every_set_carries_its_layout(loop_disks: LoopDisks, tmp_path: Path, mod
     (tmp_path / "tape").touch()  # a file stands in for the drive
     done = build(write_config(tmp_path, disk, root, mode=mode, level="1"))
     assert done.returncode == 0, done.stderr
-    where = next((tmp_path / "sets").glob("*/*")) if mode == "path" else tmp_path / "tape"
+    where = next((tmp_path / "sets").glob("*/[0-9]*")) if mode == "path" else tmp_path / "tape"
     with open_restore_set(where, None) as reader:
         layout = reader.recovery_file("layout.toml")
     assert layout is not None and f'name = "{Path(disk).name}" '.encode() in layout

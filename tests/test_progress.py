@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import io
 
+import pytest
+
 from mkrec.progress import Progress, format_eta
 
 
@@ -49,3 +51,16 @@ def test_an_underestimated_total_grows_instead_of_passing_100_percent() -> None:
     clock.now = 1.0
     p.update(150)
     assert "150 B of 150 B (100%)" in out.getvalue()
+
+
+def test_under_the_journal_only_the_last_line_is_written(monkeypatch: pytest.MonkeyPatch) -> None:
+    """stderr is the journal (JOURNAL_STREAM names it): no line every ten seconds, one at the end."""
+    monkeypatch.setattr("mkrec.progress.stderr_is_journal", lambda: True)
+    out, clock = io.StringIO(), Clock()
+    p = Progress("backup /", 100, stream=out, interval=10, clock=clock)
+    for second in range(1, 100):
+        clock.now = float(second * 60)
+        p.update(second)
+    assert out.getvalue() == ""
+    p.finish()
+    assert out.getvalue().startswith("backup /  99 B of 100 B (99%)")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+from pathlib import Path
 
 from mkrec.backup.extract import extract, ls_lines, quote
 from mkrec.backup.setreader import open_set
@@ -20,6 +21,7 @@ def cmd_verify(ctx: Context, args: argparse.Namespace) -> int:
         report = verify_set(bset, progress=lambda what: log.debug("checking %s", what))
     finally:
         bset.close()
+    _remember(args.set, report.ok)
     for problem in report.problems:
         print(f"BAD: {problem}")
     total = bset.total or "?"
@@ -28,6 +30,19 @@ def cmd_verify(ctx: Context, args: argparse.Namespace) -> int:
         return 0
     print(f"FAILED: {bset.set_name}: {len(report.problems)} problem(s)")
     return 1
+
+
+def _remember(path: Path, ok: bool) -> None:
+    """A set in its place (<base>/<host>/<YYYYMMDD>, or a volume in it) keeps the outcome for
+    `mkrec sets` and retention; elsewhere there is nowhere to keep it."""
+    from mkrec.ops.setlist import is_set_dir, record_verified
+
+    set_dir = path if path.is_dir() else path.parent
+    if is_set_dir(set_dir):
+        try:
+            record_verified(set_dir, ok, "mkrec verify")
+        except OSError as exc:
+            log.debug("cannot record the verify state of %s: %s", set_dir, exc)
 
 
 def cmd_ls(ctx: Context, args: argparse.Namespace) -> int:

@@ -14,7 +14,8 @@ from mkrec.backup.volumes import write_private
 from mkrec.errors import MkrecError
 
 log = logging.getLogger("mkrec.backup")
-LEFTOVERS = (".*.partial-*", ".*.replaced-*")  # what an interrupted run leaves next to the sets
+# What an interrupted run leaves next to the sets (a write, a same-day replace, a retention removal).
+LEFTOVERS = (".*.partial-*", ".*.replaced-*", ".*.removing-*")
 
 
 def process_gone(pid: int) -> bool:
