@@ -118,7 +118,9 @@ TOOLS: tuple[Tool, ...] = (
     _t(None, "ovmf", T),  # UEFI firmware for QEMU
     _t("isoinfo", "genisoimage", T),
     _t("debootstrap", "debootstrap", T),  # the real Debian systems of the restore matrix (tests/realsys)
-    _t(None, "libfuse2", T),  # fusepy's library: a disk with bad sectors for the fault suite (tests/badblocks.py)
+    _t(
+        None, "libfuse2", T
+    ),  # fusepy's library: a disk with bad sectors for the fault suite (tests/badblocks.py)
     _t("fusermount", "fuse3", T),
     _t("systemd-analyze", "systemd", T),  # make install's units are verified (tests/test_install.py)
     _t("make", "make", T),  # tests/test_install.py runs make install / uninstall
