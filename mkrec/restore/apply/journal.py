@@ -58,6 +58,9 @@ class Journal:
         return step in self.steps
 
     def finish(self, step: str) -> None:
+        # What the step wrote (an unpacked tree still in the page cache) must be on the disks before
+        # the journal says it is done: after a power loss, a resumed restore trusts the journal.
+        os.sync()
         self.steps.append(step)
         for path in self.paths:
             self._append(path, [step])
