@@ -11,6 +11,7 @@ from mkrec.layout import capture_for_build
 from mkrec.log import step
 from mkrec.preflight import require_config_ready, require_room_for_rescue
 from mkrec.rescue import build_rescue, write_rescue_set
+from mkrec.rescue.netboot import write_netboot
 
 
 def require_separate_path(ctx: Context) -> None:
@@ -38,3 +39,5 @@ def build(ctx: Context) -> None:
             write_rescue_set(ctx, rescue)
     if mode.writes_backup():
         run_backup(ctx, rescue, layout)
+    with step("Writing the netboot tree"):  # into the set directory written above
+        write_netboot(ctx)
