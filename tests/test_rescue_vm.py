@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import hashlib
 import io
+import socket
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -23,6 +26,7 @@ from mkrec.iso import BootPayload
 from mkrec.layout import capture_for_build
 from mkrec.rescue import build_rescue, write_rescue_set
 from mkrec.rescue.efi import signed_chain
+from mkrec.rescue.netboot import write_netboot
 from mkrec.rescue.rdbase import MARKER
 
 # ---- the tests ----
@@ -234,5 +238,75 @@ def test_boots_as_cd_under_uefi_with_secure_boot_enforced(built: Built, tmp_path
         # under lockdown only signed modules load: the CD drive's and iso9660 among them
         code, out = guest.command("grep -c -e '^sr_mod ' -e '^isofs ' /proc/modules; blkid /dev/sr0")
         assert code == 0 and out.splitlines()[0] == "2" and 'LABEL="CDREC_1"' in out, out
+    finally:
+        guest.kill()
+
+
+# ---- network boot: the netboot tree served by QEMU's built-in TFTP server ----
+
+
+@pytest.fixture(scope="module")
+def netboot(built: Built) -> Path:
+    return write_netboot(built.ctx)
+
+
+@pytest.fixture
+def http_server(netboot: Path) -> Iterator[int]:
+    """python3 -m http.server on the host's loopback: the guest reaches it as 10.0.2.2."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    argv = [sys.executable, "-m", "http.server", "-b", "127.0.0.1", "-d", str(netboot), str(port)]
+    server = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        yield port
+    finally:
+        server.kill()
+        server.wait()
+
+
+def _pxe(tree: Path, bootfile: str, nic: str) -> list[str]:
+    netdev = f"user,id=n0,tftp={tree},bootfile={bootfile}"
+    return ["-netdev", netdev, "-device", f"{nic},netdev=n0"]
+
+
+def _check_network(guest: Guest, port: int) -> None:
+    """DHCP brought up the booting NIC; static ip= settings work too; the host's server answers."""
+    code, out = guest.command("cat /proc/cmdline; ip -4 addr show dev eth0; ip route")
+    assert code == 0 and "BOOTIF=01-52" in out, out
+    assert "inet 10.0.2.15/24" in out and "default via 10.0.2.2" in out, out
+    code, out = guest.command(f"wget -q -O - http://10.0.2.2:{port}/netboot.ipxe | head -n 1")
+    assert code == 0 and "#!ipxe" in out, out
+    static = "ip=10.0.2.20::10.0.2.2:255.255.255.0::eth0:off:10.0.2.3"
+    code, out = guest.command(
+        f"kill $(cat /run/udhcpc.eth0.pid); ip addr flush dev eth0; MKREC_CMDLINE={static} /etc/mkrec/network"
+    )
+    assert code == 0 and "network on eth0: 10.0.2.20/24" in out, out
+    code, out = guest.command(f"ip route; cat /etc/resolv.conf; wget -q -O - http://10.0.2.2:{port}/grub.cfg")
+    assert code == 0 and "default via 10.0.2.2" in out and "nameserver 10.0.2.3" in out, out
+    assert "mkrec rescue network boot" in out, out
+
+
+@pytest.mark.vm
+def test_pxe_boots_on_seabios(built: Built, netboot: Path, http_server: int, tmp_path: Path) -> None:
+    """SeaBIOS runs the NIC's iPXE ROM, which loads pxelinux.0 over TFTP."""
+    net = _pxe(netboot, "pxelinux.0", "e1000")
+    guest = Guest(qemu_argv(["-boot", "n"], tmp_path, net=net), tmp_path / "serial.log")
+    try:
+        _check_shell(guest)
+        _check_network(guest, http_server)
+    finally:
+        guest.kill()
+
+
+@pytest.mark.vm
+@pytest.mark.skipif(not OVMF_CODE.exists(), reason=f"needs {OVMF_CODE} (apt-get install ovmf)")
+def test_pxe_boots_under_uefi(built: Built, netboot: Path, http_server: int, tmp_path: Path) -> None:
+    """OVMF loads bootx64.efi (GRUB's network image) over TFTP; GRUB reads the menu beside it."""
+    net = _pxe(netboot, "bootx64.efi", "virtio-net-pci")
+    guest = Guest(qemu_argv([], tmp_path, uefi=True, net=net), tmp_path / "serial.log")
+    try:
+        _check_shell(guest)
+        _check_network(guest, http_server)
     finally:
         guest.kill()
