@@ -40,8 +40,9 @@ class Medium:
 DISC = Medium("disc", BOOT_DIR)
 # pxelinux reads names relative to the directory pxelinux.0 came from.
 PXELINUX = Medium("network boot", "", network=True)
-# GRUB's $cmdpath: the TFTP server and directory bootx64.efi came from.
-GRUB_NET = Medium("network boot", "$cmdpath/", network=True, boot_arg="BOOTIF=01-${net_default_mac}")
+# $mkrec_dir: the directory bootx64.efi came from ($cmdpath), or the host's directory a fleet-wide
+# grub.cfg chose (see the README).
+GRUB_NET = Medium("network boot", "$mkrec_dir/", network=True, boot_arg="BOOTIF=01-${net_default_mac}")
 # iPXE resolves names against the script's own URL (TFTP or HTTP).
 IPXE = Medium("network boot", "", network=True, boot_arg="BOOTIF=01-${netX/mac:hexhyp}")
 
