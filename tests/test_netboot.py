@@ -23,7 +23,7 @@ SERIAL = {"console": "ttyS0,115200", "timeout": 1}
 AUTORUN = {"autorun": "start-restore", "timeout": 10}
 
 
-def make_ctx(tmp: Path | None = None, **rescue: object) -> Context:
+def make_ctx(tmp: Path | None = None, /, **rescue: object) -> Context:
     data: dict[str, object] = {"rescue": rescue}
     if tmp is not None:
         data["build"] = {"mode": "rescue", "output": str(tmp / "out")}
@@ -128,6 +128,7 @@ def test_the_tree_has_the_boot_loaders_menus_and_files_at_the_top(tmp_path: Path
         "rdbase.img", "vmlinuz",
     ]  # fmt: skip
     assert (tree / "rdbase.img").read_text() == "staged rdbase.img\n"
+    assert {p.stat().st_mode & 0o777 for p in tree.rglob("*")} == {0o600, 0o700}, "private like the set"
     assert (tree / "pxelinux.cfg" / "default").read_text() == pxelinux(ctx, True)
     assert (tree / "grub.cfg").read_text() == grub_net(ctx, False), "no EFI memtest staged"
     assert (tree / "netboot.ipxe").read_text() == bootcfg.render_ipxe(ctx, memtest_bios=True)

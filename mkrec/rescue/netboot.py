@@ -14,6 +14,7 @@ from mkrec.backup.setdir import SetDir
 from mkrec.context import Context
 from mkrec.errors import MkrecError
 from mkrec.rescue import ISOLINUX_MODULES, SYSLINUX_MODULES, bootcfg
+from mkrec.rescue.volume import private_tree
 from mkrec.runner import run
 from mkrec.sizes import format_size
 
@@ -80,6 +81,7 @@ def write_netboot(ctx: Context) -> Path:
         _pxelinux(ctx, tree, bios_memtest)
         _grub_net(ctx, tree, ctx.staging / ".work", efi_memtest)
         (tree / "netboot.ipxe").write_text(bootcfg.render_ipxe(ctx, bios_memtest, efi_memtest))
+        private_tree(tree)  # like the rest of the set; the README copies it for the servers
     except BaseException:
         setdir.abort()
         raise
