@@ -141,3 +141,8 @@ def test_every_set_carries_its_layout(loop_disks: LoopDisks, tmp_path: Path, mod
     assert layout is not None and f'name = "{Path(disk).name}" '.encode() in layout
     if mode == "path":
         assert " etc/recovery/layout.toml\n" in (where / "SHA256SUMS").read_text()
+    # Every build also writes the netboot tree next to its rescue disc.
+    rescue_set = next((tmp_path / "out").glob("*/*/*-vol1.iso")).parent
+    assert {"pxelinux.0", "bootx64.efi", "netboot.ipxe", "rdbase.img"} <= {
+        p.name for p in (rescue_set / "netboot").iterdir()
+    }
