@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from mkrec.backup import run_backup
+from mkrec.backup.run import UnreadableFiles
 from mkrec.config import Mode
 from mkrec.context import Context
 from mkrec.errors import die
@@ -13,6 +14,7 @@ from mkrec.layout import capture_for_build
 from mkrec.log import step
 from mkrec.preflight import require_config_ready, require_room_for_rescue
 from mkrec.rescue import build_rescue, write_rescue_set
+from mkrec.rescue.netboot import write_netboot
 
 
 def require_separate_path(ctx: Context) -> None:
@@ -41,5 +43,16 @@ def build(ctx: Context) -> list[Path]:
         with step("Writing the rescue disc"):
             written.append(write_rescue_set(ctx, rescue).parent)
     if mode.writes_backup():
-        written.append(run_backup(ctx, rescue, layout))
+        try:
+            written.append(run_backup(ctx, rescue, layout))
+        except UnreadableFiles as unreadable:  # the set is written: its netboot tree too, then say so
+            written.append(unreadable.set_dir)
+            _write_netboot(ctx)
+            raise
+    _write_netboot(ctx)
     return written
+
+
+def _write_netboot(ctx: Context) -> None:
+    with step("Writing the netboot tree"):  # into the set directory written above
+        write_netboot(ctx)

@@ -167,6 +167,14 @@ def _autorun(value: Any) -> str:
     return text
 
 
+class Network(StrEnum):
+    """When the rescue system brings up a network interface (DHCP, or ip= static settings)."""
+
+    AUTO = "auto"  # when booted from the network (BOOTIF=) or asked on the kernel command line (ip=)
+    DHCP = "dhcp"  # always: DHCP on the first interface that gets a lease
+    OFF = "off"  # never, even when booted from the network
+
+
 class After(StrEnum):
     """What an unattended restore does when it is done."""
 
@@ -237,6 +245,9 @@ class RescueConfig:
     console: str = setting(_console, "", 'e.g. "ttyS0,115200" adds a serial console')
     autorun: str = setting(_autorun, "", '"start-restore": the default boot entry restores unattended')
     timeout: int = setting(_int_range(0, 3600), 10, "boot menu seconds")
+    network: Network = setting(
+        _choice(Network), "auto", "auto (when booted from the network or ip= is given) | dhcp | off"
+    )
 
 
 @dataclass(frozen=True)

@@ -104,11 +104,12 @@ TOOLS: tuple[Tool, ...] = (
     _t(None, "grub-efi-amd64-signed", B),  # Secure Boot: Debian's signed GRUB for CDs
     _t(None, "grub-pc-bin", B),  # BIOS GRUB modules, carried for the restore's grub-install
     _t(None, "memtest86+", B),  # a boot menu entry when present
+    _t(None, "pxelinux", B),  # pxelinux.0 of the netboot tree (BIOS PXE); its modules: syslinux-common
     _t("xorriso", "xorriso", BURN, T),
     # the boot loaders a restore reinstalls
     _t("grub-install", "grub2-common", RST),
     _t("grub-probe", "grub-common", RST),
-    _t("grub-mkimage", "grub-common", RST),
+    _t("grub-mkimage", "grub-common", B, RST),  # and bootx64.efi of the netboot tree (UEFI network boot)
     _t("grub-editenv", "grub-common", RST),
     _t("efibootmgr", "efibootmgr", RST),
     _t("extlinux", "extlinux", RST),
@@ -117,6 +118,8 @@ TOOLS: tuple[Tool, ...] = (
     _t("qemu-system-x86_64", "qemu-system-x86", T),
     _t(None, "ovmf", T),  # UEFI firmware for QEMU
     _t("isoinfo", "genisoimage", T),
+    _t("dnsmasq", "dnsmasq-base", T),  # the README's network boot configuration is checked with it
+    _t(None, "ipxe-qemu", T),  # the NICs' boot ROMs: PXE under SeaBIOS
     _t("debootstrap", "debootstrap", T),  # the real Debian systems of the restore matrix (tests/realsys)
     _t(
         None, "libfuse2", T

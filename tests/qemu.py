@@ -98,9 +98,11 @@ def qemu_argv(
     memory: str = "1024",
     secure_boot: bool = False,
     keep_nvram: bool = False,
+    net: Sequence[str] = ("-net", "none"),
 ) -> list[str]:
-    """keep_nvram: UEFI with the variables the last UEFI guest in workdir left (its boot entries)."""
-    argv = ["qemu-system-x86_64", "-accel", "tcg", "-m", memory, "-display", "none", "-net", "none"]
+    """keep_nvram: UEFI with the variables the last UEFI guest in workdir left (its boot entries).
+    net: the network devices (none by default, so the firmware does not try PXE first)."""
+    argv = ["qemu-system-x86_64", "-accel", "tcg", "-m", memory, "-display", "none", *net]
     argv += ["-serial", "stdio", "-monitor", "none", "-no-reboot"]
     if secure_boot:
         vars_copy = workdir / "OVMF_VARS.ms.fd"

@@ -151,6 +151,11 @@ def test_every_set_carries_its_layout(loop_disks: LoopDisks, tmp_path: Path, mod
     assert layout is not None and f'name = "{Path(disk).name}" '.encode() in layout
     if mode == "path":
         assert " etc/recovery/layout.toml\n" in (where / "SHA256SUMS").read_text()
+    # Every build also writes the netboot tree next to its rescue disc.
+    rescue_set = next((tmp_path / "out").glob("*/*/*-vol1.iso")).parent
+    assert {"pxelinux.0", "bootx64.efi", "netboot.ipxe", "rdbase.img"} <= {
+        p.name for p in (rescue_set / "netboot").iterdir()
+    }
 
 
 # ---- the source ----
@@ -177,7 +182,7 @@ def test_the_output_inside_the_source_is_left_out(loop_disks: LoopDisks, tmp_pat
     config = write_config(root, disk, root, level="1")  # out/ and sets/ below the source's root
     done = build(config)
     assert done.returncode == 0, done.stderr
-    (set_dir,) = (root / "sets").glob("*/*")
+    (set_dir,) = (root / "sets").glob("*/[0-9]*")
     listing = subprocess.run(
         [str(VENV_BIN / "mkrec"), "ls", str(set_dir)], capture_output=True, text=True, check=True
     ).stdout
@@ -208,7 +213,7 @@ def test_a_file_changing_while_read_is_named_and_the_set_kept(loop_disks: LoopDi
         writer.join()
     assert done.returncode == 0, done.stderr
     assert "warning: tar: ./growing.log: file changed as we read it" in done.stderr, done.stderr
-    (set_dir,) = (tmp_path / "sets").glob("*/*")
+    (set_dir,) = (tmp_path / "sets").glob("*/[0-9]*")
     verify = subprocess.run([str(VENV_BIN / "mkrec"), "verify", str(set_dir)], capture_output=True, text=True)
     assert verify.returncode == 0, verify.stdout + verify.stderr
 
@@ -238,7 +243,7 @@ def test_a_file_on_bad_sectors_is_named_the_rest_saved_and_the_restore_leaves_it
     assert (
         "mkrec: error: the backup set is written, but 1 file(s) could not be read: /victim.bin" in done.stderr
     )
-    (set_dir,) = (tmp_path / "sets").glob("*/*")
+    (set_dir,) = (tmp_path / "sets").glob("*/[0-9]*")
     mkrec = str(VENV_BIN / "mkrec")
     verify = subprocess.run([mkrec, "verify", str(set_dir)], capture_output=True, text=True)
     assert verify.returncode == 0, verify.stdout + verify.stderr

@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import hashlib
 import io
+import socket
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -23,6 +26,7 @@ from mkrec.iso import BootPayload
 from mkrec.layout import capture_for_build
 from mkrec.rescue import build_rescue, write_rescue_set
 from mkrec.rescue.efi import signed_chain
+from mkrec.rescue.netboot import write_netboot
 from mkrec.rescue.rdbase import MARKER
 
 # ---- the tests ----
@@ -149,13 +153,17 @@ def test_no_private_keys_or_password_hashes_reach_the_rescue_disc(built: Built) 
     assert b"root:*:" in blobs["rdbase.img"], "the rescue system's own shadow: root without a password"
 
 
-def _check_shell(guest: Guest) -> None:
+def _reach_shell(guest: Guest) -> None:
     guest.expect(MARKER, BOOT_TIMEOUT)
     welcome = guest.text()
     assert "mkrec rescue system for rescuetest" in welcome and "Backup of 2026-11-23 07:12" in welcome
     assert "start-restore" in welcome and "clone-disk" in welcome
     # Shown with pytest -s: the boot time from QEMU start to the rescue shell.
     print(f"\n{guest.log.parent.name}: rescue shell after {time.monotonic() - guest.started:.1f} s")
+
+
+def _check_shell(guest: Guest) -> None:
+    _reach_shell(guest)
     code, out = guest.command("sfdisk --version; mkfs.xfs -V; lvm version | head -1")
     assert code == 0, out
     assert "sfdisk from util-linux" in out and "mkfs.xfs version" in out and "LVM version" in out
@@ -234,5 +242,103 @@ def test_boots_as_cd_under_uefi_with_secure_boot_enforced(built: Built, tmp_path
         # under lockdown only signed modules load: the CD drive's and iso9660 among them
         code, out = guest.command("grep -c -e '^sr_mod ' -e '^isofs ' /proc/modules; blkid /dev/sr0")
         assert code == 0 and out.splitlines()[0] == "2" and 'LABEL="CDREC_1"' in out, out
+    finally:
+        guest.kill()
+
+
+# ---- network boot: the netboot tree served by QEMU's built-in TFTP server ----
+
+
+@pytest.fixture(scope="module")
+def netboot(built: Built) -> Path:
+    return write_netboot(built.ctx)
+
+
+@dataclass(frozen=True)
+class HttpServer:
+    port: int
+    log: Path  # one line per request
+
+    def requests(self) -> str:
+        return self.log.read_text()
+
+
+@pytest.fixture
+def http_server(netboot: Path, tmp_path: Path) -> Iterator[HttpServer]:
+    """python3 -m http.server on the host's loopback serving the tree: the guest reaches it as 10.0.2.2."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    argv = [sys.executable, "-m", "http.server", "-b", "127.0.0.1", "-d", str(netboot), str(port)]
+    log = tmp_path / "http.log"
+    with open(log, "wb") as out:
+        server = subprocess.Popen(argv, stdout=out, stderr=out)
+    try:
+        yield HttpServer(port, log)
+    finally:
+        server.kill()
+        server.wait()
+
+
+def _pxe(tree: Path, bootfile: str, nic: str) -> list[str]:
+    netdev = f"user,id=n0,tftp={tree},bootfile={bootfile}"
+    return ["-netdev", netdev, "-device", f"{nic},netdev=n0"]
+
+
+def _check_network(guest: Guest, port: int, bootif: str = "BOOTIF=01-52") -> None:
+    """DHCP brought up the booting NIC; static ip= settings work too; the host's server answers."""
+    code, out = guest.command("cat /proc/cmdline; ip -4 addr show dev eth0; ip route")
+    assert code == 0 and bootif in out, out
+    assert "inet 10.0.2.15/24" in out and "default via 10.0.2.2" in out, out
+    code, out = guest.command(f"wget -q -O - http://10.0.2.2:{port}/netboot.ipxe | head -n 1")
+    assert code == 0 and "#!ipxe" in out, out
+    static = "ip=10.0.2.20::10.0.2.2:255.255.255.0::eth0:off:10.0.2.3"
+    code, out = guest.command(
+        f"kill $(cat /run/udhcpc.eth0.pid); ip addr flush dev eth0; MKREC_CMDLINE={static} /etc/mkrec/network"
+    )
+    assert code == 0 and "network on eth0: 10.0.2.20/24" in out, out
+    code, out = guest.command(f"ip route; cat /etc/resolv.conf; wget -q -O - http://10.0.2.2:{port}/grub.cfg")
+    assert code == 0 and "default via 10.0.2.2" in out and "nameserver 10.0.2.3" in out, out
+    assert "mkrec rescue network boot" in out, out
+
+
+NO_OVMF = pytest.mark.skipif(not OVMF_CODE.exists(), reason=f"needs {OVMF_CODE} (apt-get install ovmf)")
+
+
+@pytest.mark.vm
+@pytest.mark.parametrize(
+    ("uefi", "bootfile", "nic"),
+    [
+        # SeaBIOS runs the NIC's iPXE ROM, which loads pxelinux.0 over TFTP.
+        pytest.param(False, "pxelinux.0", "e1000", id="bios"),
+        # OVMF loads bootx64.efi (GRUB's network image) over TFTP; GRUB reads the menu beside it.
+        pytest.param(True, "bootx64.efi", "virtio-net-pci", id="uefi", marks=NO_OVMF),
+    ],
+)
+def test_pxe_boot(
+    built: Built, netboot: Path, http_server: HttpServer, tmp_path: Path, uefi: bool, bootfile: str, nic: str
+) -> None:
+    net = _pxe(netboot, bootfile, nic)
+    media = [] if uefi else ["-boot", "n"]
+    guest = Guest(qemu_argv(media, tmp_path, uefi=uefi, net=net), tmp_path / "serial.log")
+    try:
+        _reach_shell(guest)
+        _check_network(guest, http_server.port)
+    finally:
+        guest.kill()
+
+
+@pytest.mark.vm
+def test_http_boot_with_ipxe(built: Built, netboot: Path, http_server: HttpServer, tmp_path: Path) -> None:
+    """The NIC's iPXE ROM (SeaBIOS) runs netboot.ipxe from the host's web server, which serves the
+    kernel and both initrds too."""
+    script = f"http://10.0.2.2:{http_server.port}/netboot.ipxe"
+    net = ["-netdev", f"user,id=n0,bootfile={script}", "-device", "virtio-net-pci,netdev=n0"]
+    guest = Guest(qemu_argv(["-boot", "n"], tmp_path, net=net), tmp_path / "serial.log")
+    try:
+        _reach_shell(guest)
+        for name in ("netboot.ipxe", "vmlinuz", "initrd.img", "rdbase.img"):
+            assert f'GET /{name} HTTP/1.1" 200' in http_server.requests(), name
+        _check_network(guest, http_server.port, bootif="BOOTIF=01-52-54-00")
     finally:
         guest.kill()

@@ -136,13 +136,21 @@ def backup(
     overall.finish()
     log.info("Backup set %s: %d volume(s) in %s", info.set_name, volumes, final)
     if failed:
-        raise MkrecError(
-            f"the backup set is written, but {len(failed)} file(s) could not be read: "
-            f"{', '.join(failed[:5])}{' …' if len(failed) > 5 else ''} (each named above; a restore "
-            "names them and leaves them out)",
+        raise UnreadableFiles(final, failed)
+    return final
+
+
+class UnreadableFiles(MkrecError):
+    """The set is written and verified, but tar could not read some files (a failing disk)."""
+
+    def __init__(self, set_dir: Path, paths: list[str]) -> None:
+        more = " …" if len(paths) > 5 else ""
+        super().__init__(
+            f"the backup set is written, but {len(paths)} file(s) could not be read: "
+            f"{', '.join(paths[:5])}{more} (each named above; a restore names them and leaves them out)",
             hint="an I/O error usually means a failing disk: check it (smartctl -a, dmesg) and back up again",
         )
-    return final
+        self.set_dir = set_dir
 
 
 def _stream(

@@ -47,19 +47,20 @@ def _module_bytes(path: Path) -> bytes:
 
 def add_modules(archive: Archive, kernel: Kernel, extra: tuple[str, ...]) -> list[str]:
     index = modules.load_index(kernel.modules)
-    paths = modules.resolve(index, modules.DEFAULT_MODULES, extra)
+    wanted = (*modules.DEFAULT_MODULES, *modules.NET_MODULES, *modules.host_nic_modules())
+    paths = modules.resolve(index, wanted, extra)
     plain = []
     for rel in paths:
         dest = rel.removesuffix(".xz").removesuffix(".zst")
         archive.add_bytes(f"lib/modules/{kernel.version}/{dest}", _module_bytes(kernel.modules / rel))
         plain.append(dest)
     # A modules.dep for just these, so modprobe works in the rescue shell too.
-    wanted = set(plain)
+    present = set(plain)
     lines = []
     for rel, dest in zip(paths, plain, strict=True):
         deps = [d for d in index.deps[modules.module_name(rel)] if index.paths[d] in paths]
         dep_paths = [index.paths[d].removesuffix(".xz").removesuffix(".zst") for d in deps]
-        lines.append(f"{dest}: {' '.join(p for p in dep_paths if p in wanted)}".rstrip())
+        lines.append(f"{dest}: {' '.join(p for p in dep_paths if p in present)}".rstrip())
     archive.add_bytes(f"lib/modules/{kernel.version}/modules.dep", "\n".join(lines) + "\n")
     archive.add_bytes("etc/mkrec/modules", "\n".join(plain) + "\n")
     return plain
@@ -76,4 +77,7 @@ def build_initrd(ctx: Context, kernel: Kernel) -> Archive:
         ctx.templates_dir, "init.sh.j2", set_name=ctx.set_name, version=kernel.version, rdbase=RDBASE
     )
     archive.add_bytes("init", init, mode=0o755)
+    network = render(ctx.templates_dir, "network.sh.j2", network=ctx.config.rescue.network.value)
+    archive.add_bytes("etc/mkrec/network", network, mode=0o755)
+    archive.add_bytes("etc/mkrec/udhcpc", render(ctx.templates_dir, "udhcpc.sh.j2"), mode=0o755)
     return archive

@@ -35,6 +35,18 @@ DEFAULT_MODULES = (
 )  # fmt: skip
 
 
+# Network boot: the NICs QEMU and most hypervisors offer and raw sockets for udhcpc; the host's own
+# NIC drivers come on top (host_nic_modules).
+NET_MODULES = ("virtio_net", "e1000", "e1000e", "vmxnet3", "af_packet")
+
+
+def host_nic_modules(sys_class_net: Path = Path("/sys/class/net")) -> tuple[str, ...]:
+    """The modules driving this machine's network interfaces, so the rescue system can reach the
+    network on the same hardware (virtual interfaces have no device and bring none)."""
+    links = sorted(sys_class_net.glob("*/device/driver/module"))
+    return tuple(dict.fromkeys(link.resolve().name for link in links))
+
+
 @dataclass(frozen=True)
 class ModuleIndex:
     paths: dict[str, str]  # module name -> path relative to /lib/modules/<version>
