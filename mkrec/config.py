@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -167,6 +168,15 @@ def _autorun(value: Any) -> str:
     return text
 
 
+def _source(value: Any) -> str:
+    """A default --source for the rescue system: a path or URL; a password in it would end up on
+    the disc and in `ps`, so it is refused."""
+    text = _str(value)
+    if re.match(r"^[a-z0-9+.-]+://[^/@]*:[^/@]*@", text):
+        raise ValueError(f"{text!r} carries a password; use an ssh key given at restore time, or ~/.netrc")
+    return text
+
+
 class After(StrEnum):
     """What an unattended restore does when it is done."""
 
@@ -234,6 +244,11 @@ class RescueConfig:
     console: str = setting(_console, "", 'e.g. "ttyS0,115200" adds a serial console')
     autorun: str = setting(_autorun, "", '"start-restore": the default boot entry restores unattended')
     timeout: int = setting(_int_range(0, 3600), 10, "boot menu seconds")
+    source: str = setting(
+        _source,
+        "",
+        'default --source of the rescue restore commands, e.g. "http://server/sets/host/20261201/"',
+    )
 
 
 @dataclass(frozen=True)

@@ -113,11 +113,18 @@ TOOLS: tuple[Tool, ...] = (
     _t("efibootmgr", "efibootmgr", RST),
     _t("extlinux", "extlinux", RST),
     _t("bash", "bash", RST),
+    # network sources of a restore (--source nfs:// and ssh://; http:// needs no tool)
+    _t("ssh", "openssh-client", RST),
+    _t("mount.nfs", "nfs-common", RST),
     # the tests
     _t("qemu-system-x86_64", "qemu-system-x86", T),
     _t(None, "ovmf", T),  # UEFI firmware for QEMU
     _t("isoinfo", "genisoimage", T),
     _t("debootstrap", "debootstrap", T),  # the real Debian systems of the restore matrix (tests/realsys)
+    _t("nginx", "nginx", T),  # the web server the http:// source tests read a set from
+    _t("sshd", "openssh-server", T),  # ssh:// source tests
+    _t("ganesha.nfsd", "nfs-ganesha", T),  # nfs:// source tests: userspace NFS (the host kernel has no nfsd)
+    _t(None, "nfs-ganesha-vfs", T),  # its backend that exports a local directory
     # on the Makefile's list before this table; no code found that needs them
     _t(None, "syslinux", B),
     _t(None, "file", B),

@@ -4,22 +4,33 @@ and extract.py)."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+from collections.abc import Iterator
 
 from mkrec.backup.extract import extract, ls_lines, quote
-from mkrec.backup.setreader import open_set
+from mkrec.backup.setreader import BackupSet, open_set
 from mkrec.backup.verify import verify_set
 from mkrec.context import Context
+from mkrec.remote import Source, open_source
 
 log = logging.getLogger("mkrec")
 
 
-def cmd_verify(ctx: Context, args: argparse.Namespace) -> int:
-    bset = open_set(args.set)
-    try:
+@contextlib.contextmanager
+def opened_set(source: Source) -> Iterator[BackupSet]:
+    """The set at a path or URL, open for the `with` block (a mount or connection too)."""
+    with open_source(source) as place:
+        bset = open_set(place)
+        try:
+            yield bset
+        finally:
+            bset.close()
+
+
+def cmd_verify(ctx: Context, args: argparse.Namespace, source: Source) -> int:
+    with opened_set(source) as bset:
         report = verify_set(bset, progress=lambda what: log.debug("checking %s", what))
-    finally:
-        bset.close()
     for problem in report.problems:
         print(f"BAD: {problem}")
     total = bset.total or "?"
@@ -30,24 +41,18 @@ def cmd_verify(ctx: Context, args: argparse.Namespace) -> int:
     return 1
 
 
-def cmd_ls(ctx: Context, args: argparse.Namespace) -> int:
-    bset = open_set(args.set)
-    try:
+def cmd_ls(ctx: Context, args: argparse.Namespace, source: Source) -> int:
+    with opened_set(source) as bset:
         for line in ls_lines(bset, args.path):
             print(line)
-    finally:
-        bset.close()
     return 0
 
 
-def cmd_extract(ctx: Context, args: argparse.Namespace) -> int:
-    bset = open_set(args.set)
-    try:
+def cmd_extract(ctx: Context, args: argparse.Namespace, source: Source) -> int:
+    with opened_set(source) as bset:
         for note in bset.describe_missing():
             log.warning("warning: %s", note)
         result = extract(bset, args.paths, args.dest)
-    finally:
-        bset.close()
     log.info("restored %d entries into %s", len(result.restored), args.dest)
     for path in result.lost:
         log.error("lost: %s", quote(path))

@@ -30,6 +30,8 @@ DEFAULT_MODULES = (
     # (without it an ESP does not mount: "IO charset ascii not found")
     "isofs", "vfat", "nls_cp437", "nls_ascii", "nls_iso8859_1", "nls_utf8", "ext4", "xfs", "btrfs", "loop",
     "dm_mod", "dm_crypt", "raid0", "raid1", "raid10", "raid456", "md_mod", "efivarfs",
+    # --source nfs://: the kernel's NFS client
+    "nfs", "nfsv3", "nfsv4",
 )  # fmt: skip
 
 
