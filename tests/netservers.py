@@ -45,8 +45,9 @@ def running(argv: list[str], port: int, what: str) -> Iterator[subprocess.Popen[
 
 @dataclass
 class Nginx:
-    url: str  # http://127.0.0.1:PORT/
+    url: str  # http://127.0.0.1:PORT/ ; the same files behind a login under private/
     access_log: Path
+    login: tuple[str, str] = ("backup", "s3cret")  # what private/ asks for
 
     def requests(self) -> list[tuple[str, str, str, int]]:
         """(method, path, Range header, status) of every request so far."""
@@ -58,11 +59,13 @@ class Nginx:
 
 
 @contextlib.contextmanager
-def nginx(root: Path, work: Path, listen: str = "127.0.0.1") -> Iterator[Nginx]:
-    """nginx serving root (read as root: sets are private files), logging each request."""
+def nginx(root: Path, work: Path, port: int = 0) -> Iterator[Nginx]:
+    """nginx on 127.0.0.1 serving root (read as root: sets are private files), logging each request."""
     work.mkdir(parents=True, exist_ok=True)
-    port = free_port()
+    port = port or free_port()
     log = work / "access.log"
+    hashed = sh("openssl", "passwd", "-5", Nginx.login[1]).strip()
+    (work / "htpasswd").write_text(f"{Nginx.login[0]}:{hashed}\n")
     temp = "".join(
         f"{kind}_temp_path {work}/{kind};\n" for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
     )
@@ -78,8 +81,13 @@ http {{
   log_format ranges "$request_method\\t$uri\\t$http_range\\t$status";
   access_log {log} ranges;
   server {{
-    listen {listen}:{port};
+    listen 127.0.0.1:{port};
     root {root};
+    location /private/ {{
+      alias {root}/;
+      auth_basic "mkrec sets";
+      auth_basic_user_file {work}/htpasswd;
+    }}
   }}
 }}
 """

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import random
 import shutil
 import subprocess
@@ -90,12 +91,14 @@ def web(sets: Sets, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Nginx]
         yield server
 
 
-def mkrec(*args: str) -> subprocess.CompletedProcess[str]:
+def mkrec(*args: str, home: Path | None = None) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "HOME": str(home)} if home else None
     return subprocess.run(
         [sys.executable, "-m", "mkrec", "--log", "/dev/null", *args],
         capture_output=True,
         text=True,
         stdin=subprocess.DEVNULL,
+        env=env,
     )
 
 
@@ -208,6 +211,21 @@ def test_http_failures_are_one_line(web: Nginx, sets: Sets) -> None:
     assert "unknown kind of source 'ftp:'" in error_line(odd)
     gone_iso = mkrec("verify", url_of(web, sets, sets.cd) + "CDrec-19990101-0000-vol1.iso")
     assert "no readable volume" in error_line(gone_iso)
+
+
+def test_a_login_comes_from_netrc(web: Nginx, sets: Sets, tmp_path: Path) -> None:
+    url = web.url + "private/" + str(sets.path.relative_to(sets.out)) + "/"
+    refused = mkrec("verify", url, home=tmp_path)
+    assert "access denied (HTTP 401 Unauthorized)" in error_line(refused)
+    assert "~/.netrc" in refused.stderr  # the hint says where a login goes
+    netrc = tmp_path / ".netrc"
+    netrc.write_text("machine 127.0.0.1 login backup password wrong\n")
+    netrc.chmod(0o600)
+    assert "access denied" in error_line(mkrec("verify", url, home=tmp_path))
+    netrc.write_text("machine 127.0.0.1 login {} password {}\n".format(*web.login))
+    proc = mkrec("verify", url, home=tmp_path)
+    assert proc.returncode == 0 and "OK: CDrec-20261201-0930" in proc.stdout, proc.stdout + proc.stderr
+    assert web.login[1] not in proc.stdout + proc.stderr
 
 
 # ---- ssh:// ----
