@@ -130,3 +130,23 @@ PermitRootLogin prohibit-password
     os.makedirs("/run/sshd", mode=0o755, exist_ok=True)  # sshd's privilege separation directory
     with running(["/usr/sbin/sshd", "-D", "-e", "-f", str(work / "sshd_config")], port, "sshd"):
         yield Sshd(port, work / "client_key", work / "ssh_config")
+
+
+@contextlib.contextmanager
+def ganesha(export: Path, work: Path, pseudo: str = "/sets") -> Iterator[int]:
+    """nfs-ganesha (userspace NFSv4: the host kernel has no nfsd) exporting a directory read-only
+    on 127.0.0.1 as `pseudo`, root not squashed (sets are private files); yields its port."""
+    work.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    (work / "recovery").mkdir(exist_ok=True)
+    (work / "ganesha.conf").write_text(
+        f"""NFS_CORE_PARAM {{ NFS_Port = {port}; Bind_addr = 127.0.0.1; Protocols = 4;
+  Enable_NLM = false; Enable_RQUOTA = false; }}
+NFSV4 {{ Graceless = true; RecoveryBackend = fs; RecoveryRoot = {work}/recovery; }}
+EXPORT {{ Export_Id = 1; Path = {export}; Pseudo = {pseudo}; Access_Type = RO; Squash = No_Root_Squash;
+  Protocols = 4; Transports = TCP; SecType = sys; FSAL {{ Name = VFS; }} }}
+"""
+    )
+    argv = ["ganesha.nfsd", "-F", "-f", str(work / "ganesha.conf"), "-L", str(work / "ganesha.log")]
+    with running([*argv, "-p", str(work / "ganesha.pid")], port, "ganesha.nfsd"):
+        yield port

@@ -19,8 +19,8 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
-from netservers import Nginx, Sshd, free_port, nginx, sshd
-from support import LoopDisks, sh
+from netservers import Nginx, Sshd, free_port, ganesha, nginx, sshd
+from support import LoopDisks, run_in_guest, sh
 from test_backup_root import fake_rescue
 from test_imaging_root import partition_disk, tree
 
@@ -33,6 +33,7 @@ from mkrec.layout.capture import capture
 pytestmark = pytest.mark.root
 MiB = 1024 * 1024
 STARTED = datetime(2026, 12, 1, 9, 30)
+REPO = Path(__file__).resolve().parent.parent
 HELLO = "etc/hello.txt"  # where extract puts it under -C; the set names it /etc/hello.txt
 
 
@@ -267,3 +268,38 @@ def test_ssh_failures_are_one_line(ssh_server: Sshd, sets: Sets, tmp_path: Path)
     assert "Connection refused" in error_line(closed)
     nothing = mkrec("verify", f"ssh://root@127.0.0.1:{ssh_server.port}/nonexistent/", *ssh_args(ssh_server))
     assert "no backup set here" in error_line(nothing)
+
+
+# ---- nfs:// (the kernel's NFS client in a guest: the host kernel has none) ----
+
+NET_UP = """dev=$(ls /sys/class/net | grep -v '^lo$' | head -n 1)
+ip link set "$dev" up && ip addr replace 10.0.2.15/24 dev "$dev" && ip route replace default via 10.0.2.2"""
+
+
+@pytest.mark.vm
+@pytest.mark.skipif(not os.environ.get("MKREC_NFS_TEST"), reason="opt-in (~3-4 min): MKREC_NFS_TEST=1")
+def test_extract_and_ls_over_nfs_in_a_guest(sets: Sets, tmp_path: Path) -> None:
+    if shutil.which("ganesha.nfsd") is None:
+        pytest.skip("needs nfs-ganesha (apt-get install nfs-ganesha nfs-ganesha-vfs)")
+    with ganesha(sets.out, tmp_path / "ganesha") as port:
+        base = f"nfs://10.0.2.2:{port}/sets"
+        script = f"""set -e
+{NET_UP}
+cd {REPO}
+date +%s.%N
+{sys.executable} -m mkrec --log /dev/null extract {base}/cd/nethost/20261201/ /{HELLO} -C {tmp_path}/x
+date +%s.%N
+{sys.executable} -m mkrec --log /dev/null ls {base}/path/nethost/20261201 /etc | grep -c /etc/
+date +%s.%N
+echo "nfs mounts left: $(grep -c ' nfs4\\? ' /proc/mounts || true)"
+{sys.executable} -m mkrec --log /dev/null ls nfs://10.0.2.2:{port}/nothing/ || echo "exit $?"
+date +%s.%N
+"""
+        proc = run_in_guest(script, tmp_path, memory="1G", timeout=600, network=True)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-3000:]
+    print(out[-1500:])
+    assert "\n101\n" in out  # the 101 files under /etc, listed from the path set's catalog
+    assert (tmp_path / "x" / HELLO).read_text() == "hello over the network\n"
+    assert "nfs mounts left: 0" in out  # unmounted after each command
+    assert "mkrec: error: nfs://10.0.2.2" in out and "cannot mount" in out and "exit 1" in out

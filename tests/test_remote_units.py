@@ -59,7 +59,7 @@ def test_the_nfs_mount_command() -> None:
         "filer:/export/sets/host/20261201", "/run/mkrec/nfs-1",
     ]  # fmt: skip
     plain = nfs_mount_argv(urlsplit("nfs://10.0.2.2/sets"), Path("/m"))
-    assert plain == ["mount", "-t", "nfs", "-o", "ro,nolock", "10.0.2.2:/sets", "/m"]
+    assert plain == ["mount", "-t", "nfs", "-o", "ro,nolock,vers=4", "10.0.2.2:/sets", "/m"]
 
 
 def test_a_password_in_the_baked_source_is_a_config_error() -> None:

@@ -20,7 +20,9 @@ def nfs_mount_argv(url: SplitResult, mountpoint: Path) -> list[str]:
     options = ["ro", "nolock"]  # nolock: a read-only reader needs no lock daemon (rpc.statd)
     if url.port:
         options.append(f"port={url.port}")
-    options += [f"vers={v}" for v in parse_qs(url.query).get("vers", [])[:1]]
+    # NFSv4 unless the URL says otherwise: mount.nfs would fall back to v3 through rpcbind, and a
+    # server without it (or a wrong path) costs minutes of retries instead of one clear error
+    options.append(f"vers={parse_qs(url.query).get('vers', ['4'])[0]}")
     export = unquote(url.path) or "/"
     return ["mount", "-t", "nfs", "-o", ",".join(options), f"{url.hostname}:{export}", str(mountpoint)]
 
