@@ -19,7 +19,7 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
-from netservers import Nginx, Sshd, free_port, ganesha, nginx, sshd
+from netservers import Nginx, Sshd, free_port, ganesha, nginx, running, sshd
 from support import LoopDisks, run_in_guest, sh
 from test_backup_root import fake_rescue
 from test_imaging_root import partition_disk, tree
@@ -212,6 +212,23 @@ def test_http_failures_are_one_line(web: Nginx, sets: Sets) -> None:
     assert "unknown kind of source 'ftp:'" in error_line(odd)
     gone_iso = mkrec("verify", url_of(web, sets, sets.cd) + "CDrec-19990101-0000-vol1.iso")
     assert "no readable volume" in error_line(gone_iso)
+
+
+def test_a_server_without_range_requests_is_named(sets: Sets) -> None:
+    port = free_port()
+    argv = [
+        sys.executable,
+        "-m",
+        "http.server",
+        "--bind",
+        "127.0.0.1",
+        "--directory",
+        str(sets.out),
+        str(port),
+    ]
+    with running(argv, port, "python3 -m http.server"):
+        proc = mkrec("verify", f"http://127.0.0.1:{port}/" + str(sets.path.relative_to(sets.out)) + "/")
+    assert "the web server ignores Range requests" in error_line(proc)
 
 
 def test_a_login_comes_from_netrc(web: Nginx, sets: Sets, tmp_path: Path) -> None:

@@ -23,7 +23,7 @@ from mkrec.backup.manifest import Manifest, PieceRecord, StreamRecord, parse_man
 from mkrec.backup.volumes import MANIFEST
 from mkrec.errors import MkrecError
 from mkrec.remote import Place
-from mkrec.remote.place import RemoteDir, RemoteFile, VolumePlace
+from mkrec.remote.place import RemoteDir, RemoteFile, SourceError, VolumePlace
 from mkrec.remote.volumes import RemoteDirVolume, remote_volume_sources
 
 log = logging.getLogger("mkrec.extract")
@@ -279,11 +279,16 @@ def read_volume(kind: str, path: VolumePlace) -> OpenVolume | None:
     (an empty drive, another disc, a damaged image)."""
     try:
         vol = open_volume(kind, path)
+    except SourceError:
+        raise
     except (MkrecError, OSError):
         return None
     try:
         with vol.open(MANIFEST) as fh:
             manifest = parse_manifest(fh.read().decode(), f"{vol.name}:{MANIFEST}")
+    except SourceError:
+        vol.close()
+        raise
     except (KeyError, OSError, pycdlib.pycdlibexception.PyCdlibException, MkrecError, UnicodeError):
         vol.close()
         return None

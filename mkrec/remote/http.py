@@ -13,7 +13,7 @@ import ssl
 from pathlib import Path
 from urllib.parse import SplitResult, quote
 
-from mkrec.errors import MkrecError
+from mkrec.remote.place import SourceError
 
 log = logging.getLogger("mkrec.remote")
 
@@ -36,7 +36,13 @@ class HttpFetcher:
         if resp.status == 404:
             return None
         self._check(resp, path, (200,))
-        return int(resp.getheader("Content-Length") or 0)
+        length = resp.getheader("Content-Length")
+        if length is not None:
+            return int(length)
+        # No length on HEAD (some dynamic servers): a one-byte range names the size in Content-Range
+        resp, _body = self._request("GET", path, {"Range": "bytes=0-0"})
+        self._check(resp, path, (206,))
+        return int((resp.getheader("Content-Range") or "/0").rsplit("/", 1)[1])
 
     def read(self, path: str, offset: int, length: int) -> bytes:
         if length <= 0:
@@ -47,7 +53,7 @@ class HttpFetcher:
         if resp.status == 416:  # the range starts after the end
             return b""
         if resp.status == 200:
-            raise MkrecError(
+            raise SourceError(
                 f"{self._where(path)}: the web server ignores Range requests",
                 hint="serve the set with a server that answers them (nginx, Apache, lighttpd)",
             )
@@ -87,7 +93,7 @@ class HttpFetcher:
                     raise self._unreachable("the server closed the connection") from None
             except ssl.SSLError as exc:
                 self.close()
-                raise MkrecError(
+                raise SourceError(
                     f"{self.url}: TLS failed ({exc.reason or exc})", hint="check the server's certificate"
                 ) from None
             except (OSError, http.client.HTTPException) as exc:
@@ -107,18 +113,18 @@ class HttpFetcher:
             return
         where, status = self._where(path), f"HTTP {resp.status} {resp.reason}"
         if resp.status in (401, 403):
-            raise MkrecError(
+            raise SourceError(
                 f"{where}: access denied ({status})",
                 hint=f"put the login into ~/.netrc: machine {self.host} login USER password PASSWORD",
             )
-        raise MkrecError(f"{where}: the server answered {status}")
+        raise SourceError(f"{where}: the server answered {status}")
 
     def _where(self, path: str) -> str:
         return f"{self.url.rstrip('/')}/{path}"
 
-    def _unreachable(self, why: str) -> MkrecError:
+    def _unreachable(self, why: str) -> SourceError:
         port = self.port or (443 if self.https else 80)
-        return MkrecError(
+        return SourceError(
             f"{self.url}: cannot reach {self.host}:{port} ({why})",
             hint="check the address, that the web server runs, and the network (ip addr; ip route)",
         )
@@ -132,7 +138,7 @@ def _netrc_auth(host: str) -> str | None:
     try:
         entry = netrc.netrc(str(path)).authenticators(host)
     except (netrc.NetrcParseError, OSError) as exc:
-        raise MkrecError(f"{path}: {exc}") from None
+        raise SourceError(f"{path}: {exc}") from None
     if not entry:
         return None
     login, _account, password = entry

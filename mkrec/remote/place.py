@@ -9,7 +9,13 @@ from functools import partial
 from pathlib import Path
 from typing import BinaryIO, Protocol, cast
 
+from mkrec.errors import MkrecError
 from mkrec.remote.rangefile import RangeFile
+
+
+class SourceError(MkrecError):
+    """The server cannot be read at all (unreachable, login refused, no Range requests): not one
+    unreadable volume among others, so it stops the command instead of being noted."""
 
 
 class Fetcher(Protocol):

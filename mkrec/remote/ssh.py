@@ -16,7 +16,8 @@ import time
 from pathlib import Path
 from urllib.parse import SplitResult, unquote
 
-from mkrec.errors import CommandError, MkrecError
+from mkrec.errors import CommandError
+from mkrec.remote.place import SourceError
 from mkrec.runner import popen, run, wait_checked
 
 SSH_FAILED = 255  # ssh's own exit code: the connection or the login failed
@@ -56,7 +57,7 @@ class SshFetcher:
         except CommandError as exc:
             self._dir.cleanup()
             raise self._failed(exc) from None
-        raise MkrecError(f"{self.url}: the ssh connection ended at once")
+        raise SourceError(f"{self.url}: the ssh connection ended at once")
 
     def size(self, path: str) -> int | None:
         proc = run(self._remote("stat", "-L", "-c", "%s", self.base + path), check=False)
@@ -96,9 +97,9 @@ class SshFetcher:
         """ssh over the master connection; the remote shell gets one quoted command line."""
         return ["ssh", *self.options, "-o", "ControlMaster=no", self.target, "--", shlex.join(command)]
 
-    def _failed(self, exc: CommandError) -> MkrecError:
+    def _failed(self, exc: CommandError) -> SourceError:
         why = exc.message.split(": ", 1)[-1] if ": " in exc.message else exc.message
-        return MkrecError(
+        return SourceError(
             f"{self.url}: ssh to {self.target} failed ({why})",
             hint="check the host, the port, the user and the key (--ssh-identity) or password",
         )
