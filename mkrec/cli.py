@@ -14,9 +14,11 @@ from mkrec.config import Config, Mode, describe_config, load_config
 from mkrec.context import Context
 from mkrec.errors import MkrecError
 from mkrec.log import setup_logging
+from mkrec.remote import Source
 from mkrec.restore.actions import ACTIONS, TARGET
 
 log = logging.getLogger("mkrec")
+SET_HELP = "a set directory, ISO files' directory, ISO or tape file, or a URL (nfs://, http(s)://, ssh://)"
 
 
 def default_config_path() -> Path | None:
@@ -67,19 +69,19 @@ def cmd_sets(ctx: Context, args: argparse.Namespace) -> int:
 def cmd_verify(ctx: Context, args: argparse.Namespace) -> int:
     from mkrec.backup.commands import cmd_verify as verify
 
-    return verify(ctx, args)
+    return verify(ctx, args, _set_source(args, args.set))
 
 
 def cmd_ls(ctx: Context, args: argparse.Namespace) -> int:
     from mkrec.backup.commands import cmd_ls as ls
 
-    return ls(ctx, args)
+    return ls(ctx, args, _set_source(args, args.set))
 
 
 def cmd_extract(ctx: Context, args: argparse.Namespace) -> int:
     from mkrec.backup.commands import cmd_extract as extract
 
-    return extract(ctx, args)
+    return extract(ctx, args, _set_source(args, args.set))
 
 
 def cmd_drill(ctx: Context, args: argparse.Namespace) -> int:
@@ -104,7 +106,7 @@ def cmd_restore_start(ctx: Context, args: argparse.Namespace) -> int:
     from mkrec.restore.rebuild import start
 
     return start(
-        args.source,
+        _source(args),
         args.layout,
         args.map,
         args.target,
@@ -119,7 +121,7 @@ def cmd_restore_clone(ctx: Context, args: argparse.Namespace) -> int:
     from mkrec.restore.rebuild import clone
 
     return clone(
-        args.source,
+        _source(args),
         args.layout,
         args.map,
         args.target,
@@ -134,13 +136,22 @@ def cmd_restore_clone(ctx: Context, args: argparse.Namespace) -> int:
 def cmd_restore_fs(ctx: Context, args: argparse.Namespace) -> int:
     from mkrec.restore.restorefs import restore_fs
 
-    return restore_fs(args.source, args.layout, args.map, args.target, yes=args.yes, as_type=args.as_type)
+    return restore_fs(_source(args), args.layout, args.map, args.target, yes=args.yes, as_type=args.as_type)
 
 
 def cmd_restore_compare(ctx: Context, args: argparse.Namespace) -> int:
     from mkrec.restore.compare import compare
 
-    return compare(args.source, args.layout, args.output, args.target)
+    return compare(_source(args), args.layout, args.output, args.target)
+
+
+def _source(args: argparse.Namespace) -> Source | None:
+    return _set_source(args, args.source) if args.source else None
+
+
+def _set_source(args: argparse.Namespace, text: str) -> Source:
+    """A set's path or URL with the ssh options that reach it."""
+    return Source(text, args.ssh_identity, args.ssh_config)
 
 
 def cmd_layout_capture(ctx: Context, args: argparse.Namespace) -> int:
@@ -227,17 +238,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=cmd_layout_show, logs=False)
 
     p = sub.add_parser("verify", help="check every checksum of a backup set")
-    p.add_argument("set", type=Path, help="ISO files' directory, a directory set, or a tape file")
+    p.add_argument("set", help=SET_HELP)
+    _ssh_options(p)
     p.set_defaults(handler=cmd_verify, logs=False)
 
     p = sub.add_parser("ls", help="list files in a backup set (from the catalogs)")
-    p.add_argument("set", type=Path)
+    p.add_argument("set", help=SET_HELP)
     p.add_argument("path", nargs="?", default="")
+    _ssh_options(p)
     p.set_defaults(handler=cmd_ls, logs=False)
 
     p = sub.add_parser("extract", help="restore files from a backup set")
-    p.add_argument("set", type=Path)
+    p.add_argument("set", help=SET_HELP)
     p.add_argument("paths", nargs="+")
+    _ssh_options(p)
     p.add_argument("-C", dest="dest", type=Path, required=True, help="where to put them")
     p.set_defaults(handler=cmd_extract, logs=True)
 
@@ -276,7 +290,7 @@ def add_restore_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]
     p.set_defaults(handler=cmd_restore_fs, logs=True)
 
     p = parsers["compare"]
-    p.add_argument("--source", type=Path, help="the backup set (default: search the drives)")
+    _source_options(p)
     p.add_argument("--layout", type=Path, help="the saved layout (default: etc/recovery of the set)")
     p.add_argument("--target", type=Path, help=f"the system to compare (default {TARGET} if there, else /)")
     p.add_argument(
@@ -293,12 +307,22 @@ def add_restore_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]
 
 def _shared_options(p: argparse.ArgumentParser, map_what: str) -> None:
     """What start, clone and fs share: the set, its layout, the targets, and whether to ask."""
-    p.add_argument("--source", type=Path, help="the backup set (default: search the drives)")
+    _source_options(p)
     p.add_argument("--layout", type=Path, help="the saved layout (default: etc/recovery of the set)")
     p.add_argument(
         "--map", action="append", default=[], metavar="SAVED=DEV", help=f"the target of a {map_what}"
     )
     p.add_argument("--yes", action="store_true", help="do not ask before writing")
+
+
+def _source_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--source", help=f"the backup set: {SET_HELP[:-1]}; default: search the drives)")
+    _ssh_options(p)
+
+
+def _ssh_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--ssh-identity", type=Path, metavar="KEY", help="ssh:// sources: the private key file")
+    p.add_argument("--ssh-config", type=Path, metavar="FILE", help="ssh:// sources: an ssh_config file")
 
 
 def _target_option(p: argparse.ArgumentParser, what: str = "where the restored system is mounted") -> None:

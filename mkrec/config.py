@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -175,6 +176,15 @@ class Network(StrEnum):
     OFF = "off"  # never, even when booted from the network
 
 
+def _source(value: Any) -> str:
+    """A default --source for the rescue system: a path or URL; a password in it would end up on
+    the disc and in `ps`, so it is refused."""
+    text = _str(value)
+    if re.match(r"^[a-z0-9+.-]+://[^/@]*:[^/@]*@", text):
+        raise ValueError(f"{text!r} carries a password; use an ssh key given at restore time, or ~/.netrc")
+    return text
+
+
 class After(StrEnum):
     """What an unattended restore does when it is done."""
 
@@ -247,6 +257,11 @@ class RescueConfig:
     timeout: int = setting(_int_range(0, 3600), 10, "boot menu seconds")
     network: Network = setting(
         _choice(Network), "auto", "auto (when booted from the network or ip= is given) | dhcp | off"
+    )
+    source: str = setting(
+        _source,
+        "",
+        'default --source of the rescue restore commands, e.g. "http://server/sets/host/20261201/"',
     )
 
 

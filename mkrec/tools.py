@@ -114,6 +114,9 @@ TOOLS: tuple[Tool, ...] = (
     _t("efibootmgr", "efibootmgr", RST),
     _t("extlinux", "extlinux", RST),
     _t("bash", "bash", RST),
+    # network sources of a restore (--source nfs:// and ssh://; http:// needs no tool)
+    _t("ssh", "openssh-client", RST),
+    _t("mount.nfs", "nfs-common", RST),
     # the tests
     _t("qemu-system-x86_64", "qemu-system-x86", T),
     _t(None, "ovmf", T),  # UEFI firmware for QEMU
@@ -127,6 +130,10 @@ TOOLS: tuple[Tool, ...] = (
     _t("fusermount", "fuse3", T),
     _t("systemd-analyze", "systemd", T),  # make install's units are verified (tests/test_install.py)
     _t("make", "make", T),  # tests/test_install.py runs make install / uninstall
+    _t("nginx", "nginx", T),  # the web server the http:// source tests read a set from
+    _t("sshd", "openssh-server", T),  # ssh:// source tests
+    _t("ganesha.nfsd", "nfs-ganesha", T),  # nfs:// source tests: userspace NFS (the host kernel has no nfsd)
+    _t(None, "nfs-ganesha-vfs", T),  # its backend that exports a local directory
     # on the Makefile's list before this table; no code found that needs them
     _t(None, "syslinux", B),
     _t(None, "file", B),

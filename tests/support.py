@@ -136,10 +136,11 @@ class LoopDisks:
 
 
 def run_in_guest(
-    script: str, rwdir: Path, memory: str = "2G", timeout: int = 600
+    script: str, rwdir: Path, memory: str = "2G", timeout: int = 600, network: bool = False
 ) -> subprocess.CompletedProcess[str]:
     """Run a shell script inside a virtme-ng guest booting Debian's kernel with the host's userland
-    (for device-mapper, MD RAID, vfat: what the host kernel lacks). rwdir is shared read-write."""
+    (for device-mapper, MD RAID, vfat: what the host kernel lacks). rwdir is shared read-write.
+    network: a NIC on QEMU's user network (the script brings it up; the host is 10.0.2.2)."""
     found = kernel_for_guests()
     assert found is not None, "no guest kernel"
     image, _version = found
@@ -153,6 +154,7 @@ def run_in_guest(
         memory,
         "--rwdir",
         str(rwdir),
+        *(["--network", "user"] if network else []),
         *(f"--rodir={d}" for d in code_dirs()),
         "--",
         script,

@@ -272,7 +272,9 @@ def test_cd_volumes_verify_extract_lose_damage(
     isos = sorted(setdir.glob("*.iso"), key=lambda p: int(p.stem.rsplit("vol", 1)[1]))
     assert len(isos) >= 4, isos
     assert [p.name for p in isos] == [f"CDrec-20260314-1509-vol{n}.iso" for n in range(1, len(isos) + 1)]
-    assert sorted(os.listdir(setdir)) == sorted(p.name for p in isos)  # nothing half-done left behind
+    # nothing half-done left behind; volumes.txt names the ISO files for readers over HTTP or SSH
+    assert sorted(os.listdir(setdir)) == sorted([*(p.name for p in isos), "volumes.txt"])
+    assert (setdir / "volumes.txt").read_text().split() == [p.name for p in isos]
     assert stat.S_IMODE(setdir.stat().st_mode) == 0o700
     assert {stat.S_IMODE(p.stat().st_mode) for p in isos} == {0o600}
     assert all(p.stat().st_size <= 64 * MiB for p in isos)

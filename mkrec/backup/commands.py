@@ -4,24 +4,35 @@ and extract.py)."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 
 from mkrec.backup.extract import extract, ls_lines, quote
-from mkrec.backup.setreader import open_set
+from mkrec.backup.setreader import BackupSet, open_set
 from mkrec.backup.verify import verify_set
 from mkrec.context import Context
+from mkrec.remote import Source, open_source
 
 log = logging.getLogger("mkrec")
 
 
-def cmd_verify(ctx: Context, args: argparse.Namespace) -> int:
-    bset = open_set(args.set)
-    try:
+@contextlib.contextmanager
+def opened_set(source: Source) -> Iterator[BackupSet]:
+    """The set at a path or URL, open for the `with` block (a mount or connection too)."""
+    with open_source(source) as place:
+        bset = open_set(place)
+        try:
+            yield bset
+        finally:
+            bset.close()
+
+
+def cmd_verify(ctx: Context, args: argparse.Namespace, source: Source) -> int:
+    with opened_set(source) as bset:
         report = verify_set(bset, progress=lambda what: log.debug("checking %s", what))
-    finally:
-        bset.close()
-    _remember(args.set, report.ok)
+    _remember(source, report.ok)
     for problem in report.problems:
         print(f"BAD: {problem}")
     total = bset.total or "?"
@@ -32,11 +43,14 @@ def cmd_verify(ctx: Context, args: argparse.Namespace) -> int:
     return 1
 
 
-def _remember(path: Path, ok: bool) -> None:
-    """A set in its place (<base>/<host>/<YYYYMMDD>, or a volume in it) keeps the outcome for
-    `mkrec sets` and retention; elsewhere there is nowhere to keep it."""
+def _remember(source: Source, ok: bool) -> None:
+    """A local set in its place (<base>/<host>/<YYYYMMDD>, or a volume in it) keeps the outcome for
+    `mkrec sets` and retention; elsewhere (a URL, a loose directory) there is nowhere to keep it."""
     from mkrec.ops.setlist import is_set_dir, record_verified
 
+    path = Path(str(source))
+    if "://" in str(source) or not path.exists():
+        return
     set_dir = path if path.is_dir() else path.parent
     if is_set_dir(set_dir):
         try:
@@ -45,24 +59,18 @@ def _remember(path: Path, ok: bool) -> None:
             log.debug("cannot record the verify state of %s: %s", set_dir, exc)
 
 
-def cmd_ls(ctx: Context, args: argparse.Namespace) -> int:
-    bset = open_set(args.set)
-    try:
+def cmd_ls(ctx: Context, args: argparse.Namespace, source: Source) -> int:
+    with opened_set(source) as bset:
         for line in ls_lines(bset, args.path):
             print(line)
-    finally:
-        bset.close()
     return 0
 
 
-def cmd_extract(ctx: Context, args: argparse.Namespace) -> int:
-    bset = open_set(args.set)
-    try:
+def cmd_extract(ctx: Context, args: argparse.Namespace, source: Source) -> int:
+    with opened_set(source) as bset:
         for note in bset.describe_missing():
             log.warning("warning: %s", note)
         result = extract(bset, args.paths, args.dest)
-    finally:
-        bset.close()
     log.info("restored %d entries into %s", len(result.restored), args.dest)
     for path in result.lost:
         log.error("lost: %s", quote(path))

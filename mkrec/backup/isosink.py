@@ -32,11 +32,13 @@ from mkrec.backup.sums import SFV, SHA256SUMS, Sums, sums_of
 from mkrec.backup.volumes import (
     FULL_CATALOG,
     MANIFEST,
+    VOLUMES_INDEX,
     Ask,
     ClosedVolume,
     SetInfo,
     catalog_name,
     volume_label,
+    write_private,
 )
 from mkrec.context import Context
 from mkrec.errors import MkrecError
@@ -404,6 +406,8 @@ class IsoSink:
     def commit(self, volumes: int) -> Path:
         for iso in self.isos:
             patch_set_size(iso, volumes)
+        names = "".join(f"{iso.name}\n" for iso in self.isos)
+        write_private(self.root / VOLUMES_INDEX, names.encode())
         shutil.rmtree(self.root / ".staging", ignore_errors=True)
         return self.setdir.commit()
 

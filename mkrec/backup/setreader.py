@@ -12,7 +12,7 @@ import logging
 import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Protocol
+from typing import IO, BinaryIO, Protocol
 
 import pycdlib
 import zstandard
@@ -22,6 +22,9 @@ from mkrec.backup.frames import FrameError, decompress_frame
 from mkrec.backup.manifest import Manifest, PieceRecord, StreamRecord, parse_manifest
 from mkrec.backup.volumes import MANIFEST
 from mkrec.errors import MkrecError
+from mkrec.remote import Place
+from mkrec.remote.place import RemoteDir, RemoteFile, SourceError, VolumePlace
+from mkrec.remote.volumes import RemoteDirVolume, remote_volume_sources
 
 log = logging.getLogger("mkrec.extract")
 
@@ -35,12 +38,19 @@ class Volume(Protocol):
 
 
 class IsoVolume:
-    def __init__(self, path: Path) -> None:
+    """An ISO image read with pycdlib: a local file or device, or a file on a server (read in ranges)."""
+
+    def __init__(self, path: Path | RemoteFile) -> None:
         self.name = str(path)
         self.iso = pycdlib.PyCdlib()
         try:
-            self.iso.open(str(path))
+            self.fp: BinaryIO = open(path, "rb") if isinstance(path, Path) else path.open()  # noqa: SIM115
+        except OSError as exc:
+            raise MkrecError(f"{path}: cannot open ({exc.strerror or exc})") from None
+        try:
+            self.iso.open_fp(self.fp)
         except (pycdlib.pycdlibexception.PyCdlibException, OSError) as exc:
+            self.fp.close()
             raise MkrecError(f"{path}: not a readable ISO image ({exc})") from None
 
     def files(self) -> dict[str, int]:
@@ -59,6 +69,7 @@ class IsoVolume:
     def close(self) -> None:
         with contextlib.suppress(Exception):
             self.iso.close()
+        self.fp.close()
 
 
 class DirVolume:
@@ -109,8 +120,10 @@ def _is_iso(path: Path) -> bool:
         return fh.read(5) == b"CD001"
 
 
-def volume_sources(path: Path) -> list[tuple[str, Path]]:
-    """(kind, path) of every volume the user pointed at."""
+def volume_sources(path: Place) -> list[tuple[str, VolumePlace]]:
+    """(kind, place) of every volume the user pointed at."""
+    if isinstance(path, RemoteDir):
+        return remote_volume_sources(path)
     if path.is_dir():
         if (path / MANIFEST).is_file():
             return [("dir", path)]
@@ -129,9 +142,12 @@ def volume_sources(path: Path) -> list[tuple[str, Path]]:
     raise MkrecError(f"{path}: no such file or directory")
 
 
-def open_volume(kind: str, path: Path) -> Volume:
+def open_volume(kind: str, path: VolumePlace) -> Volume:
     if kind == "iso":
-        return IsoVolume(path)
+        return IsoVolume(path)  # type: ignore[arg-type]
+    if isinstance(path, RemoteDir):
+        return RemoteDirVolume(path)
+    assert isinstance(path, Path)
     if kind == "tape":
         return TarVolume(path)
     return DirVolume(path)
@@ -156,7 +172,7 @@ class FrameLoc:
 
 @dataclass
 class BackupSet:
-    path: Path
+    path: Place
     volumes: dict[int, OpenVolume] = field(default_factory=dict)
     unreadable: list[str] = field(default_factory=list)  # "<volume file>: why it could not be opened"
     total: int | None = None  # the set size, from the last volume's manifest
@@ -255,12 +271,15 @@ class BackupSet:
             ov.volume.close()
 
 
-def open_set(path: Path) -> BackupSet:
+def open_set(path: Place) -> BackupSet:
     bset = BackupSet(path)
     set_id = None
     for kind, vpath in volume_sources(path):
         try:
             ov = open_volume_with_manifest(kind, vpath)
+        except SourceError:
+            bset.close()
+            raise
         except MkrecError as exc:
             bset.unreadable.append(exc.message)
             continue
@@ -279,19 +298,23 @@ def open_set(path: Path) -> BackupSet:
     return bset
 
 
-def read_volume(kind: str, path: Path) -> OpenVolume | None:
+def read_volume(kind: str, path: VolumePlace) -> OpenVolume | None:
     """The volume at path with its manifest; None when it cannot be opened or holds no manifest
     (an empty drive, another disc, a damaged image)."""
     try:
         return open_volume_with_manifest(kind, path)
+    except SourceError:  # the server itself failed: that is no missing volume
+        raise
     except MkrecError:
         return None
 
 
-def open_volume_with_manifest(kind: str, path: Path) -> OpenVolume:
+def open_volume_with_manifest(kind: str, path: VolumePlace) -> OpenVolume:
     """The volume at path with its manifest, or an error saying why not."""
     try:
         vol = open_volume(kind, path)
+    except SourceError:
+        raise
     except OSError as exc:
         raise MkrecError(f"{path}: unreadable ({exc.strerror or exc})") from None
     except MkrecError as exc:
@@ -301,6 +324,9 @@ def open_volume_with_manifest(kind: str, path: Path) -> OpenVolume:
     try:
         with vol.open(MANIFEST) as fh:
             manifest = parse_manifest(fh.read().decode(), f"{vol.name}:{MANIFEST}")
+    except SourceError:
+        vol.close()
+        raise
     except KeyError:
         vol.close()
         raise MkrecError(f"{path}: no {MANIFEST}: not a volume of a backup set") from None

@@ -19,6 +19,7 @@ from mkrec.backup.sums import SFV, SHA256SUMS, Sums, format_sfv, format_sha256su
 
 FULL_CATALOG = "backup/catalog.all.jsonl.zst"
 MANIFEST = "backup/manifest.json"
+VOLUMES_INDEX = "volumes.txt"  # a cd set's directory: its ISO files, one a line (read over HTTP/SSH)
 
 
 def catalog_name(volume: int) -> str:

@@ -32,6 +32,8 @@ DEFAULT_MODULES = (
     "dm_mod", "dm_crypt", "raid0", "raid1", "raid10", "raid456", "md_mod", "efivarfs",
     # a set directory shared with a virtual machine (mkrec drill of a mode path or tape set)
     "9p", "9pnet_virtio",
+    # --source nfs://: the kernel's NFS client
+    "nfs", "nfsv3", "nfsv4",
 )  # fmt: skip
 
 

@@ -150,7 +150,9 @@ def add_etc(archive: Archive, ctx: Context, kernel: Kernel) -> None:
     archive.add_bytes("etc/profile", render(ctx.templates_dir, "profile.j2", **values))
     archive.add_bytes("etc/motd", render(ctx.templates_dir, "motd.j2", **values))
     for name, (sub, help) in WRAPPERS.items():
-        text = render(ctx.templates_dir, "wrapper.sh.j2", name=name, sub=sub, help=help)
+        text = render(
+            ctx.templates_dir, "wrapper.sh.j2", name=name, sub=sub, help=help, source=ctx.config.rescue.source
+        )
         archive.add_bytes(f"usr/local/bin/{name}", text, mode=0o755)
     if ctx.recovery_dir.is_dir():
         archive.add_tree("etc/recovery", ctx.recovery_dir)

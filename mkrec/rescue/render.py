@@ -4,6 +4,7 @@ the restore commands (`restore_actions`, the table in mkrec.restore.actions)."""
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -22,4 +23,5 @@ def render(templates_dir: Path, template: str, /, **values: Any) -> str:
         autoescape=False,  # shell scripts and boot configs, not HTML
     )
     env.globals["restore_actions"] = ACTIONS
+    env.filters["shquote"] = shlex.quote
     return env.get_template(template).render(**values)

@@ -11,6 +11,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Protocol
 
+from mkrec.remote import Source
 from mkrec.restore.actions import TARGET
 from mkrec.restore.decide.layout_adapter import load_saved
 from mkrec.restore.decide.source import open_restore_set
@@ -121,7 +122,9 @@ def write_report(found: list[tuple[str, str]], output: Path) -> str:
     return f"{changed} changed, {added} added, {missing} missing (list in {output})"
 
 
-def compare(source: Path | None, layout: Path | None, output: Path, target: Path | None = None) -> int:
+def compare(
+    source: Source | Path | None, layout: Path | None, output: Path, target: Path | None = None
+) -> int:
     """target: the restored system's root; by default the one at actions.TARGET when it is there,
     else the running system (/)."""
     with open_restore_set(source) as reader:

@@ -14,6 +14,7 @@ from functools import partial
 from pathlib import Path
 
 from mkrec.errors import MkrecError
+from mkrec.remote import Source
 from mkrec.restore import ask
 from mkrec.restore.actions import TARGET
 from mkrec.restore.apply.argv import MKFS_TYPES, mkfs_argv, uuid_fits
@@ -94,7 +95,7 @@ def check_target(node: str, sources: list[Path]) -> None:
 
 
 def restore_fs(
-    source: Path | None,
+    source: Source | Path | None,
     layout: Path | None,
     maps: list[str],
     target: Path = TARGET,

@@ -32,6 +32,8 @@ from mkrec.backup.manifest import StreamRecord
 from mkrec.backup.setreader import BackupSet, FrameReader, read_volume, volume_sources
 from mkrec.backup.volumes import RECOVERY_IN_SET
 from mkrec.errors import MkrecError
+from mkrec.remote import Place, Source, open_source
+from mkrec.remote.place import VolumePlace
 from mkrec.restore.decide.present import is_block
 from mkrec.runner import run_json
 
@@ -61,24 +63,25 @@ def drives() -> list[tuple[str, Path]]:
     return found
 
 
-def candidates(source: Path | None) -> list[tuple[str, Path]]:
+def candidates(source: Place | None) -> list[tuple[str, VolumePlace]]:
     """(kind, path) of each place a volume may be. With --source only what it names (plus the
     drives once a volume has to be asked for); without, the rescue mount and every drive."""
     if source is not None:
-        if is_block(source):
+        if isinstance(source, Path) and is_block(source):
             return [("iso", source)]
         return volume_sources(source)
     found = volume_sources(RESCUE_MOUNT) if RESCUE_MOUNT.is_dir() else []
-    return found + drives()
+    return found + list(drives())
 
 
 class RestoreSet:
     """The volumes of one backup set found so far; reads streams, asks for what is missing. A context
     manager: leaving the `with` block closes every volume opened."""
 
-    def __init__(self, source: Path | None, ask: Ask | None) -> None:
+    def __init__(self, source: Place | None, ask: Ask | None) -> None:
         self.source = source
         self.ask = ask  # None: nobody to ask (--yes, or no terminal)
+        self.opened = contextlib.ExitStack()  # what open_restore_set opened to reach the set
         self.set_id = ""
         self.set_name = ""
         self.bset = BackupSet(source or RESCUE_MOUNT)
@@ -92,7 +95,7 @@ class RestoreSet:
 
     # ---- volumes ----
 
-    def scan(self, places: list[tuple[str, Path]]) -> list[str]:
+    def scan(self, places: list[tuple[str, VolumePlace]]) -> list[str]:
         """Open the volumes at places (closing those read before); returns why any were refused."""
         self.close()
         refused = []
@@ -156,6 +159,7 @@ class RestoreSet:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+        self.opened.close()
 
     # ---- what the set holds ----
 
@@ -285,12 +289,20 @@ class _ChunkReader(io.RawIOBase):
         return n
 
 
-def open_restore_set(source: Path | None, ask: Ask | None = None) -> RestoreSet:
-    """The backup set at --source, or found on the drives; ask: how to ask for a missing volume.
-    (mkrec.backup.setreader.open_set opens a set for reading only what is there, never asking.)"""
-    if source is not None and not source.exists():
-        raise MkrecError(f"{source}: no such backup set", hint="give the set's directory, an ISO or a drive")
-    return RestoreSet(source, ask)
+def open_restore_set(source: Source | Path | None, ask: Ask | None = None) -> RestoreSet:
+    """The backup set at --source (a path or URL), or found on the drives; ask: how to ask for a
+    missing volume. (mkrec.backup.setreader.open_set opens a set for reading only what is there,
+    never asking.) Leaving its `with` block also undoes what reaching the source took (a mount)."""
+    if source is None:
+        return RestoreSet(None, ask)
+    opened = contextlib.ExitStack()
+    try:
+        reader = RestoreSet(opened.enter_context(open_source(source)), ask)
+    except BaseException:
+        opened.close()
+        raise
+    reader.opened = opened
+    return reader
 
 
 def stream_for(streams: dict[str, StreamRecord], device: str, mountpoint: str = "") -> tuple[str, str]:
