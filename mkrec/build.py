@@ -11,6 +11,7 @@ from mkrec.layout import capture_for_build
 from mkrec.log import step
 from mkrec.preflight import require_config_ready, require_room_for_rescue
 from mkrec.rescue import build_rescue, write_rescue_set
+from mkrec.restic.backup import backup_to_restic
 
 
 def require_separate_path(ctx: Context) -> None:
@@ -36,5 +37,7 @@ def build(ctx: Context) -> None:
     if not mode.needs_volumes():  # in mode cd, volume 1 itself is the rescue disc
         with step("Writing the rescue disc"):
             write_rescue_set(ctx, rescue)
-    if mode.writes_backup():
+    if mode is Mode.RESTIC:
+        backup_to_restic(ctx, layout)
+    elif mode.writes_backup():
         run_backup(ctx, rescue, layout)

@@ -20,6 +20,7 @@ class Need(StrEnum):
     IMAGES = "images"  # builds that image partitions ([source] raw): used blocks only
     RESCUE = "rescue"  # the rescue system cannot start a restore without it (the build fails)
     RESTORE = "restore"  # the rescue system carries it when it is installed here
+    RESTIC = "restic"  # mode restic: the build and its rescue system (the build fails without it)
     TESTS = "tests"  # the test suite only
 
 
@@ -35,6 +36,7 @@ def _t(command: str | None, package: str, *needs: Need) -> Tool:
 
 
 B, BURN, IMG, RSC, RST, T = Need.BUILD, Need.BURN, Need.IMAGES, Need.RESCUE, Need.RESTORE, Need.TESTS
+RESTIC = Need.RESTIC
 
 TOOLS: tuple[Tool, ...] = (
     # bootstrap: the table is read with python3; the venv needs python3-venv
@@ -113,11 +115,16 @@ TOOLS: tuple[Tool, ...] = (
     _t("efibootmgr", "efibootmgr", RST),
     _t("extlinux", "extlinux", RST),
     _t("bash", "bash", RST),
+    # mode restic: restic itself; ssh for sftp: repositories (the rescue system carries it when here)
+    _t("restic", "restic", RESTIC),
+    _t("ssh", "openssh-client", RST, T),
     # the tests
     _t("qemu-system-x86_64", "qemu-system-x86", T),
     _t(None, "ovmf", T),  # UEFI firmware for QEMU
     _t("isoinfo", "genisoimage", T),
     _t("debootstrap", "debootstrap", T),  # the real Debian systems of the restore matrix (tests/realsys)
+    _t("sshd", "openssh-server", T),  # the sftp: repository of the restic tests (on loopback)
+    _t("rclone", "rclone", T),  # rclone serve restic: the rest: repository of the restic tests
     # on the Makefile's list before this table; no code found that needs them
     _t(None, "syslinux", B),
     _t(None, "file", B),
@@ -143,6 +150,8 @@ def needed_tools(config: Config) -> list[str]:
     tools = list(CORE)
     if config.media.burn and config.build.mode is Mode.CD:
         tools += commands(Need.BURN)
+    if config.build.mode is Mode.RESTIC:
+        tools += commands(Need.RESTIC)
     if config.source.raw:  # used-blocks images; without them every block is read
         tools += commands(Need.IMAGES)
     return tools
