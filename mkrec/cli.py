@@ -14,6 +14,7 @@ from mkrec.config import Config, Mode, describe_config, load_config
 from mkrec.context import Context
 from mkrec.errors import MkrecError
 from mkrec.log import setup_logging
+from mkrec.restic.spec import ResticSource, source_arg
 from mkrec.restore.actions import ACTIONS, TARGET
 
 log = logging.getLogger("mkrec")
@@ -86,11 +87,23 @@ def _after(ctx: Context, args: argparse.Namespace) -> str:
     return str(ctx.config.restore.after) if args.unattended else ""
 
 
+def _source(ctx: Context, args: argparse.Namespace) -> Path | ResticSource | None:
+    """--source as given; a restic repository with its password file (--restic-password-file, else
+    [restic] password_file; else typed), env file and -o options (--restic-env-file, --restic-option,
+    else [restic] env_file and options)."""
+    if not isinstance(args.source, ResticSource):
+        return args.source
+    cfg = ctx.config.restic
+    password_file = args.restic_password_file or cfg.password_file
+    options = tuple(args.restic_option) or cfg.options
+    return args.source.with_password(password_file, args.restic_env_file or cfg.env_file, options)
+
+
 def cmd_restore_start(ctx: Context, args: argparse.Namespace) -> int:
     from mkrec.restore.rebuild import start
 
     return start(
-        args.source,
+        _source(ctx, args),
         args.layout,
         args.map,
         args.target,
@@ -105,7 +118,7 @@ def cmd_restore_clone(ctx: Context, args: argparse.Namespace) -> int:
     from mkrec.restore.rebuild import clone
 
     return clone(
-        args.source,
+        _source(ctx, args),
         args.layout,
         args.map,
         args.target,
@@ -120,13 +133,29 @@ def cmd_restore_clone(ctx: Context, args: argparse.Namespace) -> int:
 def cmd_restore_fs(ctx: Context, args: argparse.Namespace) -> int:
     from mkrec.restore.restorefs import restore_fs
 
-    return restore_fs(args.source, args.layout, args.map, args.target, yes=args.yes, as_type=args.as_type)
+    return restore_fs(
+        _source(ctx, args), args.layout, args.map, args.target, yes=args.yes, as_type=args.as_type
+    )
 
 
 def cmd_restore_compare(ctx: Context, args: argparse.Namespace) -> int:
     from mkrec.restore.compare import compare
 
-    return compare(args.source, args.layout, args.output, args.target)
+    return compare(_source(ctx, args), args.layout, args.output, args.target)
+
+
+def cmd_sets(ctx: Context, args: argparse.Namespace) -> int:
+    from mkrec.restic.sets import list_restic_sets, render_runs
+
+    if not isinstance(args.where, ResticSource):
+        raise MkrecError(f"{args.where}: only restic:<repository> is listed here yet")
+    cfg = ctx.config.restic
+    source = args.where.with_password(
+        args.restic_password_file or cfg.password_file, cfg.env_file, cfg.options
+    )
+    for line in render_runs(source.repo.location, list_restic_sets(source.repo)):
+        print(line)
+    return 0
 
 
 def cmd_layout_capture(ctx: Context, args: argparse.Namespace) -> int:
@@ -198,6 +227,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-C", dest="dest", type=Path, required=True, help="where to put them")
     p.set_defaults(handler=cmd_extract, logs=True)
 
+    p = sub.add_parser("sets", help="the hosts and sets found in a place (restic:<repository>)")
+    p.add_argument("where", type=source_arg, help="restic:<repository>")
+    p.add_argument("--restic-password-file", type=Path, help="restic: the repository's password file")
+    p.set_defaults(handler=cmd_sets, logs=False)
+
     add_restore_parsers(sub)
     return parser
 
@@ -233,8 +267,7 @@ def add_restore_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]
     p.set_defaults(handler=cmd_restore_fs, logs=True)
 
     p = parsers["compare"]
-    p.add_argument("--source", type=Path, help="the backup set (default: search the drives)")
-    p.add_argument("--layout", type=Path, help="the saved layout (default: etc/recovery of the set)")
+    _source_options(p)
     p.add_argument("--target", type=Path, help=f"the system to compare (default {TARGET} if there, else /)")
     p.add_argument(
         "--output",
@@ -250,12 +283,25 @@ def add_restore_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]
 
 def _shared_options(p: argparse.ArgumentParser, map_what: str) -> None:
     """What start, clone and fs share: the set, its layout, the targets, and whether to ask."""
-    p.add_argument("--source", type=Path, help="the backup set (default: search the drives)")
-    p.add_argument("--layout", type=Path, help="the saved layout (default: etc/recovery of the set)")
+    _source_options(p)
     p.add_argument(
         "--map", action="append", default=[], metavar="SAVED=DEV", help=f"the target of a {map_what}"
     )
     p.add_argument("--yes", action="store_true", help="do not ask before writing")
+
+
+def _source_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--source",
+        type=source_arg,
+        help="the backup set (default: search the drives); restic:<repository>[#<set or snapshot id>]",
+    )
+    p.add_argument("--restic-password-file", type=Path, help="restic: the repository's password file")
+    p.add_argument("--restic-env-file", type=Path, help="restic: KEY=VALUE credentials of the backend")
+    p.add_argument(
+        "--restic-option", action="append", default=[], metavar="KEY=VALUE", help="restic: a -o option"
+    )
+    p.add_argument("--layout", type=Path, help="the saved layout (default: etc/recovery of the set)")
 
 
 def _target_option(p: argparse.ArgumentParser, what: str = "where the restored system is mounted") -> None:

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from mkrec.errors import MkrecError
+from mkrec.restic.spec import ResticSource
 from mkrec.restore import ask
 from mkrec.restore.actions import TARGET
 from mkrec.restore.apply.engine import restore_disks
@@ -31,7 +32,7 @@ log = logging.getLogger("mkrec.restore")
 
 
 def start(
-    source: Path | None,
+    source: Path | ResticSource | None,
     layout: Path | None,
     maps: list[str],
     target: Path = TARGET,
@@ -53,7 +54,7 @@ def start(
 
 
 def clone(
-    source: Path | None,
+    source: Path | ResticSource | None,
     layout: Path | None,
     maps: list[str],
     target: Path = TARGET,

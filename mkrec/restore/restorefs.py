@@ -14,6 +14,7 @@ from functools import partial
 from pathlib import Path
 
 from mkrec.errors import MkrecError
+from mkrec.restic.spec import ResticSource
 from mkrec.restore import ask
 from mkrec.restore.actions import TARGET
 from mkrec.restore.apply.argv import MKFS_TYPES, mkfs_argv, uuid_fits
@@ -85,7 +86,7 @@ def check_target(node: str, sources: list[Path]) -> None:
 
 
 def restore_fs(
-    source: Path | None,
+    source: Path | ResticSource | None,
     layout: Path | None,
     maps: list[str],
     target: Path = TARGET,

@@ -18,6 +18,7 @@ from mkrec.backup.imaging import NTFSRESIZE, Drain, check_tool, image_format, ne
 from mkrec.backup.manifest import ImageFormat, StreamRecord
 from mkrec.errors import MkrecError
 from mkrec.progress import Progress
+from mkrec.restic.restoreset import ResticSet
 from mkrec.restore.decide.source import RestoreSet
 from mkrec.runner import popen, run, wait_checked
 from mkrec.sizes import format_size
@@ -31,7 +32,11 @@ GROW_MOUNTED = {"xfs": "xfs_growfs MOUNTPOINT", "btrfs": "btrfs filesystem resiz
 
 
 def unpack_tar(reader: RestoreSet, name: str, dest: Path) -> int:
-    """Feed the stream to tar -x in dest; returns the bytes unpacked."""
+    """Feed the stream to tar -x in dest; returns the bytes unpacked. A restic set's file system is
+    restored by restic itself."""
+    if isinstance(reader, ResticSet):
+        reader.restore_tree(name, dest)
+        return reader.streams[name].size or 0
     progress = Progress(f"Unpacking {name}")
     proc = popen(tar_extract_argv(dest), stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)
     done = _stream_into(reader, name, proc, progress)
