@@ -22,7 +22,7 @@ import pytest
 from resticrepos import REPOS, ServedRepo, free_port, local_repo
 from sourcesys import SourceSystem, build_source_system
 from support import LoopDisks, sh
-from test_restore_disks import _corpus, check_same_system, real_backup
+from test_restore_disks import _corpus, check_same_system, one_partition_disk, real_backup, tree
 
 from mkrec.config import config_from_dict
 from mkrec.context import Context
@@ -310,6 +310,41 @@ def test_a_missing_file_system_snapshot_stops_before_anything_is_written(
     line = one_line_error(proc)
     assert "has no snapshot of /data" in line and "nothing was written" in line, line
     assert untouched(target)
+
+
+def test_restore_fs_of_one_filesystem_and_its_image(
+    system: System, loop_disks: LoopDisks, tmp_path: Path
+) -> None:
+    """restore-fs from a set's snapshots: /data through restic restore into a new partition (its own
+    UUID there: the source still has the saved one), the ESP's image back byte for byte through
+    restic dump."""
+    _disk, node = one_partition_disk(loop_disks, "96M")
+    _disk2, esp_node = one_partition_disk(loop_disks, "40M")
+    with local_repo(tmp_path) as repo:
+        repo.restic("init")
+        backup(system, repo)
+        source = f"restic:{repo.location}#CDrec-20260102-0304"
+        for saved, target in ((system.src.data_dev, node), (system.src.esp_dev, esp_node)):
+            proc = mkrec(
+                "restore",
+                "fs",
+                "--source",
+                source,
+                "--restic-password-file",
+                repo.password_file,
+                "--map",
+                f"{Path(saved or '').name}={target}",
+                "--target",
+                tmp_path / "none",
+                "--yes",
+            )
+            assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert system.src.esp_dev is not None
+    size = int(sh("blockdev", "--getsize64", system.src.esp_dev))
+    with open(esp_node, "rb") as got, open(system.src.esp_dev, "rb") as want:
+        assert got.read(size) == want.read(size)
+    loop_disks.mount(node, tmp_path / "check")
+    assert tree(tmp_path / "check") == tree(system.src.root / "data")
 
 
 def test_keep_policy_forgets_old_runs_after_a_good_backup(system: System, tmp_path: Path) -> None:

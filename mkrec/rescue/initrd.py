@@ -16,6 +16,7 @@ from mkrec.rescue import modules
 from mkrec.rescue.bootcfg import RDBASE
 from mkrec.rescue.cpio import Archive
 from mkrec.rescue.render import render
+from mkrec.restic.repo import restores_over_network
 from mkrec.runner import run
 
 log = logging.getLogger("mkrec.rescue")
@@ -45,9 +46,12 @@ def _module_bytes(path: Path) -> bytes:
     return path.read_bytes()
 
 
-def add_modules(archive: Archive, kernel: Kernel, extra: tuple[str, ...]) -> list[str]:
+def add_modules(archive: Archive, kernel: Kernel, extra: tuple[str, ...], network: bool = False) -> list[str]:
+    """DEFAULT_MODULES (and the network cards' when the restore reads over the network) where this
+    kernel has them; every one of extra ([rescue] modules)."""
     index = modules.load_index(kernel.modules)
-    paths = modules.resolve(index, modules.DEFAULT_MODULES, extra)
+    names = modules.DEFAULT_MODULES + (modules.NETWORK_MODULES if network else ())
+    paths = modules.resolve(index, names, extra)
     plain = []
     for rel in paths:
         dest = rel.removesuffix(".xz").removesuffix(".zst")
@@ -70,7 +74,7 @@ def build_initrd(ctx: Context, kernel: Kernel) -> Archive:
     for d in ("dev", "proc", "sys", "run", "tmp", "mnt", "root", "etc/mkrec"):
         archive.add_dir(d)
     add_busybox(archive)
-    loaded = add_modules(archive, kernel, ctx.config.rescue.modules)
+    loaded = add_modules(archive, kernel, ctx.config.rescue.modules, restores_over_network(ctx.config))
     log.debug("initrd: %d kernel modules", len(loaded))
     init = render(
         ctx.templates_dir, "init.sh.j2", set_name=ctx.set_name, version=kernel.version, rdbase=RDBASE

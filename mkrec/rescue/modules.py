@@ -31,6 +31,12 @@ DEFAULT_MODULES = (
     "isofs", "vfat", "nls_cp437", "nls_ascii", "nls_iso8859_1", "nls_utf8", "ext4", "xfs", "btrfs", "loop",
     "dm_mod", "dm_crypt", "raid0", "raid1", "raid10", "raid456", "md_mod", "efivarfs",
 )  # fmt: skip
+# Network cards, for a rescue system that restores over the network (a remote restic repository):
+# virtual machines' first, then the common server and desktop chips.
+NETWORK_MODULES = (
+    "virtio_net", "e1000", "e1000e", "igb", "igc", "ixgbe", "i40e", "r8169", "tg3", "bnx2", "bnxt_en",
+    "vmxnet3", "hv_netvsc", "xen_netfront",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ from mkrec.rescue.cpio import Archive
 from mkrec.rescue.elf import is_elf, resolve_libraries
 from mkrec.rescue.python import add_python
 from mkrec.rescue.render import render
+from mkrec.restic.repo import restores_over_network
 from mkrec.restore.actions import ACTIONS
 from mkrec.runner import which
 from mkrec.tools import Need, commands
@@ -45,6 +46,7 @@ TERMINFO_DIRS = (Path("/usr/lib/terminfo"), Path("/usr/share/terminfo"), Path("/
 TERMINALS = ("l/linux", "v/vt100", "v/vt102", "v/vt220", "x/xterm", "d/dumb")
 # The restore commands of the rescue shell: wrapper name -> (mkrec restore ACTION, help), from the one table.
 WRAPPERS = {a.wrapper: (a.name, a.help) for a in ACTIONS}
+CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 RESTIC_ACTIONS = ("start", "clone", "fs")  # the actions that read a restic set
 
 ETC_FILES = {
@@ -151,9 +153,12 @@ def add_etc(archive: Archive, ctx: Context, kernel: Kernel) -> None:
         "marker": MARKER,
         "extra_tty": bool(ctx.config.rescue.console) and ctx.config.rescue.console != "tty1",
         "disks": known_disks(ctx.recovery_dir),
+        "network": restores_over_network(ctx.config),
     }
     archive.add_bytes("etc/inittab", render(ctx.templates_dir, "inittab.j2", **values))
     archive.add_bytes("etc/rc.rescue", render(ctx.templates_dir, "rc.rescue.j2", **values), mode=0o755)
+    if values["network"]:
+        add_network(archive, ctx)
     archive.add_bytes("etc/profile", render(ctx.templates_dir, "profile.j2", **values))
     archive.add_bytes("etc/motd", render(ctx.templates_dir, "motd.j2", **values))
     source = restic_source_args(ctx.config)
@@ -169,6 +174,14 @@ def add_etc(archive: Archive, ctx: Context, kernel: Kernel) -> None:
         archive.add_file(str(secret).lstrip("/"), secret, mode=0o600)
     # The initrd's /init checks for this file: proof the second initrd was unpacked.
     archive.add_bytes("etc/mkrec/rd-base", f"{ctx.set_name}\n")
+
+
+def add_network(archive: Archive, ctx: Context) -> None:
+    """What a restore over the network needs besides the cards' modules: the DHCP client's script and
+    the certificate authorities (https: and s3: repositories)."""
+    archive.add_bytes("etc/udhcpc.script", render(ctx.templates_dir, "udhcpc.sh.j2"), mode=0o755)
+    if CA_BUNDLE.is_file():
+        archive.add_file(str(CA_BUNDLE).lstrip("/"), CA_BUNDLE)
 
 
 def embedded_credentials(config: Config) -> list[Path]:

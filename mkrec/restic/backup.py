@@ -22,7 +22,7 @@ from mkrec.backup.sources import Source, backup_sources, split_excludes
 from mkrec.backup.stream import widen_pipe
 from mkrec.backup.volumes import RECOVERY_IN_SET, SetInfo, recovery_files
 from mkrec.context import Context
-from mkrec.errors import CommandError, MkrecError
+from mkrec.errors import MkrecError
 from mkrec.layout.model import Layout
 from mkrec.log import step
 from mkrec.progress import Progress
@@ -51,7 +51,8 @@ def backup_to_restic(ctx: Context, layout: Layout | None) -> str:
         ctx.started.isoformat(timespec="seconds"),
         str(cfg.build.mode),
     )
-    never = [cfg.build.output, ctx.staging]
+    local = repo.local_path()  # a repository on a backed-up file system is not backed up into itself
+    never = [cfg.build.output, ctx.staging] + ([local.resolve()] if local else [])
     run_tags = tags.run_tags(info.set_name, info.set_id, cfg.restic.tags)
     records, tops = [], {}
     for src in backup_sources(ctx, never, layout):
@@ -105,9 +106,10 @@ def backup_filesystem(
             image.kill()
             raise
         image.finish()
-    progress.finish()
     record.complete = True
     record.size = int(summary.get("total_bytes_processed", 0))
+    progress.update(record.size)
+    progress.finish()
     record.compressed_size = int(summary.get("data_added", 0))
     log.info(
         "    %s: snapshot %s, %d files, %s read, %s added to the repository",
@@ -176,7 +178,7 @@ def snapshot(
         for line in drain.lines:
             log.warning("warning: restic: %s", line)
     elif code != 0:
-        raise repo.explain(CommandError(repo.argv(*args), code, "\n".join(drain.lines)))
+        raise repo.failed(args, code, "\n".join(drain.lines))
     return lines.summary
 
 

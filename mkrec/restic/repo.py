@@ -5,14 +5,13 @@ turned into one line that says what is wrong and what to do."""
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mkrec.config import Config
+from mkrec.config import Config, Mode
 from mkrec.errors import CommandError, MkrecError
 from mkrec.runner import popen, run
 
@@ -62,8 +61,6 @@ class Repo:
             env["RESTIC_PASSWORD_FILE"] = str(self.password_file)
         elif self.password is not None:
             env["RESTIC_PASSWORD"] = self.password
-        # the rescue system's HOME may be read-only or tiny: the cache only speeds up, it is not needed
-        env.setdefault("RESTIC_CACHE_DIR", os.environ.get("RESTIC_CACHE_DIR", "/var/cache/restic"))
         return env
 
     def argv(self, *args: str) -> list[str]:
@@ -94,15 +91,32 @@ class Repo:
         proc = self.popen(*args)
         data, err = proc.communicate()
         if proc.returncode != 0:
-            raise self.explain(CommandError(self.argv(*args), proc.returncode, err.decode(errors="replace")))
+            raise self.failed(args, proc.returncode, err)
         return data
 
     def explain(self, err: CommandError) -> MkrecError:
         return explain_failure(self.location, err)
 
+    def failed(self, args: tuple[str, ...] | list[str], code: int, stderr: bytes | str) -> MkrecError:
+        """What to raise when restic ARGS exited with code, having said stderr."""
+        text = stderr.decode(errors="replace") if isinstance(stderr, bytes) else stderr
+        return self.explain(CommandError(self.argv(*args), code, text))
+
+    def local_path(self) -> Path | None:
+        """The repository's directory when it is a path on this machine."""
+        return None if REMOTE.match(self.location) else Path(self.location)
+
     def check_ready(self) -> None:
         """Reachable, initialised, and the password opens it: else one line saying which."""
         self.run("cat", "config")
+
+
+REMOTE = re.compile(r"^[a-z0-9]+:")  # sftp:, rest:, s3:, b2:, rclone:, ...; a path has no scheme
+
+
+def restores_over_network(config: Config) -> bool:
+    """The rescue system needs the network: mode restic with a repository that is not a path."""
+    return config.build.mode is Mode.RESTIC and bool(REMOTE.match(config.restic.repository))
 
 
 def fatal_line(stderr: str) -> str:

@@ -11,12 +11,15 @@ import io
 import json
 import logging
 import os
+import subprocess
 import tarfile
 from collections.abc import Iterator
 from pathlib import Path
 
 from mkrec.backup.manifest import StreamRecord, parse_manifest
-from mkrec.errors import CommandError, MkrecError
+from mkrec.backup.sources import used_bytes
+from mkrec.errors import MkrecError
+from mkrec.progress import Progress
 from mkrec.restic import tags
 from mkrec.restic.backup import MANIFEST, TOPS
 from mkrec.restic.spec import ResticSource
@@ -125,15 +128,33 @@ class ResticSet(RestoreSet):
             proc.kill()
             proc.wait()
             raise
-        err = proc.stderr.read().decode(errors="replace")
+        err = proc.stderr.read()
         code = proc.wait()
         if code != 0:
-            raise self.repo.explain(CommandError(self.repo.argv(*args), code, err))
+            raise self.repo.failed(args, code, err)
+
+    def _restore_with_progress(self, name: str, dest: Path) -> None:
+        """restic restore prints no progress where there is no terminal: watch the file system fill."""
+        record = self._streams[name]
+        progress = Progress(f"Restoring {record.mountpoint or name}", record.size or 0)
+        before = used_bytes(dest)
+        args = ("restore", self.snapshots[name], "--target", str(dest))
+        proc = self.repo.popen(*args)
+        while True:
+            try:
+                _out, err = proc.communicate(timeout=1)
+                break
+            except subprocess.TimeoutExpired:
+                progress.update(max(used_bytes(dest) - before, 0))
+        if proc.returncode != 0:
+            raise self.repo.failed(args, proc.returncode, err)
+        progress.update(progress.total)
+        progress.finish()
 
     def restore_tree(self, name: str, dest: Path) -> None:
         """A file system's snapshot into dest (its mount point): owners, modes, times, xattrs and ACLs
         as saved; the top directory's own from the set's tops."""
-        self.repo.run("restore", self.snapshots[name], "--target", str(dest))
+        self._restore_with_progress(name, dest)
         top = self.tops.get(name)
         if top:
             os.chown(dest, top["uid"], top["gid"])
