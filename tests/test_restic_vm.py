@@ -22,7 +22,6 @@ from mkrec.config import config_from_dict
 from mkrec.context import Context
 from mkrec.rescue.rdbase import MARKER as RESCUE_READY
 
-
 # ~4 min on a quiet machine, ~6 min on a busy one: opt-in (make check-restic-vm), not part of make check.
 pytestmark = pytest.mark.skipif(
     os.environ.get("MKREC_RESTIC_VM") != "1", reason="opt-in, ~4-6 min under TCG: make check-restic-vm"
