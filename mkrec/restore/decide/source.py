@@ -30,7 +30,6 @@ from mkrec.backup.manifest import StreamRecord
 from mkrec.backup.setreader import BackupSet, FrameReader, read_volume, volume_sources
 from mkrec.backup.volumes import RECOVERY_IN_SET
 from mkrec.errors import MkrecError
-from mkrec.restic.spec import ResticSource
 from mkrec.restore.decide.present import is_block
 from mkrec.runner import run_json
 
@@ -243,13 +242,10 @@ class _ChunkReader(io.RawIOBase):
         return n
 
 
-def open_restore_set(source: Path | ResticSource | None, ask: Ask | None = None) -> RestoreSet:
+def open_restore_set(source: Path | None, ask: Ask | None = None) -> RestoreSet:
     """The backup set at --source, or found on the drives; ask: how to ask for a missing volume.
-    (mkrec.backup.setreader.open_set opens a set for reading only what is there, never asking.)"""
-    if isinstance(source, ResticSource):
-        from mkrec.restic.restoreset import ResticSet  # it builds on RestoreSet, defined above
-
-        return ResticSet(source, ask)
+    (mkrec.backup.setreader.open_set opens a set for reading only what is there, never asking.)
+    mkrec.restore.decide.opening.open_source also opens a restic repository's set."""
     if source is not None and not source.exists():
         raise MkrecError(f"{source}: no such backup set", hint="give the set's directory, an ISO or a drive")
     return RestoreSet(source, ask)
