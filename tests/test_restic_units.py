@@ -5,14 +5,18 @@ line (stderr captured from Debian's restic 0.14), the sets found in `restic snap
 from __future__ import annotations
 
 import json
+import shlex
+import subprocess
 from pathlib import Path
 
 import pytest
 
 from mkrec.backup.sources import Source
 from mkrec.config import Config, Mode, config_from_dict
+from mkrec.context import REPO_ROOT
 from mkrec.errors import CommandError, MkrecError
 from mkrec.rescue.rdbase import embedded_credentials, mode_tools, restic_source_args
+from mkrec.rescue.render import render
 from mkrec.restic.backup import keep_args, restic_excludes
 from mkrec.restic.repo import Repo, explain_failure, read_env_file
 from mkrec.restic.restoreset import choose_set, members
@@ -83,8 +87,13 @@ def test_restic_failures_are_one_line(fixture: str, message: str, hint: str) -> 
 def test_the_password_is_never_in_argv() -> None:
     repo = Repo("rest:http://127.0.0.1:8000/", password="secret", options=("sftp.command=ssh x",))
     assert repo.argv("snapshots") == [
-        "restic", "--repo", "rest:http://127.0.0.1:8000/", "-o", "sftp.command=ssh x", "snapshots",
-    ]  # fmt: skip
+        "restic",
+        "--repo",
+        "rest:http://127.0.0.1:8000/",
+        "-o",
+        "sftp.command=ssh x",
+        "snapshots",
+    ]
     assert repo.env()["RESTIC_PASSWORD"] == "secret"
     assert "secret" not in repr(repo)
     with_file = Repo("/srv/r", password_file=Path("/root/pw"), password="ignored")
@@ -106,16 +115,25 @@ def test_env_file(tmp_path: Path) -> None:
 def test_excludes_are_anchored_at_the_mount_point() -> None:
     src = Source("/dev/sda3", "ext4", "/", Path("/mnt/src"), "tar")
     args = restic_excludes(src, ("/tmp/*", "/home/*", "*.swp"), [Path("/mnt/src/var/lib/mkrec")])
-    assert args == ["--exclude=/mnt/src/tmp/*", "--exclude=/mnt/src/home/*",
-                    "--exclude=/mnt/src/var/lib/mkrec", "--exclude=*.swp"]  # fmt: skip
+    assert args == [
+        "--exclude=/mnt/src/tmp/*",
+        "--exclude=/mnt/src/home/*",
+        "--exclude=/mnt/src/var/lib/mkrec",
+        "--exclude=*.swp",
+    ]
     home = Source("/dev/sda4", "ext4", "/home", Path("/mnt/src/home"), "tar")
     assert restic_excludes(home, ("/tmp/*", "/home/*/.cache"), []) == ["--exclude=/mnt/src/home/*/.cache"]
 
 
 def test_keep_rules_become_forget_options() -> None:
     assert keep_args(("daily=7", "weekly=4", "within=2y")) == [
-        "--keep-daily", "7", "--keep-weekly", "4", "--keep-within", "2y",
-    ]  # fmt: skip
+        "--keep-daily",
+        "7",
+        "--keep-weekly",
+        "4",
+        "--keep-within",
+        "2y",
+    ]
 
 
 # ---- the sets in a repository ----
@@ -169,7 +187,44 @@ def test_rescue_carries_restic_and_the_repository_but_no_secret_by_default() -> 
     risky = restic_config(password_file="/root/pw", env_file="/root/s3.env", embed_credentials=True)
     assert embedded_credentials(risky) == [Path("/root/pw"), Path("/root/s3.env")]
     assert restic_source_args(risky) == [
-        "--source", "restic:/srv/restic",
-        "--restic-password-file", "/root/pw", "--restic-env-file", "/root/s3.env",
-    ]  # fmt: skip
+        "--source",
+        "restic:/srv/restic",
+        "--restic-password-file",
+        "/root/pw",
+        "--restic-env-file",
+        "/root/s3.env",
+    ]
     assert mode_tools(config_from_dict({})) == ()
+
+
+def test_restore_wrapper_adds_the_repository_unless_a_source_is_given(tmp_path: Path) -> None:
+    """The rescue system's start-restore in mode restic: run with a stand-in python3 that prints its
+    arguments (the wrapper's own logic is what is tested)."""
+    defaults = shlex.join(restic_source_args(restic_config(repository="rest:http://nas:8000/")))
+    text = render(
+        REPO_ROOT / "templates",
+        "wrapper.sh.j2",
+        name="start-restore",
+        sub="start",
+        help="h",
+        defaults=defaults,
+    )
+    (tmp_path / "start-restore").write_text(text)
+    (tmp_path / "python3").write_text('#!/bin/sh\nprintf "%s|" "$@"\n')
+    (tmp_path / "python3").chmod(0o755)
+
+    def run(*args: str) -> str:
+        return subprocess.run(
+            ["sh", str(tmp_path / "start-restore"), *args],
+            capture_output=True,
+            text=True,
+            env={"PATH": f"{tmp_path}:/usr/bin:/bin"},
+            check=True,
+        ).stdout
+
+    assert run("--yes") == "-m|mkrec|restore|start|--source|restic:rest:http://nas:8000/|--yes|"
+    assert run("--source", "/media/set") == "-m|mkrec|restore|start|--source|/media/set|"
+    plain = render(
+        REPO_ROOT / "templates", "wrapper.sh.j2", name="compare", sub="compare", help="h", defaults=""
+    )
+    assert "case" not in plain
