@@ -68,7 +68,7 @@ def untar(data: bytes) -> dict[str, bytes]:
         for member in tar.getmembers():
             fh = tar.extractfile(member) if member.isfile() else None
             if fh is not None:
-                out[member.name.lstrip("./")] = fh.read()
+                out[member.name.removeprefix("./").removeprefix("/")] = fh.read()
     return out
 
 
@@ -110,8 +110,8 @@ class ResticSet(RestoreSet):
 
     def nodes(self) -> list[Path]:
         """A repository on a local path: its disk must not be written."""
-        path = Path(self.repo.location)
-        return [path] if path.is_absolute() and path.exists() else []
+        path = self.repo.local_path()
+        return [path.resolve()] if path is not None and path.exists() else []
 
     def close(self) -> None:
         pass
