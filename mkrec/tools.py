@@ -21,6 +21,7 @@ class Need(StrEnum):
     RESCUE = "rescue"  # the rescue system cannot start a restore without it (the build fails)
     RESTORE = "restore"  # the rescue system carries it when it is installed here
     RESTIC = "restic"  # mode restic: the build and its rescue system (the build fails without it)
+    SFTP = "sftp"  # mode restic with an sftp: repository: restic runs ssh (build and rescue system)
     TESTS = "tests"  # the test suite only
 
 
@@ -36,7 +37,7 @@ def _t(command: str | None, package: str, *needs: Need) -> Tool:
 
 
 B, BURN, IMG, RSC, RST, T = Need.BUILD, Need.BURN, Need.IMAGES, Need.RESCUE, Need.RESTORE, Need.TESTS
-RESTIC = Need.RESTIC
+RESTIC, SFTP = Need.RESTIC, Need.SFTP
 
 TOOLS: tuple[Tool, ...] = (
     # bootstrap: the table is read with python3; the venv needs python3-venv
@@ -115,9 +116,9 @@ TOOLS: tuple[Tool, ...] = (
     _t("efibootmgr", "efibootmgr", RST),
     _t("extlinux", "extlinux", RST),
     _t("bash", "bash", RST),
-    # mode restic: restic itself; ssh for sftp: repositories (the rescue system carries it when here)
+    # mode restic: restic itself; ssh for sftp: repositories
     _t("restic", "restic", RESTIC),
-    _t("ssh", "openssh-client", RST, T),
+    _t("ssh", "openssh-client", SFTP, T),
     # the tests
     _t("qemu-system-x86_64", "qemu-system-x86", T),
     _t(None, "ovmf", T),  # UEFI firmware for QEMU
@@ -146,12 +147,19 @@ def packages() -> list[str]:
 CORE = list(commands(Need.BUILD))  # needed for every build: capture, rescue system, backup streams
 
 
+def restic_tools(config: Config) -> tuple[str, ...]:
+    """What mode restic adds, for the build and its rescue system: restic (and ssh for sftp:)."""
+    if config.build.mode is not Mode.RESTIC:
+        return ()
+    sftp = config.restic.repository.startswith("sftp:")
+    return commands(Need.RESTIC) + (commands(Need.SFTP) if sftp else ())
+
+
 def needed_tools(config: Config) -> list[str]:
     tools = list(CORE)
     if config.media.burn and config.build.mode is Mode.CD:
         tools += commands(Need.BURN)
-    if config.build.mode is Mode.RESTIC:
-        tools += commands(Need.RESTIC)
+    tools += restic_tools(config)
     if config.source.raw:  # used-blocks images; without them every block is read
         tools += commands(Need.IMAGES)
     return tools

@@ -15,14 +15,14 @@ from mkrec.backup.sources import Source
 from mkrec.config import Config, Mode, config_from_dict
 from mkrec.context import REPO_ROOT
 from mkrec.errors import CommandError, MkrecError
-from mkrec.rescue.rdbase import embedded_credentials, mode_tools, restic_source_args
+from mkrec.rescue.rdbase import embedded_credentials, restic_source_args
 from mkrec.rescue.render import render
 from mkrec.restic.backup import keep_args, restic_excludes
 from mkrec.restic.repo import Repo, explain_failure, read_env_file
 from mkrec.restic.restoreset import choose_set, members
 from mkrec.restic.sets import group_runs, render_runs
 from mkrec.restic.spec import ResticSource, source_arg
-from mkrec.tools import needed_tools
+from mkrec.tools import needed_tools, restic_tools
 
 FIXTURES = Path(__file__).parent / "fixtures" / "restic"
 SNAPSHOTS = json.loads((FIXTURES / "snapshots.json").read_text())
@@ -181,7 +181,8 @@ def test_source_argument() -> None:
 
 def test_rescue_carries_restic_and_the_repository_but_no_secret_by_default() -> None:
     plain = restic_config(password_file="/root/pw", env_file="/root/s3.env")
-    assert mode_tools(plain) == ("restic",)
+    assert restic_tools(plain) == ("restic",)
+    assert restic_tools(restic_config(repository="sftp:bk@nas:/srv/restic")) == ("restic", "ssh")
     assert restic_source_args(plain) == ["--source", "restic:/srv/restic"]
     assert embedded_credentials(plain) == []
     risky = restic_config(password_file="/root/pw", env_file="/root/s3.env", embed_credentials=True)
@@ -194,7 +195,7 @@ def test_rescue_carries_restic_and_the_repository_but_no_secret_by_default() -> 
         "--restic-env-file",
         "/root/s3.env",
     ]
-    assert mode_tools(config_from_dict({})) == ()
+    assert restic_tools(config_from_dict({})) == ()
 
 
 def test_restore_wrapper_adds_the_repository_unless_a_source_is_given(tmp_path: Path) -> None:

@@ -22,7 +22,7 @@ from mkrec.rescue.render import render
 from mkrec.restic.repo import restores_over_network
 from mkrec.restore.actions import ACTIONS
 from mkrec.runner import which
-from mkrec.tools import Need, commands
+from mkrec.tools import Need, commands, restic_tools
 
 log = logging.getLogger("mkrec.rescue")
 
@@ -73,11 +73,6 @@ def _add_program(archive: Archive, path: Path) -> Path:
         if interp and interp not in ("/bin/sh", "/usr/bin/sh") and Path(interp).is_file():
             return _add_program(archive, Path(interp))
     return real
-
-
-def mode_tools(config: Config) -> tuple[str, ...]:
-    """What the mode's restore cannot do without, besides REQUIRED_TOOLS (restic, for mode restic)."""
-    return commands(Need.RESTIC) if config.build.mode is Mode.RESTIC else ()
 
 
 def add_tools(archive: Archive, required: tuple[str, ...] = REQUIRED_TOOLS) -> list[Path]:
@@ -210,7 +205,7 @@ def restic_source_args(config: Config) -> list[str]:
 
 def build_rdbase(ctx: Context, kernel: Kernel) -> Archive:
     archive = Archive()
-    elves = add_tools(archive, REQUIRED_TOOLS + mode_tools(ctx.config))
+    elves = add_tools(archive, REQUIRED_TOOLS + restic_tools(ctx.config))
     elves += add_python(archive)
     count = add_libraries(archive, elves)
     log.debug("rd-base: %d shared libraries", count)
