@@ -6,7 +6,6 @@ with the password file the disc carries (embed_credentials), and the restored di
 
 from __future__ import annotations
 
-import os
 from datetime import datetime
 from pathlib import Path
 
@@ -21,11 +20,6 @@ from mkrec.build import build
 from mkrec.config import config_from_dict
 from mkrec.context import Context
 from mkrec.rescue.rdbase import MARKER as RESCUE_READY
-
-# ~4 min on a quiet machine, ~6 min on a busy one: opt-in (make check-restic-vm), not part of make check.
-pytestmark = pytest.mark.skipif(
-    os.environ.get("MKREC_RESTIC_VM") != "1", reason="opt-in, ~4-6 min under TCG: make check-restic-vm"
-)
 
 
 def with_user_network(argv: list[str]) -> list[str]:
