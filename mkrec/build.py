@@ -15,6 +15,7 @@ from mkrec.log import step
 from mkrec.preflight import require_config_ready, require_room_for_rescue
 from mkrec.rescue import build_rescue, write_rescue_set
 from mkrec.rescue.netboot import write_netboot
+from mkrec.restic.backup import backup_to_restic
 
 
 def require_separate_path(ctx: Context) -> None:
@@ -42,7 +43,9 @@ def build(ctx: Context) -> list[Path]:
     if not mode.needs_volumes():  # in mode cd, volume 1 itself is the rescue disc
         with step("Writing the rescue disc"):
             written.append(write_rescue_set(ctx, rescue).parent)
-    if mode.writes_backup():
+    if mode is Mode.RESTIC:
+        backup_to_restic(ctx, layout)  # the repository keeps the set; the rescue disc is written above
+    elif mode.writes_backup():
         try:
             written.append(run_backup(ctx, rescue, layout))
         except UnreadableFiles as unreadable:  # the set is written: its netboot tree too, then say so

@@ -15,6 +15,8 @@ from mkrec.context import Context
 from mkrec.errors import MkrecError
 from mkrec.log import setup_logging
 from mkrec.remote import Source
+from mkrec.restic.spec import PREFIX as RESTIC
+from mkrec.restic.spec import ResticSource
 from mkrec.restore.actions import ACTIONS, TARGET
 
 log = logging.getLogger("mkrec")
@@ -61,6 +63,13 @@ def cmd_status(ctx: Context, args: argparse.Namespace) -> int:
 
 
 def cmd_sets(ctx: Context, args: argparse.Namespace) -> int:
+    if args.where.startswith(RESTIC):
+        from mkrec.restic.sets import list_restic_sets, render_runs
+
+        repo = _restic_source(ctx, args, args.where).repo
+        for line in render_runs(repo.location, list_restic_sets(repo)):
+            print(line)
+        return 0
     from mkrec.ops.setlist import list_sets
 
     return list_sets(args.where, as_json=args.json)
@@ -106,7 +115,7 @@ def cmd_restore_start(ctx: Context, args: argparse.Namespace) -> int:
     from mkrec.restore.rebuild import start
 
     return start(
-        _source(args),
+        _source(ctx, args),
         args.layout,
         args.map,
         args.target,
@@ -121,7 +130,7 @@ def cmd_restore_clone(ctx: Context, args: argparse.Namespace) -> int:
     from mkrec.restore.rebuild import clone
 
     return clone(
-        _source(args),
+        _source(ctx, args),
         args.layout,
         args.map,
         args.target,
@@ -136,17 +145,34 @@ def cmd_restore_clone(ctx: Context, args: argparse.Namespace) -> int:
 def cmd_restore_fs(ctx: Context, args: argparse.Namespace) -> int:
     from mkrec.restore.restorefs import restore_fs
 
-    return restore_fs(_source(args), args.layout, args.map, args.target, yes=args.yes, as_type=args.as_type)
+    return restore_fs(
+        _source(ctx, args), args.layout, args.map, args.target, yes=args.yes, as_type=args.as_type
+    )
 
 
 def cmd_restore_compare(ctx: Context, args: argparse.Namespace) -> int:
     from mkrec.restore.compare import compare
 
-    return compare(_source(args), args.layout, args.output, args.target)
+    return compare(_source(ctx, args), args.layout, args.output, args.target)
 
 
-def _source(args: argparse.Namespace) -> Source | None:
-    return _set_source(args, args.source) if args.source else None
+def _source(ctx: Context, args: argparse.Namespace) -> Source | ResticSource | None:
+    """--source as given: a path or URL with the ssh options that reach it; or a restic repository
+    with its password file (--restic-password-file, else [restic] password_file; else typed), env
+    file and -o options (--restic-env-file, --restic-option, else [restic] env_file and options)."""
+    if not args.source:
+        return None
+    if args.source.startswith(RESTIC):
+        return _restic_source(ctx, args, args.source)
+    return _set_source(args, args.source)
+
+
+def _restic_source(ctx: Context, args: argparse.Namespace, text: str) -> ResticSource:
+    cfg = ctx.config.restic
+    password_file = args.restic_password_file or cfg.password_file
+    options = tuple(getattr(args, "restic_option", ())) or cfg.options
+    env_file = getattr(args, "restic_env_file", None) or cfg.env_file
+    return ResticSource.parse(text).with_password(password_file, env_file, options)
 
 
 def _set_source(args: argparse.Namespace, text: str) -> Source:
@@ -213,9 +239,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the status as JSON")
     p.set_defaults(handler=cmd_status, logs=False)
 
-    p = sub.add_parser("sets", help="list the sets in a directory: hosts, dates, sizes, verify state")
-    p.add_argument("where", metavar="DIR", help="a [build] output or [path] dir")
+    p = sub.add_parser("sets", help="list the sets in a directory or restic repository: hosts, dates, sizes")
+    p.add_argument("where", metavar="DIR", help="a [build] output or [path] dir, or restic:<repository>")
     p.add_argument("--json", action="store_true", help="print the list as JSON")
+    p.add_argument("--restic-password-file", type=Path, help="restic: the repository's password file")
     p.set_defaults(handler=cmd_sets, logs=False)
 
     p = sub.add_parser("summary", help="print the resolved configuration")
@@ -291,7 +318,6 @@ def add_restore_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]
 
     p = parsers["compare"]
     _source_options(p)
-    p.add_argument("--layout", type=Path, help="the saved layout (default: etc/recovery of the set)")
     p.add_argument("--target", type=Path, help=f"the system to compare (default {TARGET} if there, else /)")
     p.add_argument(
         "--output",
@@ -308,7 +334,6 @@ def add_restore_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]
 def _shared_options(p: argparse.ArgumentParser, map_what: str) -> None:
     """What start, clone and fs share: the set, its layout, the targets, and whether to ask."""
     _source_options(p)
-    p.add_argument("--layout", type=Path, help="the saved layout (default: etc/recovery of the set)")
     p.add_argument(
         "--map", action="append", default=[], metavar="SAVED=DEV", help=f"the target of a {map_what}"
     )
@@ -316,13 +341,27 @@ def _shared_options(p: argparse.ArgumentParser, map_what: str) -> None:
 
 
 def _source_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--source", help=f"the backup set: {SET_HELP[:-1]}; default: search the drives)")
+    p.add_argument(
+        "--source",
+        help=f"the backup set: {SET_HELP[:-1]}, restic:<repository>[#<set or snapshot id>]; "
+        "default: search the drives)",
+    )
     _ssh_options(p)
+    _restic_options(p)
+    p.add_argument("--layout", type=Path, help="the saved layout (default: etc/recovery of the set)")
 
 
 def _ssh_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ssh-identity", type=Path, metavar="KEY", help="ssh:// sources: the private key file")
     p.add_argument("--ssh-config", type=Path, metavar="FILE", help="ssh:// sources: an ssh_config file")
+
+
+def _restic_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--restic-password-file", type=Path, help="restic: the repository's password file")
+    p.add_argument("--restic-env-file", type=Path, help="restic: KEY=VALUE credentials of the backend")
+    p.add_argument(
+        "--restic-option", action="append", default=[], metavar="KEY=VALUE", help="restic: a -o option"
+    )
 
 
 def _target_option(p: argparse.ArgumentParser, what: str = "where the restored system is mounted") -> None:

@@ -23,6 +23,7 @@ class Mode(StrEnum):
     CD = "cd"
     PATH = "path"
     TAPE = "tape"
+    RESTIC = "restic"
 
     def writes_backup(self) -> bool:
         return self is not Mode.RESCUE
@@ -37,6 +38,7 @@ class Mode(StrEnum):
             Mode.CD: "rescue disc + backups on CDs/DVDs/BDs (ISO images)",
             Mode.PATH: "rescue disc + backups to a path (local disk, NFS, SMB)",
             Mode.TAPE: "rescue disc + backup to tape",
+            Mode.RESTIC: "rescue disc + backups into a restic repository (deduplicated, any backend)",
         }[self]
 
 
@@ -210,7 +212,7 @@ def setting(parse: Callable[[Any], Any], default: Any, help: str) -> Any:
 
 @dataclass(frozen=True)
 class BuildConfig:
-    mode: Mode = setting(_choice(Mode), "cd", "rescue | cd | path | tape")
+    mode: Mode = setting(_choice(Mode), "cd", "rescue | cd | path | tape | restic")
     output: Path = setting(_path, "/var/lib/mkrec", "sets land in <output>/<hostname>/<YYYYMMDD>/")
     keep: int = setting(
         _int_range(0, 10000), 0, "newest sets kept per host (in output and [path] dir); 0: keep all"
@@ -291,6 +293,61 @@ class ReportConfig:
     max_age: int = setting(_int_range(1, 3650), 8, "days: mkrec status warns when the last good set is older")
 
 
+# restic forget's keep options, as [restic] keep names them ("daily=7" -> --keep-daily 7)
+KEEP_POLICIES = ("last", "hourly", "daily", "weekly", "monthly", "yearly", "within")
+
+
+def _keep(value: Any) -> tuple[str, ...]:
+    rules = _str_list(value)
+    for rule in rules:
+        name, sep, amount = rule.partition("=")
+        if not sep or name not in KEEP_POLICIES or not amount:
+            allowed = ", ".join(KEEP_POLICIES)
+            raise ValueError(
+                f'{rule!r} is not a keep rule; write NAME=VALUE like "daily=7" (NAME: {allowed})'
+            )
+    return rules
+
+
+def _tag(value: Any) -> tuple[str, ...]:
+    tags = _str_list(value)
+    for tag in tags:
+        if not tag or "," in tag or tag.startswith("mkrec"):
+            raise ValueError(f"{tag!r} cannot be a tag: no commas, not empty, mkrec* is mkrec's own")
+    return tags
+
+
+def _restic_options(value: Any) -> tuple[str, ...]:
+    options = _str_list(value)
+    for option in options:
+        if "=" not in option:
+            raise ValueError(f'{option!r} is not a restic option; write KEY=VALUE like "s3.region=eu-1"')
+    return options
+
+
+@dataclass(frozen=True)
+class ResticConfig:
+    repository: str = setting(_str, "", "mode restic: a path, sftp:…, rest:…, s3:…, rclone:… repository")
+    password_file: Path | None = setting(_optional_path, "", "the repository password (RESTIC_PASSWORD_FILE)")
+    env_file: Path | None = setting(
+        _optional_path, "", "KEY=VALUE lines for the backend (AWS_ACCESS_KEY_ID…)"
+    )
+    tags: tuple[str, ...] = setting(_tag, [], "extra tags on every snapshot")
+    options: tuple[str, ...] = setting(
+        _restic_options,
+        [],
+        'restic -o options, e.g. ["sftp.command=ssh -F /root/.ssh/backup.conf bk -s sftp"]',
+    )
+    keep: tuple[str, ...] = setting(
+        _keep, [], 'forget --prune after a good backup, e.g. ["daily=7", "weekly=4"]'
+    )
+    embed_credentials: bool = setting(
+        _bool,
+        False,
+        "RISK: put the password and env files on the rescue disc (anyone holding it can read the backups)",
+    )
+
+
 def _memory(value: Any) -> int:
     size = _size(value)
     if size < 512 * 1024**2:
@@ -319,6 +376,7 @@ class Config:
     tape: TapeConfig = field(default_factory=TapeConfig)
     drill: DrillConfig = field(default_factory=DrillConfig)
     report: ReportConfig = field(default_factory=ReportConfig)
+    restic: ResticConfig = field(default_factory=ResticConfig)
 
     def with_mode(self, mode: Mode) -> Config:
         return dataclasses.replace(self, build=dataclasses.replace(self.build, mode=mode))

@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 from mkrec.config import Mode
 
-CHOICES = [Mode.RESCUE, Mode.CD, Mode.PATH, Mode.TAPE]
+CHOICES = [Mode.RESCUE, Mode.CD, Mode.PATH, Mode.TAPE, Mode.RESTIC]
 QUIT = str(len(CHOICES) + 1)
 
 

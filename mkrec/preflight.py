@@ -22,6 +22,7 @@ from mkrec.errors import MkrecError, die
 from mkrec.iso import HYBRID_TAIL_MAX
 from mkrec.kernel import find_kernel
 from mkrec.layout.sourcedisks import disks_to_back_up
+from mkrec.restic.repo import readiness
 from mkrec.runner import which
 from mkrec.sizes import format_size
 from mkrec.tools import PACKAGE, needed_tools
@@ -338,6 +339,13 @@ def check_mode(ctx: Context) -> Iterable[Result]:
             yield passed("burner", f"xorriso and {drives[0]}")
 
 
+def check_restic(ctx: Context) -> Iterable[Result]:
+    if ctx.config.build.mode is not Mode.RESTIC:
+        return
+    ok, detail, fix = readiness(ctx.config)
+    yield passed("restic", detail) if ok else fail("restic", detail, fix)
+
+
 def smallest_media(rescue_disc: int) -> int:
     """The smallest [media] size whose volume 1 holds the rescue system and some backup data,
     rounded up to whole MiB."""
@@ -390,7 +398,12 @@ def check_source(ctx: Context) -> Iterable[Result]:
     yield passed("source", f"file systems mounted under {root}")
 
 
-CONFIG_CHECKS: list[Callable[[Context], Iterable[Result]]] = [check_mode, check_media, check_source]
+CONFIG_CHECKS: list[Callable[[Context], Iterable[Result]]] = [
+    check_mode,
+    check_media,
+    check_source,
+    check_restic,
+]
 
 
 def require_config_ready(ctx: Context) -> None:

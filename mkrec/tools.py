@@ -20,6 +20,8 @@ class Need(StrEnum):
     IMAGES = "images"  # builds that image partitions ([source] raw): used blocks only
     RESCUE = "rescue"  # the rescue system cannot start a restore without it (the build fails)
     RESTORE = "restore"  # the rescue system carries it when it is installed here
+    RESTIC = "restic"  # mode restic: the build and its rescue system (the build fails without it)
+    SFTP = "sftp"  # mode restic with an sftp: repository: restic runs ssh (build and rescue system)
     TESTS = "tests"  # the test suite only
 
 
@@ -35,6 +37,7 @@ def _t(command: str | None, package: str, *needs: Need) -> Tool:
 
 
 B, BURN, IMG, RSC, RST, T = Need.BUILD, Need.BURN, Need.IMAGES, Need.RESCUE, Need.RESTORE, Need.TESTS
+RESTIC, SFTP = Need.RESTIC, Need.SFTP
 
 TOOLS: tuple[Tool, ...] = (
     # bootstrap: the table is read with python3; the venv needs python3-venv
@@ -115,8 +118,10 @@ TOOLS: tuple[Tool, ...] = (
     _t("extlinux", "extlinux", RST),
     _t("bash", "bash", RST),
     # network sources of a restore (--source nfs:// and ssh://; http:// needs no tool)
-    _t("ssh", "openssh-client", RST),
+    _t("ssh", "openssh-client", RST, SFTP, T),
     _t("mount.nfs", "nfs-common", RST),
+    # mode restic: restic itself
+    _t("restic", "restic", RESTIC),
     # the tests
     _t("qemu-system-x86_64", "qemu-system-x86", T),
     _t(None, "ovmf", T),  # UEFI firmware for QEMU
@@ -134,6 +139,7 @@ TOOLS: tuple[Tool, ...] = (
     _t("sshd", "openssh-server", T),  # ssh:// source tests
     _t("ganesha.nfsd", "nfs-ganesha", T),  # nfs:// source tests: userspace NFS (the host kernel has no nfsd)
     _t(None, "nfs-ganesha-vfs", T),  # its backend that exports a local directory
+    _t("rclone", "rclone", T),  # rclone serve restic: the rest: repository of the restic tests
     # on the Makefile's list before this table; no code found that needs them
     _t(None, "syslinux", B),
     _t(None, "file", B),
@@ -155,10 +161,19 @@ def packages() -> list[str]:
 CORE = list(commands(Need.BUILD))  # needed for every build: capture, rescue system, backup streams
 
 
+def restic_tools(config: Config) -> tuple[str, ...]:
+    """What mode restic adds, for the build and its rescue system: restic (and ssh for sftp:)."""
+    if config.build.mode is not Mode.RESTIC:
+        return ()
+    sftp = config.restic.repository.startswith("sftp:")
+    return commands(Need.RESTIC) + (commands(Need.SFTP) if sftp else ())
+
+
 def needed_tools(config: Config) -> list[str]:
     tools = list(CORE)
     if config.media.burn and config.build.mode is Mode.CD:
         tools += commands(Need.BURN)
+    tools += restic_tools(config)
     if config.source.raw:  # used-blocks images; without them every block is read
         tools += commands(Need.IMAGES)
     return tools

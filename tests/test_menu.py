@@ -18,19 +18,20 @@ def test_menu_lists_the_classic_choices() -> None:
     assert "  2  rescue disc + backups on CDs/DVDs/BDs (ISO images)\n" in text
     assert "  3  rescue disc + backups to a path (local disk, NFS, SMB)\n" in text
     assert "  4  rescue disc + backup to tape\n" in text
-    assert "  5  quit" in text
+    assert "  5  rescue disc + backups into a restic repository (deduplicated, any backend)\n" in text
+    assert "  6  quit" in text
 
 
 def test_a_wrong_answer_asks_again() -> None:
     said: list[str] = []
     chosen = choose_mode(Mode.CD, ask=answers("x", "9", "4"), say=said.append)
     assert chosen is Mode.TAPE
-    assert said.count("Please answer a number from 1 to 5.") == 2
+    assert said.count("Please answer a number from 1 to 6.") == 2
 
 
 def test_enter_takes_the_default_and_quit_returns_none() -> None:
     assert choose_mode(Mode.PATH, ask=answers(""), say=lambda s: None) is Mode.PATH
-    assert choose_mode(Mode.PATH, ask=answers("5"), say=lambda s: None) is None
+    assert choose_mode(Mode.PATH, ask=answers("6"), say=lambda s: None) is None
 
     def eof(prompt: str) -> str:
         raise EOFError
@@ -49,7 +50,7 @@ def test_build_without_a_terminal_uses_the_config_mode(tmp_path, capsys: pytest.
 
 
 def test_build_on_a_terminal_shows_the_menu(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    """A real pseudo-terminal, as `make` on a console gives: the menu appears and 5 quits."""
+    """A real pseudo-terminal, as `make` on a console gives: the menu appears and 6 quits."""
     import os
     import pty
     import subprocess
@@ -65,7 +66,7 @@ def test_build_on_a_terminal_shows_the_menu(tmp_path) -> None:  # type: ignore[n
         stderr=slave,
     )
     os.close(slave)
-    os.write(master, b"5\n")
+    os.write(master, b"6\n")
     output = b""
     while True:
         try:
@@ -77,5 +78,5 @@ def test_build_on_a_terminal_shows_the_menu(tmp_path) -> None:  # type: ignore[n
         output += chunk
     assert proc.wait(timeout=30) == 0
     text = output.decode()
-    assert "mkrec — what shall we make?" in text and "  5  quit" in text
+    assert "mkrec — what shall we make?" in text and "  6  quit" in text
     assert "Nothing built." in text

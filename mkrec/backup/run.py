@@ -21,13 +21,13 @@ from mkrec.backup.frames import FRAME_SIZE
 from mkrec.backup.imaging import ImageStream, open_image
 from mkrec.backup.isosink import IsoSink
 from mkrec.backup.manifest import StreamRecord
-from mkrec.backup.sources import Source, sources, tar_argv, used_bytes
+from mkrec.backup.sources import Source, backup_sources, tar_argv, used_bytes
 from mkrec.backup.stream import Readable, pump, widen_pipe
 from mkrec.backup.tapesink import TapeSink
 from mkrec.backup.volumes import Ask, SetInfo, Sink, VolumeWriter
 from mkrec.config import Mode
 from mkrec.context import Context
-from mkrec.errors import CommandError, MkrecError, die
+from mkrec.errors import CommandError, MkrecError
 from mkrec.iso import BootPayload
 from mkrec.layout.model import Layout
 from mkrec.log import step
@@ -54,7 +54,7 @@ def make_sink(ctx: Context, info: SetInfo, rescue: BootPayload | None, ask: Ask)
     raise MkrecError(f"mode {mode} writes no backup")
 
 
-def _used_bytes(src: Source) -> int:
+def used_bytes_of(src: Source) -> int:
     try:
         if src.kind == "tar":
             return used_bytes(src.path)
@@ -90,14 +90,10 @@ def backup(
         mode=str(cfg.build.mode),
     )
     never = [cfg.build.output, ctx.staging] + ([cfg.path.dir] if cfg.path.dir else [])
-    srcs = sources(ctx, never, layout)
-    if not srcs:
-        die(
-            f"nothing to back up: no file system is mounted under {cfg.source.root}", hint="see [source] root"
-        )
+    srcs = backup_sources(ctx, never, layout)
     sink = make_sink(ctx, info, rescue, ask)
     writer = VolumeWriter(info, sink, sink.work)
-    total = sum(_used_bytes(s) for s in srcs)
+    total = sum(used_bytes_of(s) for s in srcs)
     overall = Progress("all file systems", total)
     cut = CutStream(
         writer,
@@ -175,7 +171,7 @@ def _stream(
     )
     writer.start_stream(record)
     cut.start_stream(src.stream)
-    progress = Progress(f"{src.mountpoint or src.device}", _used_bytes(src))
+    progress = Progress(f"{src.mountpoint or src.device}", used_bytes_of(src))
 
     def tick(done: int) -> None:
         progress.set_tag(overall.tag)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from mkrec.backup.imaging import mounted_on
 from mkrec.context import Context
+from mkrec.errors import die
 from mkrec.layout.model import Layout
 from mkrec.runner import run, run_json
 
@@ -115,6 +116,17 @@ def sources(ctx: Context, never: list[Path], layout: Layout | None = None) -> li
     return found
 
 
+def backup_sources(ctx: Context, never: list[Path], layout: Layout | None) -> list[Source]:
+    """sources(), refusing a run that would back up nothing."""
+    found = sources(ctx, never, layout)
+    if not found:
+        die(
+            f"nothing to back up: no file system is mounted under {ctx.config.source.root}",
+            hint="see [source] root",
+        )
+    return found
+
+
 def unmounted_sources(layout: Layout, seen: set[str]) -> list[Source]:
     """Images of the layout's file systems that nothing above covers and that are not mounted at all
     (one mounted outside [source] root may be changing, so it is named, not imaged)."""
@@ -165,6 +177,20 @@ def tar_argv(src: Source, excludes: tuple[str, ...], never: list[Path]) -> list[
         "--warning=no-file-ignored",
         f"--directory={src.path}",
     ]
+    anchored, floating = split_excludes(src, excludes, never)
+    if anchored:
+        argv.append("--anchored")
+        argv += [f"--exclude={p}" for p in anchored]
+    if floating:
+        argv.append("--no-anchored")
+        argv += [f"--exclude={p}" for p in floating]
+    argv.append(".")
+    return argv
+
+
+def split_excludes(src: Source, excludes: tuple[str, ...], never: list[Path]) -> tuple[list[str], list[str]]:
+    """([source] exclude + the output directories) for one file system: patterns anchored at its top
+    ("./tmp/*", for absolute patterns that fall inside it) and patterns that match anywhere."""
     anchored = []
     floating = []
     for pat in excludes:
@@ -181,11 +207,4 @@ def tar_argv(src: Source, excludes: tuple[str, ...], never: list[Path]) -> list[
             rel = n.relative_to(src.path).as_posix()
             if rel != ".":
                 anchored.append("./" + rel)
-    if anchored:
-        argv.append("--anchored")
-        argv += [f"--exclude={p}" for p in anchored]
-    if floating:
-        argv.append("--no-anchored")
-        argv += [f"--exclude={p}" for p in floating]
-    argv.append(".")
-    return argv
+    return anchored, floating

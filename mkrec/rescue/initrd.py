@@ -9,6 +9,7 @@ from pathlib import Path
 
 import zstandard
 
+from mkrec.config import Config, Network
 from mkrec.context import Context
 from mkrec.errors import MkrecError
 from mkrec.kernel import Kernel
@@ -16,6 +17,7 @@ from mkrec.rescue import modules
 from mkrec.rescue.bootcfg import RDBASE
 from mkrec.rescue.cpio import Archive
 from mkrec.rescue.render import render
+from mkrec.restic.repo import restores_over_network
 from mkrec.runner import run
 
 log = logging.getLogger("mkrec.rescue")
@@ -45,7 +47,17 @@ def _module_bytes(path: Path) -> bytes:
     return path.read_bytes()
 
 
+def network_setting(config: Config) -> str:
+    """[rescue] network; "auto" becomes "dhcp" when the restore reads a remote restic repository."""
+    network = config.rescue.network
+    if network is Network.AUTO and restores_over_network(config):
+        return Network.DHCP.value
+    return network.value
+
+
 def add_modules(archive: Archive, kernel: Kernel, extra: tuple[str, ...]) -> list[str]:
+    """DEFAULT_MODULES, NET_MODULES and this machine's NIC drivers where this kernel has them; every
+    one of extra ([rescue] modules)."""
     index = modules.load_index(kernel.modules)
     wanted = (*modules.DEFAULT_MODULES, *modules.NET_MODULES, *modules.host_nic_modules())
     paths = modules.resolve(index, wanted, extra)
@@ -77,7 +89,7 @@ def build_initrd(ctx: Context, kernel: Kernel) -> Archive:
         ctx.templates_dir, "init.sh.j2", set_name=ctx.set_name, version=kernel.version, rdbase=RDBASE
     )
     archive.add_bytes("init", init, mode=0o755)
-    network = render(ctx.templates_dir, "network.sh.j2", network=ctx.config.rescue.network.value)
+    network = render(ctx.templates_dir, "network.sh.j2", network=network_setting(ctx.config))
     archive.add_bytes("etc/mkrec/network", network, mode=0o755)
     archive.add_bytes("etc/mkrec/udhcpc", render(ctx.templates_dir, "udhcpc.sh.j2"), mode=0o755)
     return archive

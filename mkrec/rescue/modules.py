@@ -35,11 +35,13 @@ DEFAULT_MODULES = (
     # --source nfs://: the kernel's NFS client
     "nfs", "nfsv3", "nfsv4",
 )  # fmt: skip
-
-
-# Network boot: the NICs QEMU and most hypervisors offer and raw sockets for udhcpc; the host's own
-# NIC drivers come on top (host_nic_modules).
-NET_MODULES = ("virtio_net", "e1000", "e1000e", "vmxnet3", "af_packet")
+# The network (a netboot, a network source, a remote restic repository): raw sockets for udhcpc, the
+# NICs virtual machines offer, then the common server and desktop chips (a restore may run on other
+# hardware than the backup); the host's own NIC drivers come on top (host_nic_modules).
+NET_MODULES = (
+    "af_packet", "virtio_net", "e1000", "e1000e", "vmxnet3", "hv_netvsc", "xen_netfront",
+    "igb", "igc", "ixgbe", "i40e", "r8169", "tg3", "bnx2", "bnxt_en",
+)  # fmt: skip
 
 
 def host_nic_modules(sys_class_net: Path = Path("/sys/class/net")) -> tuple[str, ...]:

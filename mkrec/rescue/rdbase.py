@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import json
 import logging
+import shlex
 import tomllib
 from pathlib import Path
 
 from mkrec.backup.imaging import PARTCLONE
-from mkrec.config import config_to_dict
+from mkrec.config import Config, Mode, config_to_dict
 from mkrec.context import Context
 from mkrec.errors import MkrecError
 from mkrec.kernel import Kernel
@@ -18,9 +19,10 @@ from mkrec.rescue.cpio import Archive
 from mkrec.rescue.elf import is_elf, resolve_libraries
 from mkrec.rescue.python import add_python
 from mkrec.rescue.render import render
+from mkrec.restic.repo import restores_over_network
 from mkrec.restore.actions import ACTIONS
 from mkrec.runner import which
-from mkrec.tools import Need, commands
+from mkrec.tools import Need, commands, restic_tools
 
 log = logging.getLogger("mkrec.rescue")
 
@@ -44,6 +46,8 @@ TERMINFO_DIRS = (Path("/usr/lib/terminfo"), Path("/usr/share/terminfo"), Path("/
 TERMINALS = ("l/linux", "v/vt100", "v/vt102", "v/vt220", "x/xterm", "d/dumb")
 # The restore commands of the rescue shell: wrapper name -> (mkrec restore ACTION, help), from the one table.
 WRAPPERS = {a.wrapper: (a.name, a.help) for a in ACTIONS}
+CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
+RESTIC_ACTIONS = ("start", "clone", "fs")  # the actions that read a restic set
 
 ETC_FILES = {
     "etc/passwd": "root:x:0:0:root:/root:/bin/sh\n",
@@ -71,12 +75,12 @@ def _add_program(archive: Archive, path: Path) -> Path:
     return real
 
 
-def add_tools(archive: Archive) -> list[Path]:
+def add_tools(archive: Archive, required: tuple[str, ...] = REQUIRED_TOOLS) -> list[Path]:
     elves = []
-    for name in REQUIRED_TOOLS + OPTIONAL_TOOLS:
+    for name in required + OPTIONAL_TOOLS:
         path = which(name)
         if path is None:
-            if name in REQUIRED_TOOLS:
+            if name in required:
                 raise MkrecError(
                     f"{name}: not installed here, the rescue system needs it", hint="run 'make deps'"
                 )
@@ -144,27 +148,66 @@ def add_etc(archive: Archive, ctx: Context, kernel: Kernel) -> None:
         "marker": MARKER,
         "extra_tty": bool(ctx.config.rescue.console) and ctx.config.rescue.console != "tty1",
         "disks": known_disks(ctx.recovery_dir),
+        "network": restores_over_network(ctx.config),
     }
     archive.add_bytes("etc/inittab", render(ctx.templates_dir, "inittab.j2", **values))
     archive.add_bytes("etc/rc.rescue", render(ctx.templates_dir, "rc.rescue.j2", **values), mode=0o755)
+    if values["network"]:
+        add_network(archive, ctx)
     archive.add_bytes("etc/profile", render(ctx.templates_dir, "profile.j2", **values))
     archive.add_bytes("etc/motd", render(ctx.templates_dir, "motd.j2", **values))
+    source = restic_source_args(ctx.config)
     for name, (sub, help) in WRAPPERS.items():
-        text = render(
-            ctx.templates_dir, "wrapper.sh.j2", name=name, sub=sub, help=help, source=ctx.config.rescue.source
-        )
+        if source and sub in RESTIC_ACTIONS:
+            defaults = shlex.join(source)
+        else:
+            defaults = shlex.join(["--source", ctx.config.rescue.source]) if ctx.config.rescue.source else ""
+        text = render(ctx.templates_dir, "wrapper.sh.j2", name=name, sub=sub, help=help, defaults=defaults)
         archive.add_bytes(f"usr/local/bin/{name}", text, mode=0o755)
     if ctx.recovery_dir.is_dir():
         archive.add_tree("etc/recovery", ctx.recovery_dir)
     config = json.dumps(config_to_dict(ctx.config), indent=2, sort_keys=True) + "\n"
     archive.add_bytes("etc/recovery/config.json", config, mode=0o600)
+    for secret in embedded_credentials(ctx.config):
+        archive.add_file(str(secret).lstrip("/"), secret, mode=0o600)
     # The initrd's /init checks for this file: proof the second initrd was unpacked.
     archive.add_bytes("etc/mkrec/rd-base", f"{ctx.set_name}\n")
 
 
+def add_network(archive: Archive, ctx: Context) -> None:
+    """What a restore over the network needs besides the NIC drivers and DHCP (in the initrd, see
+    templates/network.sh.j2): the certificate authorities (https: and s3: repositories)."""
+    if CA_BUNDLE.is_file():
+        archive.add_file(str(CA_BUNDLE).lstrip("/"), CA_BUNDLE)
+
+
+def embedded_credentials(config: Config) -> list[Path]:
+    """[restic] embed_credentials = true: the password and env files, at their own paths (a risk the
+    README names: whoever holds the disc can read the backups)."""
+    cfg = config.restic
+    if config.build.mode is not Mode.RESTIC or not cfg.embed_credentials:
+        return []
+    return [p for p in (cfg.password_file, cfg.env_file) if p is not None]
+
+
+def restic_source_args(config: Config) -> list[str]:
+    """Mode restic: what the restore wrappers add when no --source is given: the repository, and the
+    embedded password and env files (else the password is asked on the console)."""
+    cfg = config.restic
+    if config.build.mode is not Mode.RESTIC or not cfg.repository:
+        return []
+    args = ["--source", f"restic:{cfg.repository}"]
+    args += [arg for option in cfg.options for arg in ("--restic-option", option)]
+    if cfg.embed_credentials and cfg.password_file is not None:
+        args += ["--restic-password-file", str(cfg.password_file)]
+    if cfg.embed_credentials and cfg.env_file is not None:
+        args += ["--restic-env-file", str(cfg.env_file)]
+    return args
+
+
 def build_rdbase(ctx: Context, kernel: Kernel) -> Archive:
     archive = Archive()
-    elves = add_tools(archive)
+    elves = add_tools(archive, REQUIRED_TOOLS + restic_tools(ctx.config))
     elves += add_python(archive)
     count = add_libraries(archive, elves)
     log.debug("rd-base: %d shared libraries", count)

@@ -11,7 +11,9 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Protocol
 
+from mkrec.errors import MkrecError
 from mkrec.remote import Source
+from mkrec.restic.spec import ResticSource
 from mkrec.restore.actions import TARGET
 from mkrec.restore.decide.layout_adapter import load_saved
 from mkrec.restore.decide.source import open_restore_set
@@ -123,10 +125,15 @@ def write_report(found: list[tuple[str, str]], output: Path) -> str:
 
 
 def compare(
-    source: Source | Path | None, layout: Path | None, output: Path, target: Path | None = None
+    source: Source | Path | ResticSource | None, layout: Path | None, output: Path, target: Path | None = None
 ) -> int:
     """target: the restored system's root; by default the one at actions.TARGET when it is there,
     else the running system (/)."""
+    if isinstance(source, ResticSource):
+        raise MkrecError(
+            "compare does not read restic sets yet",
+            hint=f"restic -r {source.repo.location} diff, or restic restore --verify, compare snapshots",
+        )
     with open_restore_set(source) as reader:
         system = load_saved(reader, layout)
         entries, missing = reader.bset.catalog()

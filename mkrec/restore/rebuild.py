@@ -12,12 +12,14 @@ from pathlib import Path
 
 from mkrec.errors import MkrecError
 from mkrec.remote import Source
+from mkrec.restic.spec import ResticSource
 from mkrec.restore import ask
 from mkrec.restore.actions import TARGET
 from mkrec.restore.apply.engine import restore_disks
 from mkrec.restore.apply.layers import LuksKey
 from mkrec.restore.decide.layout_adapter import load_saved, load_vg_metadata
 from mkrec.restore.decide.mapping import parse_map
+from mkrec.restore.decide.opening import open_source
 from mkrec.restore.decide.plan import Plan, edit_clone_tables, make_plan, render_plan
 from mkrec.restore.decide.present import (
     devices_with_uuid,
@@ -25,14 +27,14 @@ from mkrec.restore.decide.present import (
     present_disks,
     refuse_duplicate_btrfs,
 )
-from mkrec.restore.decide.source import RestoreSet, open_restore_set
+from mkrec.restore.decide.source import RestoreSet
 from mkrec.runner import run
 
 log = logging.getLogger("mkrec.restore")
 
 
 def start(
-    source: Source | Path | None,
+    source: Source | Path | ResticSource | None,
     layout: Path | None,
     maps: list[str],
     target: Path = TARGET,
@@ -45,7 +47,7 @@ def start(
     """The disks as they were, on same-or-larger disks: the saved tables, LVM metadata and UUIDs.
     after: unattended, what to do once it is done (poweroff | reboot; else nothing)."""
     asker = ask.person(yes)
-    with open_restore_set(source, asker) as reader:
+    with open_source(source, asker) as reader:
         plan = _plan(reader, "start", layout, maps, target, asker)
         key = LuksKey(luks_key, pbkdf_iterations=luks_iterations)
         _confirm_and_restore(plan, reader, target, yes, asker, key)
@@ -54,7 +56,7 @@ def start(
 
 
 def clone(
-    source: Source | Path | None,
+    source: Source | Path | ResticSource | None,
     layout: Path | None,
     maps: list[str],
     target: Path = TARGET,
@@ -68,7 +70,7 @@ def clone(
     """Saved disks onto disks of any size: partitions and LVs recomputed; on a terminal the person
     may edit the tables and LV sizes first, and skip steps."""
     asker = ask.person(yes)
-    with open_restore_set(source, asker) as reader:
+    with open_source(source, asker) as reader:
         plan = _plan(reader, "clone", layout, maps, target, asker, resize_swap)
         if asker is not None:
             print(render_plan(plan))

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from mkrec.errors import MkrecError
 from mkrec.remote import Source
+from mkrec.restic.spec import ResticSource
 from mkrec.restore import ask
 from mkrec.restore.actions import TARGET
 from mkrec.restore.apply.argv import MKFS_TYPES, mkfs_argv, uuid_fits
@@ -26,6 +27,7 @@ from mkrec.restore.apply.unpack import check_image_fits, require_nothing_lost, u
 from mkrec.restore.decide.layout_adapter import load_saved
 from mkrec.restore.decide.mapping import parse_map
 from mkrec.restore.decide.model import SavedFs, SavedSystem
+from mkrec.restore.decide.opening import open_source
 from mkrec.restore.decide.plan import stable_id
 from mkrec.restore.decide.present import (
     device_size,
@@ -36,7 +38,7 @@ from mkrec.restore.decide.present import (
     present_disks,
 )
 from mkrec.restore.decide.resize import min_fs_bytes
-from mkrec.restore.decide.source import RestoreSet, open_restore_set
+from mkrec.restore.decide.source import RestoreSet
 from mkrec.runner import run
 from mkrec.sizes import format_size
 
@@ -95,7 +97,7 @@ def check_target(node: str, sources: list[Path]) -> None:
 
 
 def restore_fs(
-    source: Source | Path | None,
+    source: Source | Path | ResticSource | None,
     layout: Path | None,
     maps: list[str],
     target: Path = TARGET,
@@ -109,7 +111,7 @@ def restore_fs(
         raise MkrecError("restore fs needs exactly one --map SAVED=DEV", hint="e.g. --map sda3=/dev/vdb1")
     ((name, node),) = parse_map(maps).items()
     asker = ask.person(yes)
-    with open_restore_set(source, asker) as reader:
+    with open_source(source, asker) as reader:
         saved = find_saved_fs(load_saved(reader, layout), name)
         if saved.raw:
             _restore_image(reader, saved, name, node, as_type, yes, asker)

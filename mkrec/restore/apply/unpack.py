@@ -19,6 +19,7 @@ from mkrec.backup.imaging import NTFSRESIZE, Drain, check_tool, image_format, ne
 from mkrec.backup.manifest import ImageFormat, StreamRecord
 from mkrec.errors import MkrecError
 from mkrec.progress import Progress
+from mkrec.restic.restoreset import ResticSet
 from mkrec.restore.decide.source import Damage, RestoreSet
 from mkrec.runner import popen, run, wait_checked
 from mkrec.sizes import format_size
@@ -34,6 +35,9 @@ GROW_MOUNTED = {"xfs": "xfs_growfs MOUNTPOINT", "btrfs": "btrfs filesystem resiz
 def unpack_tar(reader: RestoreSet, name: str, dest: Path, lost: list[str] | None = None) -> int:
     """Feed the stream to tar -x in dest; returns the bytes unpacked. A damaged frame costs only the
     files it holds: they are left out, added to lost (paths below dest), and the rest unpacks."""
+    if isinstance(reader, ResticSet):  # a restic set's file system is restored by restic itself
+        reader.restore_tree(name, dest)
+        return reader.streams[name].size or 0
     progress = Progress(f"Unpacking {name}")
     damage = Damage()
     proc = popen(tar_extract_argv(dest), stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)

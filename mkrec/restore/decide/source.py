@@ -292,7 +292,8 @@ class _ChunkReader(io.RawIOBase):
 def open_restore_set(source: Source | Path | None, ask: Ask | None = None) -> RestoreSet:
     """The backup set at --source (a path or URL), or found on the drives; ask: how to ask for a
     missing volume. (mkrec.backup.setreader.open_set opens a set for reading only what is there,
-    never asking.) Leaving its `with` block also undoes what reaching the source took (a mount)."""
+    never asking; mkrec.restore.decide.opening.open_source also opens a set in a restic repository.)
+    Leaving its `with` block also undoes what reaching the source took (a mount)."""
     if source is None:
         return RestoreSet(None, ask)
     opened = contextlib.ExitStack()
