@@ -18,6 +18,7 @@ from mkrec.errors import MkrecError
 from mkrec.remote import Source, open_source, split_iso
 from mkrec.remote.nfs import nfs_mount_argv
 from mkrec.remote.rangefile import FIRST_SPAN, RangeFile
+from mkrec.rescue.rdbase import wrapper_defaults
 from mkrec.rescue.render import render
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
@@ -73,7 +74,14 @@ def run_wrapper(tmp_path: Path, source: str, *args: str) -> list[str]:
     """The rendered start-restore wrapper, run with a python3 that prints its arguments."""
     script = tmp_path / "start-restore"
     script.write_text(
-        render(TEMPLATES, "wrapper.sh.j2", name="start-restore", sub="start", help="h", source=source)
+        render(
+            TEMPLATES,
+            "wrapper.sh.j2",
+            name="start-restore",
+            sub="start",
+            help="h",
+            defaults=wrapper_defaults(config_from_dict({"rescue": {"source": source}}), "start"),
+        )
     )
     fake = tmp_path / "bin" / "python3"
     fake.parent.mkdir(exist_ok=True)

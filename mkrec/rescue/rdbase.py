@@ -156,12 +156,8 @@ def add_etc(archive: Archive, ctx: Context, kernel: Kernel) -> None:
         add_network(archive, ctx)
     archive.add_bytes("etc/profile", render(ctx.templates_dir, "profile.j2", **values))
     archive.add_bytes("etc/motd", render(ctx.templates_dir, "motd.j2", **values))
-    source = restic_source_args(ctx.config)
     for name, (sub, help) in WRAPPERS.items():
-        if source and sub in RESTIC_ACTIONS:
-            defaults = shlex.join(source)
-        else:
-            defaults = shlex.join(["--source", ctx.config.rescue.source]) if ctx.config.rescue.source else ""
+        defaults = wrapper_defaults(ctx.config, sub)
         text = render(ctx.templates_dir, "wrapper.sh.j2", name=name, sub=sub, help=help, defaults=defaults)
         archive.add_bytes(f"usr/local/bin/{name}", text, mode=0o755)
     if ctx.recovery_dir.is_dir():
@@ -179,6 +175,15 @@ def add_network(archive: Archive, ctx: Context) -> None:
     templates/network.sh.j2): the certificate authorities (https: and s3: repositories)."""
     if CA_BUNDLE.is_file():
         archive.add_file(str(CA_BUNDLE).lstrip("/"), CA_BUNDLE)
+
+
+def wrapper_defaults(config: Config, sub: str) -> str:
+    """What a restore wrapper adds when no --source is given: mode restic's repository (and the
+    embedded password files) for the actions that read restic, else [rescue] source."""
+    restic = restic_source_args(config)
+    if restic and sub in RESTIC_ACTIONS:
+        return shlex.join(restic)
+    return shlex.join(["--source", config.rescue.source]) if config.rescue.source else ""
 
 
 def embedded_credentials(config: Config) -> list[Path]:
