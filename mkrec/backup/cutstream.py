@@ -11,12 +11,12 @@ the backup, io.BytesIO in the tests) and reports progress(done, total) for the c
 from __future__ import annotations
 
 import hashlib
-import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from mkrec.backup.frames import Frame
+from mkrec.backup.sums import crc32
 from mkrec.errors import MkrecError
 from mkrec.progress import ProgressCallback
 from mkrec.sizes import format_size
@@ -183,7 +183,7 @@ class CutStream:
         assert self._piece is not None and self._fh is not None
         self._fh.write(frame.data)
         self._piece_sha.update(frame.data)
-        self._piece.crc32 = zlib.crc32(frame.data, self._piece.crc32)
+        self._piece.crc32 = crc32(frame.data, self._piece.crc32)
         self._piece.size += len(frame.data)
         self._piece.usize += frame.usize
         self._piece.frames.append((len(frame.data), frame.usize))

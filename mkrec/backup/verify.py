@@ -7,7 +7,6 @@ Problems name the volume, the file and what was expected."""
 from __future__ import annotations
 
 import hashlib
-import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
@@ -15,7 +14,7 @@ from typing import TypeVar
 import pycdlib
 
 from mkrec.backup.setreader import BackupSet, Volume
-from mkrec.backup.sums import CHUNK, SFV, SHA256SUMS, Sums, parse_sfv, parse_sha256sums
+from mkrec.backup.sums import CHUNK, SFV, SHA256SUMS, Sums, crc32, parse_sfv, parse_sha256sums
 
 T = TypeVar("T")
 
@@ -36,7 +35,7 @@ def _read(vol: Volume, name: str, extra: Callable[[bytes], None] | None = None) 
     with vol.open(name) as fh:
         while chunk := fh.read(CHUNK):
             sha.update(chunk)
-            crc = zlib.crc32(chunk, crc)
+            crc = crc32(chunk, crc)
             if extra:
                 extra(chunk)
     return Sums(sha.hexdigest(), crc)
