@@ -98,6 +98,7 @@ def cmd_restore_start(ctx: Context, args: argparse.Namespace) -> int:
         after=_after(ctx, args),
         luks_key=args.luks_key,
         luks_iterations=args.luks_pbkdf_iterations,
+        identity=args.identity,
     )
 
 
@@ -114,19 +115,28 @@ def cmd_restore_clone(ctx: Context, args: argparse.Namespace) -> int:
         luks_key=args.luks_key,
         luks_iterations=args.luks_pbkdf_iterations,
         resize_swap=args.resize_swap,
+        identity=args.identity,
     )
 
 
 def cmd_restore_fs(ctx: Context, args: argparse.Namespace) -> int:
     from mkrec.restore.restorefs import restore_fs
 
-    return restore_fs(args.source, args.layout, args.map, args.target, yes=args.yes, as_type=args.as_type)
+    return restore_fs(
+        args.source,
+        args.layout,
+        args.map,
+        args.target,
+        yes=args.yes,
+        as_type=args.as_type,
+        identity=args.identity,
+    )
 
 
 def cmd_restore_compare(ctx: Context, args: argparse.Namespace) -> int:
     from mkrec.restore.compare import compare
 
-    return compare(args.source, args.layout, args.output, args.target)
+    return compare(args.source, args.layout, args.output, args.target, identity=args.identity)
 
 
 def cmd_layout_capture(ctx: Context, args: argparse.Namespace) -> int:
@@ -185,17 +195,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("verify", help="check every checksum of a backup set")
     p.add_argument("set", type=Path, help="ISO files' directory, a directory set, or a tape file")
+    p.add_argument("--deep", action="store_true", help="also open every frame and catalog")
+    _identity_option(p)
     p.set_defaults(handler=cmd_verify, logs=False)
 
     p = sub.add_parser("ls", help="list files in a backup set (from the catalogs)")
     p.add_argument("set", type=Path)
     p.add_argument("path", nargs="?", default="")
+    _identity_option(p)
     p.set_defaults(handler=cmd_ls, logs=False)
 
     p = sub.add_parser("extract", help="restore files from a backup set")
     p.add_argument("set", type=Path)
     p.add_argument("paths", nargs="+")
     p.add_argument("-C", dest="dest", type=Path, required=True, help="where to put them")
+    _identity_option(p)
     p.set_defaults(handler=cmd_extract, logs=True)
 
     add_restore_parsers(sub)
@@ -245,6 +259,7 @@ def add_restore_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]
     # design.md gives every action [--map] [--yes]; compare writes nothing but its list, so they do nothing.
     p.add_argument("--map", action="append", default=[], help=argparse.SUPPRESS)
     p.add_argument("--yes", action="store_true", help=argparse.SUPPRESS)
+    _identity_option(p)
     p.set_defaults(handler=cmd_restore_compare, logs=True)
 
 
@@ -256,6 +271,17 @@ def _shared_options(p: argparse.ArgumentParser, map_what: str) -> None:
         "--map", action="append", default=[], metavar="SAVED=DEV", help=f"the target of a {map_what}"
     )
     p.add_argument("--yes", action="store_true", help="do not ask before writing")
+    _identity_option(p)
+
+
+def _identity_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--identity",
+        type=Path,
+        metavar="FILE",
+        help="an encrypted set's age identity file (or a file holding its passphrase); "
+        "default: ask on the terminal",
+    )
 
 
 def _target_option(p: argparse.ArgumentParser, what: str = "where the restored system is mounted") -> None:

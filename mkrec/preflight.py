@@ -15,6 +15,7 @@ from enum import StrEnum
 from pathlib import Path
 
 from mkrec.backup.frames import FRAME_SIZE
+from mkrec.backup.setkey import describe_security
 from mkrec.config import Mode
 from mkrec.context import Context
 from mkrec.errors import MkrecError, die
@@ -371,8 +372,16 @@ def check_media(ctx: Context) -> Iterable[Result]:
         yield verdict
 
 
+def check_security(ctx: Context) -> Iterable[Result]:
+    """[security]: the recipients are age public keys, the passphrase file is private and readable."""
+    try:
+        yield passed("encryption", describe_security(ctx.config.security))
+    except MkrecError as exc:
+        yield fail("encryption", exc.message, exc.hint or "fix [security] in the config")
+
+
 # Checks of the configuration alone: `mkrec build` runs them before any work, too.
-CONFIG_CHECKS: list[Callable[[Context], Iterable[Result]]] = [check_mode, check_media]
+CONFIG_CHECKS: list[Callable[[Context], Iterable[Result]]] = [check_mode, check_media, check_security]
 
 
 def require_config_ready(ctx: Context) -> None:

@@ -10,6 +10,7 @@ reader knows a set is complete when it holds the volume whose manifest says so.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -60,6 +61,28 @@ class StreamRecord:
     fs_size: int | None = None  # bytes a target partition must hold
 
 
+class KeyKind(StrEnum):
+    """How a wrapped data key is opened: an age identity (x25519 recipients) or a passphrase."""
+
+    X25519 = "x25519"
+    SCRYPT = "scrypt"
+
+
+@dataclass
+class WrappedKey:
+    kind: KeyKind
+    recipients: list[str]  # the public keys it is wrapped for (none for a passphrase)
+    age: str  # the age file holding the data key, base64
+
+
+@dataclass
+class Encryption:
+    """An encrypted set: the cipher of its frames and catalogs and its data key, wrapped."""
+
+    cipher: str
+    keys: list[WrappedKey]
+
+
 @dataclass
 class Manifest:
     set_id: str
@@ -75,11 +98,14 @@ class Manifest:
     # files on the volume that SHA256SUMS cannot list: the El Torito boot catalog and the BIOS
     # boot image, both written (patched) by the ISO writer itself
     unlisted: list[str] = field(default_factory=list)
+    encryption: Encryption | None = None
 
     def to_json(self) -> str:
         data: dict[str, Any] = {"format": FORMAT, "version": VERSION}
         for key, value in self.__dict__.items():
-            if key != "streams":
+            if key == "encryption":
+                data[key] = dataclasses.asdict(value) if value else None
+            elif key != "streams":
                 data[key] = value
         data["streams"] = []
         for s in self.streams:
@@ -124,6 +150,24 @@ def _image_format(value: str | None, where: str, ctx: str) -> ImageFormat | None
     except ValueError:
         allowed = ", ".join(f.value for f in ImageFormat)
         raise _fail(where, f"{ctx}'image' must be one of {allowed}, got {value!r}") from None
+
+
+def _encryption(value: Any, where: str) -> Encryption | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise _fail(where, "'encryption' must be an object or null")
+    ctx = "encryption: "
+    keys = []
+    for kd in _get(value, "keys", list, where, ctx):
+        if not isinstance(kd, dict):
+            raise _fail(where, f"{ctx}a key is not an object")
+        kind = _get(kd, "kind", str, where, ctx)
+        if kind not in {k.value for k in KeyKind}:
+            raise _fail(where, f"{ctx}unknown key kind {kind!r}")
+        recipients = _get(kd, "recipients", list, where, ctx)
+        keys.append(WrappedKey(KeyKind(kind), [str(r) for r in recipients], _get(kd, "age", str, where, ctx)))
+    return Encryption(_get(value, "cipher", str, where, ctx), keys)
 
 
 def parse_manifest(text: str, where: str) -> Manifest:
@@ -208,4 +252,5 @@ def parse_manifest(text: str, where: str) -> Manifest:
         catalog=g("catalog", str),
         full_catalog=full if isinstance(full, str) else None,
         unlisted=unlisted,
+        encryption=_encryption(data.get("encryption"), where),
     )

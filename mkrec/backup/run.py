@@ -15,15 +15,17 @@ from typing import BinaryIO, cast
 from mkrec.backup import cutstream
 from mkrec.backup.cutstream import CutStream
 from mkrec.backup.dirsink import DirSink
-from mkrec.backup.frames import FRAME_SIZE
+from mkrec.backup.encryption import SetCipher
+from mkrec.backup.frames import FRAME_SIZE, Seal
 from mkrec.backup.imaging import ImageStream, open_image
 from mkrec.backup.isosink import IsoSink
 from mkrec.backup.manifest import StreamRecord
+from mkrec.backup.setkey import new_set_key
 from mkrec.backup.sources import Source, sources, tar_argv, used_bytes
 from mkrec.backup.stream import Readable, pump, widen_pipe
 from mkrec.backup.tapesink import TapeSink
 from mkrec.backup.volumes import Ask, SetInfo, Sink, VolumeWriter
-from mkrec.config import Mode
+from mkrec.config import Encrypt, Mode
 from mkrec.context import Context
 from mkrec.errors import CommandError, MkrecError, die
 from mkrec.iso import BootPayload
@@ -80,12 +82,18 @@ def backup(
     ctx: Context, rescue: BootPayload | None, ask: Ask = ask_on_terminal, layout: Layout | None = None
 ) -> Path:
     cfg = ctx.config
+    set_id = str(uuid.uuid4())
+    cipher, encryption = None, None
+    if cfg.security.encrypt is Encrypt.AGE:
+        key, encryption = new_set_key(cfg.security)
+        cipher = SetCipher(key, set_id)
     info = SetInfo(
-        set_id=str(uuid.uuid4()),
+        set_id=set_id,
         set_name=ctx.set_name,
         host=ctx.hostname,
         date=ctx.started.isoformat(timespec="seconds"),
         mode=str(cfg.build.mode),
+        encryption=encryption,
     )
     never = [cfg.build.output, ctx.staging] + ([cfg.path.dir] if cfg.path.dir else [])
     srcs = sources(ctx, never, layout)
@@ -94,7 +102,7 @@ def backup(
             f"nothing to back up: no file system is mounted under {cfg.source.root}", hint="see [source] root"
         )
     sink = make_sink(ctx, info, rescue, ask)
-    writer = VolumeWriter(info, sink, sink.work)
+    writer = VolumeWriter(info, sink, sink.work, cipher)
     total = sum(_used_bytes(s) for s in srcs)
     overall = Progress("all file systems", total)
     cut = CutStream(
@@ -109,7 +117,8 @@ def backup(
         for src in srcs:
             what = src.mountpoint or src.device
             with step(f"Backing up {what} ({src.device}, {src.fstype}, {src.kind})"):
-                size = _stream(ctx, src, cut, writer, never, overall, done_before)
+                seal = cipher.stream(src.stream).seal if cipher else None
+                size = _stream(ctx, src, cut, writer, never, overall, done_before, seal)
                 done_before += size
         trailer = writer.catalog_estimate(cut.pending_catalog_bytes)
         with step("Closing the last volume"):
@@ -143,6 +152,7 @@ def _stream(
     never: list[Path],
     overall: Progress,
     done_before: int,
+    seal: Seal | None = None,
 ) -> int:
     cfg = ctx.config
     record = StreamRecord(
@@ -189,6 +199,7 @@ def _stream(
             scan_tar=src.kind == "tar",
             first_lines=first,
             progress=tick,
+            seal=seal,
         )
     except BaseException:
         if proc and proc.poll() is None:

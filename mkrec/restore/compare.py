@@ -121,10 +121,17 @@ def write_report(found: list[tuple[str, str]], output: Path) -> str:
     return f"{changed} changed, {added} added, {missing} missing (list in {output})"
 
 
-def compare(source: Path | None, layout: Path | None, output: Path, target: Path | None = None) -> int:
+def compare(
+    source: Path | None,
+    layout: Path | None,
+    output: Path,
+    target: Path | None = None,
+    *,
+    identity: Path | None = None,
+) -> int:
     """target: the restored system's root; by default the one at actions.TARGET when it is there,
     else the running system (/)."""
-    with open_restore_set(source) as reader:
+    with open_restore_set(source, identity=identity) as reader:
         system = load_saved(reader, layout)
         entries, missing = reader.bset.catalog()
         for n in missing:

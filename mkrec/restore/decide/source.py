@@ -10,7 +10,8 @@ FrameReader). What this module adds is what only a restore needs:
 - a stream read start to end across volumes: a volume that is not there is asked for by number and
   set name ("insert volume 3 of 5 of CDrec-20261123-0712, then press Enter") and the drives are
   scanned again; under --yes it is an error naming the volume;
-- the uncompressed bytes checked against the manifest's SHA-256 of the whole stream."""
+- the uncompressed bytes checked against the manifest's SHA-256 of the whole stream;
+- an encrypted set opened with --identity or what the person types (mkrec.backup.setkey)."""
 
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ from typing import BinaryIO
 import pycdlib
 
 from mkrec.backup.manifest import StreamRecord
+from mkrec.backup.setkey import unlock
 from mkrec.backup.setreader import BackupSet, FrameReader, read_volume, volume_sources
 from mkrec.backup.volumes import RECOVERY_IN_SET
 from mkrec.errors import MkrecError
@@ -73,7 +75,7 @@ class RestoreSet:
     """The volumes of one backup set found so far; reads streams, asks for what is missing. A context
     manager: leaving the `with` block closes every volume opened."""
 
-    def __init__(self, source: Path | None, ask: Ask | None) -> None:
+    def __init__(self, source: Path | None, ask: Ask | None, identity: Path | None = None) -> None:
         self.source = source
         self.ask = ask  # None: nobody to ask (--yes, or no terminal)
         self.set_id = ""
@@ -86,6 +88,11 @@ class RestoreSet:
                 f"no volume of a backup set found (looked at {where})",
                 hint="insert volume 1 or attach the set's disk, or name the set with --source",
             )
+        try:
+            unlock(self.bset, identity)
+        except BaseException:
+            self.close()
+            raise
 
     # ---- volumes ----
 
@@ -242,12 +249,12 @@ class _ChunkReader(io.RawIOBase):
         return n
 
 
-def open_restore_set(source: Path | None, ask: Ask | None = None) -> RestoreSet:
+def open_restore_set(source: Path | None, ask: Ask | None = None, identity: Path | None = None) -> RestoreSet:
     """The backup set at --source, or found on the drives; ask: how to ask for a missing volume.
     (mkrec.backup.setreader.open_set opens a set for reading only what is there, never asking.)"""
     if source is not None and not source.exists():
         raise MkrecError(f"{source}: no such backup set", hint="give the set's directory, an ISO or a drive")
-    return RestoreSet(source, ask)
+    return RestoreSet(source, ask, identity)
 
 
 def stream_for(streams: dict[str, StreamRecord], device: str, mountpoint: str = "") -> tuple[str, str]:
