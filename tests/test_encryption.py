@@ -17,7 +17,7 @@ from mkrec.backup.frames import FrameError, decompress_frame
 from mkrec.backup.manifest import Encryption, KeyKind, Manifest, parse_manifest
 from mkrec.backup.setkey import describe_security, new_set_key, unwrap_key
 from mkrec.backup.stream import pump
-from mkrec.config import config_from_dict
+from mkrec.config import SecurityConfig, config_from_dict
 from mkrec.errors import MkrecError
 
 SET = "0f1e2d3c-aaaa-bbbb-cccc-000000000001"
@@ -124,13 +124,13 @@ def keys(tmp_path: Path) -> tuple[str, Path, Path]:
     return str(ident.to_public()), id_file, pass_file
 
 
-def security(**values: object) -> object:
+def security(**values: object) -> SecurityConfig:
     return config_from_dict({"security": {"encrypt": "age", **values}}).security
 
 
 def test_wrap_for_recipient_and_passphrase(keys: tuple[str, Path, Path], tmp_path: Path) -> None:
     public, id_file, pass_file = keys
-    key, enc = new_set_key(security(recipients=[public], passphrase_file=str(pass_file)))  # type: ignore[arg-type]
+    key, enc = new_set_key(security(recipients=[public], passphrase_file=str(pass_file)))
     assert [k.kind for k in enc.keys] == [KeyKind.X25519, KeyKind.SCRYPT]
     assert enc.keys[0].recipients == [public]
     # what the manifest holds: the key wrapped, never in the clear, never the passphrase
@@ -143,7 +143,7 @@ def test_wrap_for_recipient_and_passphrase(keys: tuple[str, Path, Path], tmp_pat
 
 def test_wrong_identity_is_one_line(keys: tuple[str, Path, Path], tmp_path: Path) -> None:
     public, _id, _pass = keys
-    _key, enc = new_set_key(security(recipients=[public]))  # type: ignore[arg-type]
+    _key, enc = new_set_key(security(recipients=[public]))
     other = tmp_path / "other.txt"
     other.write_text(f"{pyrage.x25519.Identity.generate()}\n")
     with pytest.raises(MkrecError) as err:
@@ -156,7 +156,7 @@ def test_wrong_identity_is_one_line(keys: tuple[str, Path, Path], tmp_path: Path
 
 def test_no_identity_without_terminal_says_what_to_give(keys: tuple[str, Path, Path]) -> None:
     public, _id, _pass = keys
-    _key, enc = new_set_key(security(recipients=[public]))  # type: ignore[arg-type]
+    _key, enc = new_set_key(security(recipients=[public]))
     with pytest.raises(MkrecError, match="is encrypted: give --identity FILE"):
         unwrap_key(enc, "CDrec-x", None)  # pytest's stdin is not a terminal
 
@@ -164,20 +164,20 @@ def test_no_identity_without_terminal_says_what_to_give(keys: tuple[str, Path, P
 def test_security_config_errors(keys: tuple[str, Path, Path], tmp_path: Path) -> None:
     public, id_file, pass_file = keys
     assert "not encrypted" in describe_security(config_from_dict({}).security)
-    assert "1 age recipient(s)" in describe_security(security(recipients=[public]))  # type: ignore[arg-type]
+    assert "1 age recipient(s)" in describe_security(security(recipients=[public]))
     with pytest.raises(MkrecError, match=r"'age1nope' is not an age public key"):
-        describe_security(security(recipients=["age1nope"]))  # type: ignore[arg-type]
+        describe_security(security(recipients=["age1nope"]))
     secret = id_file.read_text().splitlines()[-1]
     with pytest.raises(MkrecError) as err:
-        describe_security(security(recipients=[secret]))  # type: ignore[arg-type]
+        describe_security(security(recipients=[secret]))
     assert secret not in str(err.value)  # a secret pasted by mistake is not echoed into logs
     with pytest.raises(MkrecError, match="needs recipients or a passphrase_file"):
-        describe_security(security())  # type: ignore[arg-type]
+        describe_security(security())
     pass_file.chmod(0o644)
     with pytest.raises(MkrecError, match=r"readable by others \(mode 644\)"):
-        describe_security(security(passphrase_file=str(pass_file)))  # type: ignore[arg-type]
+        describe_security(security(passphrase_file=str(pass_file)))
     with pytest.raises(MkrecError, match="no such file"):
-        describe_security(security(passphrase_file=str(tmp_path / "none")))  # type: ignore[arg-type]
+        describe_security(security(passphrase_file=str(tmp_path / "none")))
     with pytest.raises(MkrecError, match="not allowed"):
         config_from_dict({"security": {"encrypt": "gpg"}})
 
