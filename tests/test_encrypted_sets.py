@@ -148,6 +148,8 @@ def test_encrypted_set_verify_ls_extract(
     ), out
     code, out = cli(capsys, "ls", str(setdir))
     assert code == 1 and "is encrypted: give --identity FILE" in out, out
+    code, out = cli(capsys, "drill", str(setdir))
+    assert code == 1 and "is encrypted: it cannot be drilled yet" in out, out
     code, out = cli(capsys, "ls", "--identity", str(keys.identity), str(setdir), "/srv")
     assert code == 0 and f"/srv/{sets.marker.name}" in out, out
     code, out = cli(capsys, "ls", "--identity", str(keys.passphrase), str(setdir), "/etc")

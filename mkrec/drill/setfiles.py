@@ -76,6 +76,12 @@ def open_drill_set(path: Path) -> DrillSet:
             )
         if 1 not in bset.volumes:
             die(f"{name}: volume 1 (the rescue disc) is missing in {directory}")
+        if bset.encryption is not None:
+            die(
+                f"{name} is encrypted: it cannot be drilled yet (the drill's restore has nobody to ask "
+                "for the key)",
+                hint="check it with 'mkrec verify --deep --identity FILE'; no virtual machine was started",
+            )
         rescue = bset.volumes[1].volume
         try:
             with rescue.open(f"etc/recovery/{LAYOUT_FILE}") as fh:
