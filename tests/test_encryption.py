@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pyrage
 import pytest
+from pytest_subprocess import FakeProcess
 
 from mkrec.backup.cutstream import Capacity, CutStream, PieceFile, VolumeContent
 from mkrec.backup.encryption import FULL_CATALOG_SLOT, TAG_SIZE, SetCipher
@@ -18,7 +19,9 @@ from mkrec.backup.manifest import Encryption, KeyKind, Manifest, parse_manifest
 from mkrec.backup.setkey import describe_security, new_set_key, unwrap_key
 from mkrec.backup.stream import pump
 from mkrec.config import SecurityConfig, config_from_dict
+from mkrec.context import Context
 from mkrec.errors import MkrecError
+from mkrec.preflight import Status, check_security, require_config_ready
 
 SET = "0f1e2d3c-aaaa-bbbb-cccc-000000000001"
 
@@ -128,7 +131,9 @@ def security(**values: object) -> SecurityConfig:
     return config_from_dict({"security": {"encrypt": "age", **values}}).security
 
 
-def test_wrap_for_recipient_and_passphrase(keys: tuple[str, Path, Path], tmp_path: Path) -> None:
+def test_wrap_for_recipient_and_passphrase(keys: tuple[str, Path, Path], fp: FakeProcess) -> None:
+    # fp: any command started here would fail the test: the key and the passphrase never reach a
+    # command line (/proc/*/cmdline), age runs in this process (pyrage)
     public, id_file, pass_file = keys
     key, enc = new_set_key(security(recipients=[public], passphrase_file=str(pass_file)))
     assert [k.kind for k in enc.keys] == [KeyKind.X25519, KeyKind.SCRYPT]
@@ -180,6 +185,19 @@ def test_security_config_errors(keys: tuple[str, Path, Path], tmp_path: Path) ->
         describe_security(security(passphrase_file=str(tmp_path / "none")))
     with pytest.raises(MkrecError, match="not allowed"):
         config_from_dict({"security": {"encrypt": "gpg"}})
+
+
+def test_preflight_and_build_refuse_a_bad_security_section(tmp_path: Path) -> None:
+    ctx = Context(config_from_dict({"security": {"encrypt": "age", "recipients": ["ssh-rsa AAAA"]}}))
+    (row,) = list(check_security(ctx))
+    assert (row.status, row.detail) == (
+        Status.FAIL,
+        "[security] recipients: 'ssh-rsa AAAA' is not an age public key",
+    )
+    with pytest.raises(MkrecError, match="is not an age public key"):
+        require_config_ready(ctx)  # mkrec build: before any work
+    (row,) = list(check_security(Context(config_from_dict({}))))
+    assert row.status is Status.PASS
 
 
 def test_manifest_rejects_unknown_key_kind() -> None:
