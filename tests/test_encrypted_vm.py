@@ -52,5 +52,6 @@ def test_encrypted_set_restores_with_the_passphrase_typed_on_the_console(
     loop_disks.rescan(restored)
     mnt = loop_disks.mount(f"{restored}p1", tmp_path / "restored")
     assert (mnt / "etc" / "marker").read_text() == "crypt-vm\n"
+    assert PASSPHRASE not in (mnt / "var" / "log" / "mkrec-restore.log").read_text()
     loop_disks.mount(f"{restored}p2", mnt / "data")
     assert (mnt / "data" / "hello.txt").read_text() == "data partition content\n"

@@ -16,7 +16,13 @@ from mkrec.backup.cutstream import Capacity, CutStream, PieceFile, VolumeContent
 from mkrec.backup.encryption import FULL_CATALOG_SLOT, TAG_SIZE, SetCipher
 from mkrec.backup.frames import FrameError, decompress_frame
 from mkrec.backup.manifest import Encryption, KeyKind, Manifest, parse_manifest
-from mkrec.backup.setkey import describe_security, new_set_key, unwrap_key
+from mkrec.backup.setkey import (
+    describe_security,
+    new_set_key,
+    unwrap_key,
+    unwrap_with_passphrase,
+    wrap_with_passphrase,
+)
 from mkrec.backup.stream import pump
 from mkrec.config import SecurityConfig, config_from_dict
 from mkrec.context import Context
@@ -146,6 +152,16 @@ def test_wrap_for_recipient_and_passphrase(keys: tuple[str, Path, Path], fp: Fak
     assert unwrap_key(enc, "CDrec-x", pass_file) == key  # a file holding the passphrase
 
 
+def test_passphrase_wrapping_has_a_fixed_work_factor() -> None:
+    key = os.urandom(32)
+    blob = wrap_with_passphrase(key, "pass phrase")
+    assert blob[0] == 17 and key not in blob
+    assert unwrap_with_passphrase(blob, "pass phrase") == key
+    assert unwrap_with_passphrase(blob, "pass phrase ") is None
+    assert unwrap_with_passphrase(bytes([30]) + blob[1:], "pass phrase") is None  # a damaged N: refused
+    assert unwrap_with_passphrase(blob[:-1], "pass phrase") is None
+
+
 def test_wrong_identity_is_one_line(keys: tuple[str, Path, Path], tmp_path: Path) -> None:
     public, _id, _pass = keys
     _key, enc = new_set_key(security(recipients=[public]))
@@ -204,6 +220,6 @@ def test_manifest_rejects_unknown_key_kind() -> None:
     enc = Encryption("chacha20-poly1305", [])
     text = Manifest("id", "n", "h", "d", "path", 1, 1, [], "c", encryption=enc).to_json()
     assert parse_manifest(text, "m").encryption == enc
-    bad = text.replace('"keys": []', '"keys": [{"kind": "rsa", "recipients": [], "age": ""}]')
+    bad = text.replace('"keys": []', '"keys": [{"kind": "rsa", "recipients": [], "data": ""}]')
     with pytest.raises(MkrecError, match="unknown key kind 'rsa'"):
         parse_manifest(bad, "m")

@@ -72,7 +72,7 @@ class KeyKind(StrEnum):
 class WrappedKey:
     kind: KeyKind
     recipients: list[str]  # the public keys it is wrapped for (none for a passphrase)
-    age: str  # the age file holding the data key, base64
+    data: str  # base64: an age file (x25519); scrypt's log2(N), salt and the sealed key (scrypt)
 
 
 @dataclass
@@ -166,7 +166,9 @@ def _encryption(value: Any, where: str) -> Encryption | None:
         if kind not in {k.value for k in KeyKind}:
             raise _fail(where, f"{ctx}unknown key kind {kind!r}")
         recipients = _get(kd, "recipients", list, where, ctx)
-        keys.append(WrappedKey(KeyKind(kind), [str(r) for r in recipients], _get(kd, "age", str, where, ctx)))
+        keys.append(
+            WrappedKey(KeyKind(kind), [str(r) for r in recipients], _get(kd, "data", str, where, ctx))
+        )
     return Encryption(_get(value, "cipher", str, where, ctx), keys)
 
 

@@ -1,12 +1,17 @@
 """The data key of an encrypted set: made at random for each set, wrapped with age (pyrage, in this
-process) for the [security] recipients and/or the passphrase, kept wrapped in every manifest, and
-unwrapped with an identity file (--identity) or a passphrase typed on the console.
+process) for the [security] recipients and/or with the passphrase, kept wrapped in every manifest,
+and unwrapped with an identity file (--identity) or a passphrase typed on the console.
+
+The passphrase wraps the key with scrypt (fixed N = 2^17, r = 8, p = 1) and ChaCha20-Poly1305 rather
+than age's scrypt recipient: age's decryptors refuse a work factor above what they measure this
+machine to do in about a second, so a slow rescue machine (or an emulator) would refuse the set.
 
 The key and the passphrase never reach a log, a file in the clear or a command line."""
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import getpass
 import os
 import stat
@@ -14,8 +19,11 @@ import sys
 from pathlib import Path
 
 import pyrage
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
-from mkrec.backup.encryption import CIPHER, KEY_SIZE, SetCipher
+from mkrec.backup.encryption import CIPHER, KEY_SIZE, TAG_SIZE, SetCipher
 from mkrec.backup.manifest import Encryption, KeyKind, WrappedKey
 from mkrec.backup.setreader import BackupSet
 from mkrec.config import Encrypt, SecurityConfig
@@ -23,6 +31,10 @@ from mkrec.errors import MkrecError
 
 SECRET_PREFIX = "AGE-SECRET-KEY-"
 TRIES = 3  # passphrases typed on the console
+SCRYPT_LOG_N = 17  # 128 MiB and about half a second on a PC; recorded with each wrapped key
+SCRYPT_LOG_N_MAX = 22  # what a reader accepts: a damaged manifest cannot ask for 4 GiB
+SALT_SIZE = 16
+PASSPHRASE_AD = b"mkrec passphrase"
 
 
 def parse_recipients(texts: tuple[str, ...] | list[str]) -> list[pyrage.x25519.Recipient]:
@@ -84,6 +96,30 @@ def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
 
 
+def _passphrase_aead(passphrase: str, salt: bytes, log_n: int) -> ChaCha20Poly1305:
+    kek = Scrypt(salt=salt, length=KEY_SIZE, n=1 << log_n, r=8, p=1).derive(passphrase.encode())
+    return ChaCha20Poly1305(kek)
+
+
+def wrap_with_passphrase(key: bytes, passphrase: str) -> bytes:
+    """log2(N) (one byte), the salt, the sealed key. Each salt makes a new key-encryption key, used
+    once: a fixed nonce is safe."""
+    salt = os.urandom(SALT_SIZE)
+    sealed = _passphrase_aead(passphrase, salt, SCRYPT_LOG_N).encrypt(bytes(12), key, PASSPHRASE_AD)
+    return bytes([SCRYPT_LOG_N]) + salt + sealed
+
+
+def unwrap_with_passphrase(blob: bytes, passphrase: str) -> bytes | None:
+    """The key, or None when the passphrase (or the blob) is not the right one."""
+    if len(blob) != 1 + SALT_SIZE + KEY_SIZE + TAG_SIZE or not 10 <= blob[0] <= SCRYPT_LOG_N_MAX:
+        return None
+    log_n, salt, sealed = blob[0], blob[1 : 1 + SALT_SIZE], blob[1 + SALT_SIZE :]
+    try:
+        return _passphrase_aead(passphrase, salt, log_n).decrypt(bytes(12), sealed, PASSPHRASE_AD)
+    except InvalidTag:
+        return None
+
+
 def new_set_key(cfg: SecurityConfig) -> tuple[bytes, Encryption]:
     """A random data key and the manifest's record of it, wrapped."""
     describe_security(cfg)
@@ -93,7 +129,7 @@ def new_set_key(cfg: SecurityConfig) -> tuple[bytes, Encryption]:
         wrapped = pyrage.encrypt(key, parse_recipients(cfg.recipients))
         keys.append(WrappedKey(KeyKind.X25519, [r.strip() for r in cfg.recipients], _b64(wrapped)))
     if cfg.passphrase_file is not None:
-        wrapped = pyrage.passphrase.encrypt(key, read_passphrase_file(cfg.passphrase_file))
+        wrapped = wrap_with_passphrase(key, read_passphrase_file(cfg.passphrase_file))
         keys.append(WrappedKey(KeyKind.SCRYPT, [], _b64(wrapped)))
     return key, Encryption(CIPHER, keys)
 
@@ -129,14 +165,15 @@ def _identities(path: Path) -> tuple[list[pyrage.x25519.Identity], str]:
 
 def _try(enc: Encryption, identities: list[pyrage.x25519.Identity], passphrase: str) -> bytes | None:
     for wrapped in enc.keys:
-        data = base64.b64decode(wrapped.age)
-        try:
-            if wrapped.kind is KeyKind.X25519 and identities:
-                return bytes(pyrage.decrypt(data, identities))
-            if wrapped.kind is KeyKind.SCRYPT and passphrase:
-                return bytes(pyrage.passphrase.decrypt(data, passphrase))
-        except pyrage.DecryptError:
-            continue
+        data = base64.b64decode(wrapped.data)
+        key = None
+        if wrapped.kind is KeyKind.X25519 and identities:
+            with contextlib.suppress(pyrage.DecryptError):
+                key = bytes(pyrage.decrypt(data, identities))
+        elif wrapped.kind is KeyKind.SCRYPT and passphrase:
+            key = unwrap_with_passphrase(data, passphrase)
+        if key is not None:
+            return key
     return None
 
 
