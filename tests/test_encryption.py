@@ -182,6 +182,28 @@ def test_no_identity_without_terminal_says_what_to_give(keys: tuple[str, Path, P
         unwrap_key(enc, "CDrec-x", None)  # pytest's stdin is not a terminal
 
 
+def test_on_a_terminal_the_person_is_asked(
+    keys: tuple[str, Path, Path], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    public, id_file, pass_file = keys
+    monkeypatch.setattr("sys.stdin.isatty", lambda: True)
+    # recipients only: the path of the identity file (a USB stick mounted in the rescue system)
+    key, enc = new_set_key(security(recipients=[public]))
+    answers = iter(["/nowhere/key.txt", "", str(id_file)])
+    monkeypatch.setattr("builtins.input", lambda prompt: next(answers))
+    assert unwrap_key(enc, "CDrec-x", None) == key  # a wrong path and an empty answer: asked again
+    assert "identity file /nowhere/key.txt: no such file" in capsys.readouterr().out
+    # a passphrase: asked hidden (getpass), three tries
+    key, enc = new_set_key(security(passphrase_file=str(pass_file)))
+    typed = iter(["wrong", "correct horse battery staple"])
+    monkeypatch.setattr("getpass.getpass", lambda prompt: next(typed))
+    assert unwrap_key(enc, "CDrec-x", None) == key
+    assert "That does not open the set." in capsys.readouterr().out
+    monkeypatch.setattr("getpass.getpass", lambda prompt: "wrong")
+    with pytest.raises(MkrecError, match="backup set CDrec-x: not opened"):
+        unwrap_key(enc, "CDrec-x", None)
+
+
 def test_security_config_errors(keys: tuple[str, Path, Path], tmp_path: Path) -> None:
     public, id_file, pass_file = keys
     assert "not encrypted" in describe_security(config_from_dict({}).security)

@@ -145,21 +145,21 @@ def _who(enc: Encryption) -> str:
     return ", ".join(parts)
 
 
-def _identities(path: Path) -> tuple[list[pyrage.x25519.Identity], str]:
+def _identities(path: Path, what: str = "--identity") -> tuple[list[pyrage.x25519.Identity], str]:
     """The age identities in an identity file, else its first line as a passphrase."""
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except FileNotFoundError:
-        raise MkrecError(f"--identity {path}: no such file") from None
+        raise MkrecError(f"{what} {path}: no such file") from None
     except (OSError, UnicodeError) as exc:
-        raise MkrecError(f"--identity {path}: cannot read it ({exc.__class__.__name__})") from None
+        raise MkrecError(f"{what} {path}: cannot read it ({exc.__class__.__name__})") from None
     secrets = [line.strip() for line in lines if line.strip().startswith(SECRET_PREFIX)]
     identities = []
     for n, secret in enumerate(secrets, 1):
         try:
             identities.append(pyrage.x25519.Identity.from_str(secret))
         except pyrage.IdentityError:
-            raise MkrecError(f"--identity {path}: secret key {n} is not a valid age identity") from None
+            raise MkrecError(f"{what} {path}: secret key {n} is not a valid age identity") from None
     return identities, "" if identities else (lines[0] if lines else "")
 
 
@@ -206,7 +206,11 @@ def _ask(enc: Encryption, set_name: str) -> bytes:
             key = _try(enc, [], getpass.getpass(f"Passphrase of backup set {set_name}: "))
         else:
             answer = input(f"Backup set {set_name} is encrypted. Path of the age identity file: ").strip()
-            key = _try(enc, *_identities(Path(answer))) if answer else None
+            try:
+                key = _try(enc, *_identities(Path(answer), "identity file")) if answer else None
+            except MkrecError as exc:  # a typo in the path: say so and ask again
+                print(exc.message, flush=True)
+                continue
         if key is not None:
             return key
         print("That does not open the set.", flush=True)
