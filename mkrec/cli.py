@@ -123,6 +123,7 @@ def cmd_restore_start(ctx: Context, args: argparse.Namespace) -> int:
         after=_after(ctx, args),
         luks_key=args.luks_key,
         luks_iterations=args.luks_pbkdf_iterations,
+        identity=args.identity,
     )
 
 
@@ -139,6 +140,7 @@ def cmd_restore_clone(ctx: Context, args: argparse.Namespace) -> int:
         luks_key=args.luks_key,
         luks_iterations=args.luks_pbkdf_iterations,
         resize_swap=args.resize_swap,
+        identity=args.identity,
     )
 
 
@@ -146,14 +148,20 @@ def cmd_restore_fs(ctx: Context, args: argparse.Namespace) -> int:
     from mkrec.restore.restorefs import restore_fs
 
     return restore_fs(
-        _source(ctx, args), args.layout, args.map, args.target, yes=args.yes, as_type=args.as_type
+        _source(ctx, args),
+        args.layout,
+        args.map,
+        args.target,
+        yes=args.yes,
+        as_type=args.as_type,
+        identity=args.identity,
     )
 
 
 def cmd_restore_compare(ctx: Context, args: argparse.Namespace) -> int:
     from mkrec.restore.compare import compare
 
-    return compare(_source(ctx, args), args.layout, args.output, args.target)
+    return compare(_source(ctx, args), args.layout, args.output, args.target, identity=args.identity)
 
 
 def _source(ctx: Context, args: argparse.Namespace) -> Source | ResticSource | None:
@@ -267,12 +275,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("verify", help="check every checksum of a backup set")
     p.add_argument("set", help=SET_HELP)
     _ssh_options(p)
+    p.add_argument("--deep", action="store_true", help="also open every frame and catalog")
+    _identity_option(p)
     p.set_defaults(handler=cmd_verify, logs=False)
 
     p = sub.add_parser("ls", help="list files in a backup set (from the catalogs)")
     p.add_argument("set", help=SET_HELP)
     p.add_argument("path", nargs="?", default="")
     _ssh_options(p)
+    _identity_option(p)
     p.set_defaults(handler=cmd_ls, logs=False)
 
     p = sub.add_parser("extract", help="restore files from a backup set")
@@ -280,6 +291,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("paths", nargs="+")
     _ssh_options(p)
     p.add_argument("-C", dest="dest", type=Path, required=True, help="where to put them")
+    _identity_option(p)
     p.set_defaults(handler=cmd_extract, logs=True)
 
     add_restore_parsers(sub)
@@ -328,6 +340,7 @@ def add_restore_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]
     # design.md gives every action [--map] [--yes]; compare writes nothing but its list, so they do nothing.
     p.add_argument("--map", action="append", default=[], help=argparse.SUPPRESS)
     p.add_argument("--yes", action="store_true", help=argparse.SUPPRESS)
+    _identity_option(p)
     p.set_defaults(handler=cmd_restore_compare, logs=True)
 
 
@@ -338,6 +351,17 @@ def _shared_options(p: argparse.ArgumentParser, map_what: str) -> None:
         "--map", action="append", default=[], metavar="SAVED=DEV", help=f"the target of a {map_what}"
     )
     p.add_argument("--yes", action="store_true", help="do not ask before writing")
+    _identity_option(p)
+
+
+def _identity_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--identity",
+        type=Path,
+        metavar="FILE",
+        help="an encrypted set's age identity file (or a file holding its passphrase); "
+        "default: ask on the terminal",
+    )
 
 
 def _source_options(p: argparse.ArgumentParser) -> None:

@@ -355,6 +355,27 @@ def _memory(value: Any) -> int:
     return size
 
 
+class Encrypt(StrEnum):
+    NONE = "none"
+    AGE = "age"
+
+
+def _encrypt(value: Any) -> Encrypt:
+    """ "" reads as "none": the shipped Config.toml leaves the key empty."""
+    return Encrypt.NONE if value == "" else _choice(Encrypt)(value)
+
+
+@dataclass(frozen=True)
+class SecurityConfig:
+    encrypt: Encrypt = setting(_encrypt, "none", "none | age: every frame and catalog encrypted (AEAD)")
+    recipients: tuple[str, ...] = setting(
+        _str_list, [], 'age public keys ("age1...") the set\'s key is wrapped for'
+    )
+    passphrase_file: Path | None = setting(
+        _optional_path, "", "a file (mode 600) holding a passphrase the set's key is also wrapped with"
+    )
+
+
 @dataclass(frozen=True)
 class DrillConfig:
     expect: str = setting(_str, "", "console text meaning the restored system is up (default: login:)")
@@ -374,6 +395,7 @@ class Config:
     restore: RestoreConfig = field(default_factory=RestoreConfig)
     path: PathConfig = field(default_factory=PathConfig)
     tape: TapeConfig = field(default_factory=TapeConfig)
+    security: SecurityConfig = field(default_factory=SecurityConfig)
     drill: DrillConfig = field(default_factory=DrillConfig)
     report: ReportConfig = field(default_factory=ReportConfig)
     restic: ResticConfig = field(default_factory=ResticConfig)

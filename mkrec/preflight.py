@@ -15,6 +15,7 @@ from enum import StrEnum
 from pathlib import Path
 
 from mkrec.backup.frames import FRAME_SIZE
+from mkrec.backup.setkey import describe_security
 from mkrec.backup.sources import mounted_filesystems
 from mkrec.config import Mode
 from mkrec.context import Context
@@ -380,6 +381,14 @@ def check_media(ctx: Context) -> Iterable[Result]:
         yield verdict
 
 
+def check_security(ctx: Context) -> Iterable[Result]:
+    """[security]: the recipients are age public keys, the passphrase file is private and readable."""
+    try:
+        yield passed("encryption", describe_security(ctx.config.security))
+    except MkrecError as exc:
+        yield fail("encryption", exc.message, exc.hint or "fix [security] in the config")
+
+
 # Checks of the configuration alone: `mkrec build` runs them before any work, too.
 def check_source(ctx: Context) -> Iterable[Result]:
     """[source] root must be a directory, with something mounted under it to back up."""
@@ -403,6 +412,7 @@ CONFIG_CHECKS: list[Callable[[Context], Iterable[Result]]] = [
     check_media,
     check_source,
     check_restic,
+    check_security,
 ]
 
 

@@ -24,8 +24,14 @@ RESTORE_TIMEOUT = 900  # rescue boot ~25 s + restore; generous for a loaded two-
 BOOT_TIMEOUT = 240
 
 
-def back_up(system: SourceSystem, workdir: Path, media: str, autorun: str = "start-restore") -> list[Path]:
-    """mkrec build, mode cd: the ISO volumes of the set, volume 1 first."""
+def back_up(
+    system: SourceSystem,
+    workdir: Path,
+    media: str,
+    autorun: str = "start-restore",
+    security: dict[str, object] | None = None,
+) -> list[Path]:
+    """mkrec build, mode cd: the ISO volumes of the set, volume 1 first; `security`: [security]."""
     # The host kernel has no vfat, so an ESP is unmounted here: image it, as [source] raw.
     raw = [system.esp_dev] if system.esp_dev else []
     config = config_from_dict(
@@ -35,6 +41,7 @@ def back_up(system: SourceSystem, workdir: Path, media: str, autorun: str = "sta
             "source": {"root": str(system.root), "disks": [system.disk], "raw": raw},
             "rescue": {"console": "ttyS0,115200", "timeout": 1, "autorun": autorun},
             "restore": {"after": "poweroff"},
+            "security": security or {},
         }
     )
     build(Context(config, staging=workdir / "isofs", hostname="e2e", started=datetime(2026, 11, 23, 7, 12)))

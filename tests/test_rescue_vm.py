@@ -147,15 +147,19 @@ def test_no_private_keys_or_password_hashes_reach_the_rescue_disc(built: Built) 
         for line in Path("/etc/shadow").read_text().splitlines()
         if len(fields := line.split(":")) > 1 and fields[1].startswith("$")
     ]
-    # The ssh client (carried for ssh:// sources) names the PEM markers and the host key paths
-    # itself: what must not be there is key material, and this host's own host keys.
-    key_block = re.compile(rb"-----BEGIN [A-Z ]*PRIVATE KEY-----\r?\n[A-Za-z0-9+/=\r\n]{40}")
+    # A key, not a format's name: the ssh client (carried for ssh:// sources), cryptography and pyrage
+    # (carried to open encrypted sets) hold PEM labels such as "-----BEGIN OPENSSH PRIVATE KEY-----",
+    # "AGE-SECRET-KEY-" and the host key paths as text. What must not be there is key material, and
+    # this host's own host keys.
+    pem_key = re.compile(rb"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----\r?\n[A-Za-z0-9+/=\r\n]{40}")
+    age_identity = re.compile(rb"AGE-SECRET-KEY-1[02-9AC-HJ-NP-Z]{58}")
     host_keys = [p.read_bytes().strip() for p in Path("/etc/ssh").glob("ssh_host_*_key")]
     assert host_keys or not Path("/etc/ssh/sshd_config").exists(), (
         "sshd is installed here: its host keys exist"
     )
     for what, data in blobs.items():
-        assert not key_block.search(data), what
+        assert not pem_key.search(data), what
+        assert not age_identity.search(data), what
         assert not [k for k in host_keys if k in data], f"an SSH host key of this host is in {what}"
         assert not [h for h in hashes if h in data], f"a password hash of this host is in {what}"
     assert b"root:*:" in blobs["rdbase.img"], "the rescue system's own shadow: root without a password"

@@ -71,15 +71,18 @@ STARTED = datetime(2026, 1, 2, 3, 4)
 
 
 def real_backup(root: Path, work: Path, mode: str, layout: Layout | None = None,
-                started: datetime = STARTED, payload: BootPayload | None = None) -> Path:  # fmt: skip
+                started: datetime = STARTED, payload: BootPayload | None = None,
+                security: dict[str, object] | None = None) -> Path:  # fmt: skip
     """The real backup (mkrec.backup.run.backup) of every filesystem mounted under root, and, as in
     `mkrec build`, images of the file systems in `layout` that are not mounted. Mode path writes a set
-    directory, mode cd 16 MiB ISO volumes. Returns the set's directory."""
+    directory, mode cd 16 MiB ISO volumes; `security`: the [security] section. Returns the set's
+    directory."""
     data = {
         "build": {"mode": mode, "output": str(work / "out")},
         "media": {"size": "16M"},
         "source": {"root": str(root)},
         "path": {"dir": str(work / "pathset")},
+        "security": security or {},
     }
     ctx = Context(config_from_dict(data), hostname="srchost", started=started, staging=work / "isofs")
     with pytest.MonkeyPatch.context() as mp:
@@ -105,14 +108,17 @@ class Saved:
     layout: Path  # the captured etc/recovery
 
 
-def backup(src: SourceSystem, work: Path, iso: bool = False) -> Saved:
+def backup(
+    src: SourceSystem, work: Path, iso: bool = False, security: dict[str, object] | None = None
+) -> Saved:
     """Capture with the layout code, then the real backup: the unmounted ESP is imaged because the
     layout has it (nothing names it in [source] raw)."""
     recovery = work / "recovery"
     layout = capture([src.disk], recovery, src.root, "srchost", STARTED)
-    path_set = real_backup(src.root, work, "path", layout)
+    path_set = real_backup(src.root, work, "path", layout, security=security)
+    payload = layout_payload(recovery, work)
     iso_set = (
-        real_backup(src.root, work, "cd", layout, payload=layout_payload(recovery, work)) if iso else path_set
+        real_backup(src.root, work, "cd", layout, payload=payload, security=security) if iso else path_set
     )
     return Saved(src, path_set, iso_set, recovery)
 

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from mkrec.backup.extract import extract, ls_lines, quote
+from mkrec.backup.setkey import unlock
 from mkrec.backup.setreader import BackupSet, open_set
 from mkrec.backup.verify import verify_set
 from mkrec.context import Context
@@ -31,13 +32,17 @@ def opened_set(source: Source) -> Iterator[BackupSet]:
 
 def cmd_verify(ctx: Context, args: argparse.Namespace, source: Source) -> int:
     with opened_set(source) as bset:
-        report = verify_set(bset, progress=lambda what: log.debug("checking %s", what))
+        if args.deep:
+            unlock(bset, args.identity)
+        report = verify_set(bset, progress=lambda what: log.debug("checking %s", what), deep=args.deep)
     _remember(source, report.ok)
     for problem in report.problems:
         print(f"BAD: {problem}")
     total = bset.total or "?"
     if report.ok:
-        print(f"OK: {bset.set_name}: {len(bset.volumes)} of {total} volumes, {report.checked} files checked")
+        frames = f", {report.frames} frames opened" if args.deep else ""
+        what = f"{len(bset.volumes)} of {total} volumes, {report.checked} files checked{frames}"
+        print(f"OK: {bset.set_name}: {what}")
         return 0
     print(f"FAILED: {bset.set_name}: {len(report.problems)} problem(s)")
     return 1
@@ -61,6 +66,7 @@ def _remember(source: Source, ok: bool) -> None:
 
 def cmd_ls(ctx: Context, args: argparse.Namespace, source: Source) -> int:
     with opened_set(source) as bset:
+        unlock(bset, args.identity)
         for line in ls_lines(bset, args.path):
             print(line)
     return 0
@@ -68,6 +74,7 @@ def cmd_ls(ctx: Context, args: argparse.Namespace, source: Source) -> int:
 
 def cmd_extract(ctx: Context, args: argparse.Namespace, source: Source) -> int:
     with opened_set(source) as bset:
+        unlock(bset, args.identity)
         for note in bset.describe_missing():
             log.warning("warning: %s", note)
         result = extract(bset, args.paths, args.dest)

@@ -3,7 +3,8 @@
 The uncompressed stream is cut into frames of FRAME_SIZE input bytes, each compressed as its own zstd
 frame (content size and checksum in the frame header, so a damaged frame is detected when read).
 Frames are compressed on a thread pool — zstandard releases the GIL — and handed back strictly in
-order, with at most a few in flight so memory stays flat whatever the data size.
+order, with at most a few in flight so memory stays flat whatever the data size. In an encrypted
+set the same workers seal each compressed frame (mkrec.backup.encryption).
 
 Data that is already compressed (archives, media, packages, encrypted files) costs zstd's level 3
 four times the CPU of level 1 and gains nothing at either: a frame whose samples do not compress is
@@ -39,6 +40,9 @@ class Frame:
     entries: list[str] = field(default_factory=list)
 
 
+Seal = Callable[[bytes, int], bytes]  # a compressed frame and its uncompressed offset -> encrypted
+
+
 def effective_threads(threads: int) -> int:
     return threads if threads > 0 else (os.cpu_count() or 1)
 
@@ -47,8 +51,9 @@ class FrameCompressor:
     """submit() raw frames in stream order; ready frames come back, in the same order, from
     submit() and close(). At most `2 * threads` frames are in flight."""
 
-    def __init__(self, level: int = 3, threads: int = 0) -> None:
+    def __init__(self, level: int = 3, threads: int = 0, seal: Seal | None = None) -> None:
         self.level = level
+        self.seal = seal
         self.threads = effective_threads(threads)
         self._local = threading.local()
         self._pool = ThreadPoolExecutor(max_workers=self.threads, thread_name_prefix="zstd")
@@ -67,11 +72,12 @@ class FrameCompressor:
             self._local.pair = pair
         return pair
 
-    def _compress(self, raw: bytes | memoryview) -> bytes:
+    def _compress(self, raw: bytes | memoryview, uoffset: int) -> bytes:
         cctx, fast = self._contexts()
         if self.level > FAST_LEVEL and incompressible(raw, fast):
             cctx = fast
-        return bytes(cctx.compress(raw))
+        data = bytes(cctx.compress(raw))
+        return self.seal(data, uoffset) if self.seal else data
 
     def submit(
         self,
@@ -81,7 +87,7 @@ class FrameCompressor:
         release: Callable[[], None] | None = None,
     ) -> Iterator[Frame]:
         """`release` is called once `raw` is no longer needed: the caller may reuse its buffer."""
-        future = self._pool.submit(self._compress, raw)
+        future = self._pool.submit(self._compress, raw, uoffset)
         self._pending.append((future, uoffset, len(raw), entries, release))
         while self._pending and (len(self._pending) > self._limit or self._pending[0][0].done()):
             yield self._pop()

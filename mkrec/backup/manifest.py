@@ -10,6 +10,7 @@ reader knows a set is complete when it holds the volume whose manifest says so.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -63,6 +64,28 @@ class StreamRecord:
     unreadable: list[str] = field(default_factory=list)
 
 
+class KeyKind(StrEnum):
+    """How a wrapped data key is opened: an age identity (x25519 recipients) or a passphrase."""
+
+    X25519 = "x25519"
+    SCRYPT = "scrypt"
+
+
+@dataclass
+class WrappedKey:
+    kind: KeyKind
+    recipients: list[str]  # the public keys it is wrapped for (none for a passphrase)
+    data: str  # base64: an age file (x25519); scrypt's log2(N), salt and the sealed key (scrypt)
+
+
+@dataclass
+class Encryption:
+    """An encrypted set: the cipher of its frames and catalogs and its data key, wrapped."""
+
+    cipher: str
+    keys: list[WrappedKey]
+
+
 @dataclass
 class Manifest:
     set_id: str
@@ -78,11 +101,14 @@ class Manifest:
     # files on the volume that SHA256SUMS cannot list: the El Torito boot catalog and the BIOS
     # boot image, both written (patched) by the ISO writer itself
     unlisted: list[str] = field(default_factory=list)
+    encryption: Encryption | None = None
 
     def to_json(self) -> str:
         data: dict[str, Any] = {"format": FORMAT, "version": VERSION}
         for key, value in self.__dict__.items():
-            if key != "streams":
+            if key == "encryption":
+                data[key] = dataclasses.asdict(value) if value else None
+            elif key != "streams":
                 data[key] = value
         data["streams"] = []
         for s in self.streams:
@@ -133,6 +159,26 @@ def _paths(value: object, where: str, what: str) -> list[str]:
     if not isinstance(value, list) or not all(isinstance(u, str) for u in value):
         raise _fail(where, f"{what} must be a list of paths")
     return value
+
+
+def _encryption(value: Any, where: str) -> Encryption | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise _fail(where, "'encryption' must be an object or null")
+    ctx = "encryption: "
+    keys = []
+    for kd in _get(value, "keys", list, where, ctx):
+        if not isinstance(kd, dict):
+            raise _fail(where, f"{ctx}a key is not an object")
+        kind = _get(kd, "kind", str, where, ctx)
+        if kind not in {k.value for k in KeyKind}:
+            raise _fail(where, f"{ctx}unknown key kind {kind!r}")
+        recipients = _get(kd, "recipients", list, where, ctx)
+        keys.append(
+            WrappedKey(KeyKind(kind), [str(r) for r in recipients], _get(kd, "data", str, where, ctx))
+        )
+    return Encryption(_get(value, "cipher", str, where, ctx), keys)
 
 
 def parse_manifest(text: str, where: str) -> Manifest:
@@ -216,4 +262,5 @@ def parse_manifest(text: str, where: str) -> Manifest:
         catalog=g("catalog", str),
         full_catalog=full if isinstance(full, str) else None,
         unlisted=unlisted,
+        encryption=_encryption(data.get("encryption"), where),
     )

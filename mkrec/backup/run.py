@@ -17,15 +17,17 @@ from typing import BinaryIO, cast
 from mkrec.backup import cutstream
 from mkrec.backup.cutstream import CutStream
 from mkrec.backup.dirsink import DirSink
-from mkrec.backup.frames import FRAME_SIZE
+from mkrec.backup.encryption import SetCipher
+from mkrec.backup.frames import FRAME_SIZE, Seal
 from mkrec.backup.imaging import ImageStream, open_image
 from mkrec.backup.isosink import IsoSink
 from mkrec.backup.manifest import StreamRecord
+from mkrec.backup.setkey import new_set_key
 from mkrec.backup.sources import Source, backup_sources, tar_argv, used_bytes
 from mkrec.backup.stream import Readable, pump, widen_pipe
 from mkrec.backup.tapesink import TapeSink
 from mkrec.backup.volumes import Ask, SetInfo, Sink, VolumeWriter
-from mkrec.config import Mode
+from mkrec.config import Encrypt, Mode
 from mkrec.context import Context
 from mkrec.errors import CommandError, MkrecError
 from mkrec.iso import BootPayload
@@ -82,17 +84,23 @@ def backup(
     ctx: Context, rescue: BootPayload | None, ask: Ask = ask_on_terminal, layout: Layout | None = None
 ) -> Path:
     cfg = ctx.config
+    set_id = str(uuid.uuid4())
+    cipher, encryption = None, None
+    if cfg.security.encrypt is Encrypt.AGE:
+        key, encryption = new_set_key(cfg.security)
+        cipher = SetCipher(key, set_id)
     info = SetInfo(
-        set_id=str(uuid.uuid4()),
+        set_id=set_id,
         set_name=ctx.set_name,
         host=ctx.hostname,
         date=ctx.started.isoformat(timespec="seconds"),
         mode=str(cfg.build.mode),
+        encryption=encryption,
     )
     never = [cfg.build.output, ctx.staging] + ([cfg.path.dir] if cfg.path.dir else [])
     srcs = backup_sources(ctx, never, layout)
     sink = make_sink(ctx, info, rescue, ask)
-    writer = VolumeWriter(info, sink, sink.work)
+    writer = VolumeWriter(info, sink, sink.work, cipher)
     total = sum(used_bytes_of(s) for s in srcs)
     overall = Progress("all file systems", total)
     cut = CutStream(
@@ -108,7 +116,8 @@ def backup(
         for src in srcs:
             what = src.mountpoint or src.device
             with step(f"Backing up {what} ({src.device}, {src.fstype}, {src.kind})"):
-                size = _stream(ctx, src, cut, writer, never, overall, done_before, failed)
+                seal = cipher.stream(src.stream).seal if cipher else None
+                size = _stream(ctx, src, cut, writer, never, overall, done_before, failed, seal)
                 done_before += size
         trailer = writer.catalog_estimate(cut.pending_catalog_bytes)
         with step("Closing the last volume"):
@@ -158,6 +167,7 @@ def _stream(
     overall: Progress,
     done_before: int,
     failed: list[str],
+    seal: Seal | None = None,
 ) -> int:
     """One file system into the set; the paths of files tar could not read are added to failed."""
     cfg = ctx.config
@@ -205,6 +215,7 @@ def _stream(
             scan_tar=src.kind == "tar",
             first_lines=first,
             progress=tick,
+            seal=seal,
         )
     except BaseException:
         if proc and proc.poll() is None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import bisect
 import contextlib
+import io
 import logging
 import tarfile
 from dataclasses import dataclass, field
@@ -18,8 +19,9 @@ import pycdlib
 import zstandard
 
 from mkrec.backup.catalog import CatalogEntry, parse_catalog
+from mkrec.backup.encryption import FULL_CATALOG_SLOT, SetCipher
 from mkrec.backup.frames import FrameError, decompress_frame
-from mkrec.backup.manifest import Manifest, PieceRecord, StreamRecord, parse_manifest
+from mkrec.backup.manifest import Encryption, Manifest, PieceRecord, StreamRecord, parse_manifest
 from mkrec.backup.volumes import MANIFEST
 from mkrec.errors import MkrecError
 from mkrec.remote import Place
@@ -162,6 +164,7 @@ class OpenVolume:
 
 @dataclass
 class FrameLoc:
+    stream: str
     uoffset: int
     usize: int
     piece: str
@@ -178,10 +181,33 @@ class BackupSet:
     total: int | None = None  # the set size, from the last volume's manifest
     streams: dict[str, StreamRecord] = field(default_factory=dict)
     pieces: dict[str, PieceRecord] = field(default_factory=dict)
+    cipher: SetCipher | None = None  # an encrypted set's key, once unlocked (mkrec.backup.setkey)
 
     @property
     def set_name(self) -> str:
         return next(iter(self.volumes.values())).manifest.set_name
+
+    @property
+    def set_id(self) -> str:
+        return next(iter(self.volumes.values())).manifest.set_id
+
+    @property
+    def encryption(self) -> Encryption | None:
+        return next(iter(self.volumes.values())).manifest.encryption
+
+    def _opened(self) -> SetCipher | None:
+        if self.encryption is not None and self.cipher is None:
+            raise MkrecError(
+                f"backup set {self.set_name} is encrypted: its key is needed", hint="give --identity FILE"
+            )
+        return self.cipher
+
+    def read_catalog(self, ov: OpenVolume, name: str, slot: int) -> bytes:
+        """A catalog file of a volume, decrypted (slot: its volume, or FULL_CATALOG_SLOT)."""
+        cipher = self._opened()
+        with ov.volume.open("backup/" + name) as fh:
+            data = fh.read()
+        return cipher.open_catalog(data, slot, f"{ov.volume.name}:backup/{name}") if cipher else data
 
     def missing(self) -> list[int]:
         last = self.total or max(self.volumes, default=0)
@@ -203,7 +229,7 @@ class BackupSet:
                 continue
             pos, upos = 0, rec.uoffset
             for csize, usize in rec.frames:
-                out.append(FrameLoc(upos, usize, rec.name, pos, csize, rec.volume))
+                out.append(FrameLoc(stream, upos, usize, rec.name, pos, csize, rec.volume))
                 pos += csize
                 upos += usize
         return out
@@ -216,8 +242,8 @@ class BackupSet:
             if ov.manifest.full_catalog:
                 name = "backup/" + ov.manifest.full_catalog
                 try:
-                    with ov.volume.open(name) as fh:
-                        text = zstandard.ZstdDecompressor().stream_reader(fh).read().decode()
+                    packed = self.read_catalog(ov, ov.manifest.full_catalog, FULL_CATALOG_SLOT)
+                    text = zstandard.ZstdDecompressor().stream_reader(io.BytesIO(packed)).read().decode()
                     return parse_catalog(text, f"{ov.volume.name}:{name}"), []
                 except (OSError, zstandard.ZstdError, UnicodeError, MkrecError) as exc:
                     log.warning(
@@ -231,8 +257,8 @@ class BackupSet:
         for ov in sorted(self.volumes.values(), key=lambda v: v.number):
             name = "backup/" + ov.manifest.catalog
             try:
-                with ov.volume.open(name) as fh:
-                    entries += parse_catalog(fh.read().decode(), f"{ov.volume.name}:{name}")
+                text = self.read_catalog(ov, ov.manifest.catalog, ov.number).decode()
+                entries += parse_catalog(text, f"{ov.volume.name}:{name}")
             except (
                 KeyError,
                 OSError,
@@ -249,6 +275,17 @@ class BackupSet:
         with ov.volume.open("backup/" + piece) as fh:
             fh.seek(offset)
             return fh.read(size)
+
+    def read_frame(self, f: FrameLoc) -> bytes:
+        """One frame, decrypted and decompressed; FrameError when it is damaged."""
+        data = self.read_piece(f.volume, f.piece, f.poffset, f.csize)
+        cipher = self._opened()
+        if cipher:
+            data = cipher.stream(f.stream).open(data, f.uoffset)
+        try:
+            return decompress_frame(data, f.usize)
+        except FrameError as exc:
+            raise FrameError(f"stream {f.stream}, frame at offset {f.uoffset}: {exc}") from None
 
     def merge(self) -> None:
         """Streams and pieces of every volume present. Later manifests know more; each piece keeps
@@ -378,10 +415,10 @@ class FrameReader:
 
     def _frame(self, f: FrameLoc) -> bytes:
         if f.uoffset not in self.cache:
-            data = self.bset.read_piece(f.volume, f.piece, f.poffset, f.csize)
+            data = self.bset.read_frame(f)
             if len(self.cache) >= 2:
                 self.cache.pop(next(iter(self.cache)))
-            self.cache[f.uoffset] = decompress_frame(data, f.usize)
+            self.cache[f.uoffset] = data
         return self.cache[f.uoffset]
 
     def copy(self, start: int, end: int, out: IO[bytes]) -> bool:

@@ -21,7 +21,7 @@ from typing import Protocol
 
 from mkrec.backup.catalog import entry_line
 from mkrec.backup.cutstream import CutStream
-from mkrec.backup.frames import FRAME_SIZE, Frame, FrameCompressor
+from mkrec.backup.frames import FRAME_SIZE, Frame, FrameCompressor, Seal
 from mkrec.backup.tarscan import Entry, TarScanner
 
 READ_AHEAD = 4  # frames read ahead of the compressors
@@ -68,15 +68,16 @@ def pump(
     first_lines: list[str] | None = None,
     on_frame: Callable[[Frame], None] | None = None,
     progress: Callable[[int], None] | None = None,
+    seal: Seal | None = None,
 ) -> StreamSummary:
     """Read `source` to its end through frames into `cut` (whose stream must be started).
 
     Catalog lines are attached to the frame holding the member's first header, so they land in
     the catalog of the volume that holds it. For an image (scan_tar=False), `first_lines` (its one catalog
-    line) go with the first frame."""
+    line) go with the first frame. `seal` encrypts each compressed frame (encrypted sets)."""
     pending: deque[Entry] = deque()
     scanner = TarScanner(pending.append) if scan_tar else None
-    compressor = FrameCompressor(level, threads)
+    compressor = FrameCompressor(level, threads, seal)
     start = 0  # uncompressed offset of the next frame
     count = 0
     # Frames are read into a fixed set of buffers that go back to the pool once compressed: no

@@ -2,7 +2,8 @@
 
 Per volume: every file against SHA256SUMS and Checksums.sfv, every piece against the manifest.
 Per stream: the SHA-256 of all its pieces in order against the manifest's whole-stream value.
-Problems name the volume, the file and what was expected."""
+With --deep, every frame is decrypted (an encrypted set: checksums need no key, this does) and
+decompressed, and every catalog read. Problems name the volume, the file and what was expected."""
 
 from __future__ import annotations
 
@@ -12,7 +13,9 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 import pycdlib
+import zstandard
 
+from mkrec.backup.frames import FrameError
 from mkrec.backup.setreader import BackupSet, Volume
 from mkrec.backup.sums import CHUNK, SFV, SHA256SUMS, Sums, crc32, parse_sfv, parse_sha256sums
 
@@ -23,6 +26,7 @@ T = TypeVar("T")
 class Report:
     problems: list[str] = field(default_factory=list)
     checked: int = 0
+    frames: int = 0  # --deep: frames opened and decompressed
 
     @property
     def ok(self) -> bool:
@@ -87,7 +91,32 @@ def check_volume_files(
         report.problems.append(f"{label}: {name}: not in {SHA256SUMS}")
 
 
-def verify_set(bset: BackupSet, progress: Callable[[str], None] | None = None) -> Report:
+def check_frames(bset: BackupSet, report: Report, progress: Callable[[str], None] | None = None) -> None:
+    """--deep: every frame present decrypted (an encrypted set) and decompressed, every catalog
+    read; what fails is named by volume, piece, stream and offset."""
+    labels = {n: f"volume {n} ({ov.volume.name})" for n, ov in bset.volumes.items()}
+    for stream in bset.streams.values():
+        if progress:
+            progress(f"frames of {stream.name}")
+        for f in bset.frames(stream.name):
+            if f.volume not in bset.volumes:
+                continue
+            try:
+                bset.read_frame(f)
+            except (KeyError, OSError, pycdlib.pycdlibexception.PyCdlibException) as exc:
+                report.problems.append(f"{labels[f.volume]}: backup/{f.piece}: unreadable ({exc})")
+                break  # the piece's other frames would say the same
+            except FrameError as exc:
+                report.problems.append(f"{labels[f.volume]}: backup/{f.piece}: {exc}")
+                continue
+            report.frames += 1
+    try:
+        bset.catalog()
+    except (KeyError, OSError, ValueError, UnicodeError, zstandard.ZstdError) as exc:
+        report.problems.append(f"catalog: {exc}")
+
+
+def verify_set(bset: BackupSet, progress: Callable[[str], None] | None = None, deep: bool = False) -> Report:
     report = Report()
     report.problems += bset.describe_missing()
     known: dict[int, dict[str, Sums]] = {n: {} for n in bset.volumes}
@@ -126,4 +155,6 @@ def verify_set(bset: BackupSet, progress: Callable[[str], None] | None = None) -
         if progress:
             progress(labels[n])
         check_volume_files(ov.volume, labels[n], report, known[n], ov.manifest.unlisted)
+    if deep:
+        check_frames(bset, report, progress)
     return report

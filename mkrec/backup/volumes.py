@@ -5,16 +5,18 @@ the Sink protocol every medium (ISO, directory, tape) fills to pack them."""
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Protocol
+from typing import IO, BinaryIO, Protocol
 
 import zstandard
 
 from mkrec.backup.cutstream import Capacity, PieceFile, PieceInfo, VolumeContent
-from mkrec.backup.manifest import Manifest, PieceRecord, StreamRecord
+from mkrec.backup.encryption import FULL_CATALOG_SLOT, SetCipher
+from mkrec.backup.manifest import Encryption, Manifest, PieceRecord, StreamRecord
 from mkrec.backup.sums import SFV, SHA256SUMS, Sums, format_sfv, format_sha256sums, sums_of
 
 FULL_CATALOG = "backup/catalog.all.jsonl.zst"
@@ -37,6 +39,7 @@ class SetInfo:
     host: str
     date: str
     mode: str
+    encryption: Encryption | None = None  # the wrapped data key of an encrypted set
 
 
 Ask = Callable[[str], None]  # show a prompt and wait for the operator (Enter)
@@ -114,6 +117,13 @@ Check the whole set:  mkrec verify DIR-OR-ISO-FILES
 List files:           mkrec ls SET [PATH]
 Restore files:        mkrec extract SET PATH... -C DEST
 Restore the machine:  boot volume 1 and run start-restore
+{ENCRYPTED_NOTE if info.encryption else ""}"""
+
+
+ENCRYPTED_NOTE = """
+This set is encrypted: the pieces and the catalogs open only with the set's age identity or
+passphrase (mkrec ls/extract/restore --identity FILE, or the passphrase typed when asked).
+Checksums (sha256sum, cksfv, mkrec verify) work without it.
 """
 
 
@@ -201,17 +211,20 @@ class VolumeWriter:
     """The PieceStore behind cutstream for real backups: pieces go to the sink; at a volume's
     close the manifest, catalog part and README are made and the sink writes the volume."""
 
-    def __init__(self, info: SetInfo, sink: Sink, staging: Path) -> None:
+    def __init__(self, info: SetInfo, sink: Sink, staging: Path, cipher: SetCipher | None = None) -> None:
         self.info = info
         self.sink = sink
         self.staging = staging
+        self.cipher = cipher
         self.streams: list[StreamRecord] = []
         self.pieces: list[PieceInfo] = []
         self.volumes = 0
         staging.mkdir(parents=True, exist_ok=True, mode=0o700)
         self._full_path = staging / "catalog.all.jsonl.zst"
-        self._full_raw = create_private(self._full_path)
-        self._full = zstandard.ZstdCompressor(level=3).stream_writer(self._full_raw)
+        # An encrypted set's file names never reach a disk in the clear: its whole-set catalog
+        # grows in memory (compressed) and is written sealed.
+        self._full_raw: IO[bytes] = io.BytesIO() if cipher else create_private(self._full_path)
+        self._full = zstandard.ZstdCompressor(level=3).stream_writer(self._full_raw, closefd=cipher is None)
 
     # ---- streams ----
 
@@ -239,8 +252,13 @@ class VolumeWriter:
         full = None
         if content.last:
             self._full.flush(zstandard.FLUSH_FRAME)
-            self._full.close()  # closes the file too
+            self._full.close()  # closes the file too (a plain set's)
             full = self._full_path
+            if self.cipher:
+                assert isinstance(self._full_raw, io.BytesIO)
+                write_private(full, self.cipher.seal_catalog(self._full_raw.getvalue(), FULL_CATALOG_SLOT))
+        if self.cipher:
+            catalog = self.cipher.seal_catalog(catalog, n)
         name = FULL_CATALOG.removeprefix("backup/") if full else None
         volume = ClosedVolume(
             number=n,
@@ -289,4 +307,5 @@ class VolumeWriter:
             streams=streams,
             catalog=catalog_name(volume).removeprefix("backup/"),
             full_catalog=full_catalog,
+            encryption=self.info.encryption,
         )

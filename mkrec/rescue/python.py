@@ -12,7 +12,8 @@ from mkrec.errors import MkrecError
 from mkrec.rescue.cpio import Archive
 
 PREFIX = "usr/lib/mkrec/python"  # on the RAM disk; /usr/bin/python3 points into it
-PACKAGES = ("mkrec", "pycdlib", "jinja2", "markupsafe", "psutil", "zstandard")
+PACKAGES = ("mkrec", "pycdlib", "jinja2", "markupsafe", "psutil", "zstandard", "cryptography", "pyrage")
+MODULES = ("_cffi_backend",)  # single-file extension modules (cryptography's Rust bindings load it)
 # Left out of the standard library: tests, GUI, installers, the static library and build files.
 STDLIB_SKIP = frozenset(
     {
@@ -64,4 +65,11 @@ def add_python(archive: Archive, base: Path = Path(sys.base_prefix)) -> list[Pat
         pkg = Path(next(iter(spec.submodule_search_locations)))
         archive.add_tree(f"{site}/{name}", pkg, skip=frozenset({"__pycache__", "tests"}))
         elves += sorted(pkg.rglob("*.so"))
+    for name in MODULES:
+        spec = importlib.util.find_spec(name)
+        if spec is None or spec.origin is None:
+            raise MkrecError(f"python module {name} is not installed", hint="run 'make deps'")
+        module = Path(spec.origin)
+        archive.add_file(f"{site}/{module.name}", module)
+        elves.append(module)
     return elves

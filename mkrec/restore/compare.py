@@ -125,7 +125,12 @@ def write_report(found: list[tuple[str, str]], output: Path) -> str:
 
 
 def compare(
-    source: Source | Path | ResticSource | None, layout: Path | None, output: Path, target: Path | None = None
+    source: Source | Path | ResticSource | None,
+    layout: Path | None,
+    output: Path,
+    target: Path | None = None,
+    *,
+    identity: Path | None = None,
 ) -> int:
     """target: the restored system's root; by default the one at actions.TARGET when it is there,
     else the running system (/)."""
@@ -134,7 +139,7 @@ def compare(
             "compare does not read restic sets yet",
             hint=f"restic -r {source.repo.location} diff, or restic restore --verify, compare snapshots",
         )
-    with open_restore_set(source) as reader:
+    with open_restore_set(source, identity=identity) as reader:
         system = load_saved(reader, layout)
         entries, missing = reader.bset.catalog()
         for n in missing:

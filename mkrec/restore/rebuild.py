@@ -43,11 +43,12 @@ def start(
     after: str = "",
     luks_key: Path | None = None,
     luks_iterations: int = 0,
+    identity: Path | None = None,
 ) -> int:
     """The disks as they were, on same-or-larger disks: the saved tables, LVM metadata and UUIDs.
     after: unattended, what to do once it is done (poweroff | reboot; else nothing)."""
     asker = ask.person(yes)
-    with open_source(source, asker) as reader:
+    with open_source(source, asker, identity) as reader:
         plan = _plan(reader, "start", layout, maps, target, asker)
         key = LuksKey(luks_key, pbkdf_iterations=luks_iterations)
         _confirm_and_restore(plan, reader, target, yes, asker, key)
@@ -66,11 +67,12 @@ def clone(
     luks_key: Path | None = None,
     luks_iterations: int = 0,
     resize_swap: bool = False,
+    identity: Path | None = None,
 ) -> int:
     """Saved disks onto disks of any size: partitions and LVs recomputed; on a terminal the person
     may edit the tables and LV sizes first, and skip steps."""
     asker = ask.person(yes)
-    with open_source(source, asker) as reader:
+    with open_source(source, asker, identity) as reader:
         plan = _plan(reader, "clone", layout, maps, target, asker, resize_swap)
         if asker is not None:
             print(render_plan(plan))

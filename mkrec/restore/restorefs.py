@@ -104,6 +104,7 @@ def restore_fs(
     *,
     yes: bool = False,
     as_type: str = "",
+    identity: Path | None = None,
 ) -> int:
     """maps: exactly one SAVED=DEV (a saved device or mount point, and the node to write); target:
     where the system whose fstab follows is mounted; as_type: make it as another filesystem type."""
@@ -111,7 +112,7 @@ def restore_fs(
         raise MkrecError("restore fs needs exactly one --map SAVED=DEV", hint="e.g. --map sda3=/dev/vdb1")
     ((name, node),) = parse_map(maps).items()
     asker = ask.person(yes)
-    with open_source(source, asker) as reader:
+    with open_source(source, asker, identity) as reader:
         saved = find_saved_fs(load_saved(reader, layout), name)
         if saved.raw:
             _restore_image(reader, saved, name, node, as_type, yes, asker)

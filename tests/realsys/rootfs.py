@@ -36,8 +36,8 @@ BOOT_LOADER = {
     "bios": ("grub-pc",),
     "uefi": ("grub-efi-amd64", "grub-efi-amd64-signed", "shim-signed"),
 }
-# mkrec's runtime dependencies (mkrec/rescue/python.py PACKAGES without mkrec itself).
-PY_PACKAGES = ("pycdlib", "jinja2", "markupsafe", "psutil", "zstandard")
+# mkrec's runtime dependencies (mkrec/rescue/python.py PACKAGES and MODULES without mkrec itself).
+PY_PACKAGES = ("pycdlib", "jinja2", "markupsafe", "psutil", "zstandard", "cryptography", "cffi", "pyrage")
 SITE = "opt/mkrec/site"  # in the root: pip --target; the mkrec wrapper puts it on PYTHONPATH
 RECIPE = 1  # bump when what build_root() does changes
 

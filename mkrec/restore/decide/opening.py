@@ -11,7 +11,10 @@ from mkrec.restic.spec import ResticSource
 from mkrec.restore.decide.source import Ask, RestoreSet, open_restore_set
 
 
-def open_source(source: Source | Path | ResticSource | None, ask: Ask | None = None) -> RestoreSet:
+def open_source(
+    source: Source | Path | ResticSource | None, ask: Ask | None = None, identity: Path | None = None
+) -> RestoreSet:
+    """identity: the key of an encrypted set (restic encrypts on its own)."""
     if isinstance(source, ResticSource):
         return ResticSet(source, ask)
-    return open_restore_set(source, ask)
+    return open_restore_set(source, ask, identity)

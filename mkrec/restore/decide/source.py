@@ -10,7 +10,8 @@ FrameReader). What this module adds is what only a restore needs:
 - a stream read start to end across volumes: a volume that is not there is asked for by number and
   set name ("insert volume 3 of 5 of CDrec-20261123-0712, then press Enter") and the drives are
   scanned again; under --yes it is an error naming the volume;
-- the uncompressed bytes checked against the manifest's SHA-256 of the whole stream."""
+- the uncompressed bytes checked against the manifest's SHA-256 of the whole stream;
+- an encrypted set opened with --identity or what the person types (mkrec.backup.setkey)."""
 
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ import pycdlib
 
 from mkrec.backup.catalog import CatalogEntry
 from mkrec.backup.manifest import StreamRecord
+from mkrec.backup.setkey import unlock
 from mkrec.backup.setreader import BackupSet, FrameReader, read_volume, volume_sources
 from mkrec.backup.volumes import RECOVERY_IN_SET
 from mkrec.errors import MkrecError
@@ -78,7 +80,7 @@ class RestoreSet:
     """The volumes of one backup set found so far; reads streams, asks for what is missing. A context
     manager: leaving the `with` block closes every volume opened."""
 
-    def __init__(self, source: Place | None, ask: Ask | None) -> None:
+    def __init__(self, source: Place | None, ask: Ask | None, identity: Path | None = None) -> None:
         self.source = source
         self.ask = ask  # None: nobody to ask (--yes, or no terminal)
         self.opened = contextlib.ExitStack()  # what open_restore_set opened to reach the set
@@ -92,6 +94,11 @@ class RestoreSet:
                 f"no volume of a backup set found (looked at {where})",
                 hint="insert volume 1 or attach the set's disk, or name the set with --source",
             )
+        try:
+            unlock(self.bset, identity)
+        except BaseException:
+            self.close()
+            raise
 
     # ---- volumes ----
 
@@ -289,16 +296,18 @@ class _ChunkReader(io.RawIOBase):
         return n
 
 
-def open_restore_set(source: Source | Path | None, ask: Ask | None = None) -> RestoreSet:
+def open_restore_set(
+    source: Source | Path | None, ask: Ask | None = None, identity: Path | None = None
+) -> RestoreSet:
     """The backup set at --source (a path or URL), or found on the drives; ask: how to ask for a
     missing volume. (mkrec.backup.setreader.open_set opens a set for reading only what is there,
     never asking; mkrec.restore.decide.opening.open_source also opens a set in a restic repository.)
     Leaving its `with` block also undoes what reaching the source took (a mount)."""
     if source is None:
-        return RestoreSet(None, ask)
+        return RestoreSet(None, ask, identity)
     opened = contextlib.ExitStack()
     try:
-        reader = RestoreSet(opened.enter_context(open_source(source)), ask)
+        reader = RestoreSet(opened.enter_context(open_source(source)), ask, identity)
     except BaseException:
         opened.close()
         raise
