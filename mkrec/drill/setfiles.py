@@ -83,14 +83,14 @@ def open_drill_set(path: Path, output: Path) -> DrillSet:
     try:
         name = bset.set_name
         _require_every_volume(bset, where)
-        first = bset.volumes[1]
-        layout = _read_layout(first.volume)
         if bset.encryption is not None:
             die(
                 f"{name} is encrypted: it cannot be drilled yet (the drill's restore has nobody to ask "
                 "for the key)",
                 hint="check it with 'mkrec verify --deep --identity FILE'; no virtual machine was started",
             )
+        first = bset.volumes[1]
+        layout = _read_layout(first.volume)
         restore_bytes = sum(s.size or 0 for s in bset.streams.values())
         if kinds == {"iso"}:
             volumes = tuple(Path(bset.volumes[n].volume.name) for n in sorted(bset.volumes))
