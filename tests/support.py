@@ -106,6 +106,12 @@ class LoopDisks:
         self.devices.append(dev)
         return dev
 
+    def ext4(self, size: str, mountpoint: Path) -> Path:
+        """A new loop disk holding one empty ext4, mounted: what a backup saves is a mounted file system."""
+        dev = self.create(size)
+        sh("mkfs.ext4", "-q", "-F", dev)
+        return self.mount(dev, mountpoint)
+
     def attach(self, image: Path) -> str:
         dev = sh("losetup", "-f", "-P", "--show", image).strip()
         self.devices.append(dev)

@@ -148,9 +148,7 @@ def source(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     work = tmp_path_factory.mktemp("backup-src")
     disks = LoopDisks(work)
     try:
-        dev = disks.create("512M")
-        sh("mkfs.ext4", "-q", "-F", dev)
-        mnt = disks.mount(dev, work / "mnt")
+        mnt = disks.ext4("512M", work / "mnt")
         make_corpus(mnt)
         yield mnt
     finally:

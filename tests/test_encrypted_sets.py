@@ -81,9 +81,7 @@ def sets(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sets]:
     work = tmp_path_factory.mktemp("crypt-src")
     disks = LoopDisks(work)
     try:
-        dev = disks.create("160M")
-        sh("mkfs.ext4", "-q", "-F", dev)
-        root = disks.mount(dev, work / "mnt")
+        root = disks.ext4("160M", work / "mnt")
         (root / "data").mkdir()
         (root / "data" / "random.bin").write_bytes(os.urandom(28 * MiB))  # three 16M volumes and more
         (root / "data" / "text.log").write_bytes(b"compressible line of text\n" * 200_000)

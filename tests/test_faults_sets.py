@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pycdlib
 import pytest
-from support import LoopDisks, sh
+from support import LoopDisks
 from test_backup_root import cli, fake_rescue, flip_byte_in_piece
 
 from mkrec.backup.run import backup
@@ -65,9 +65,7 @@ def source(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     work = tmp_path_factory.mktemp("faultsrc")
     disks = LoopDisks(work)
     try:
-        dev = disks.create("128M")
-        sh("mkfs.ext4", "-q", "-F", dev)
-        mnt = disks.mount(dev, work / "mnt")
+        mnt = disks.ext4("128M", work / "mnt")
         make_tree(mnt)
         yield mnt
     finally:
