@@ -12,7 +12,7 @@ from types import FrameType
 from mkrec import __version__
 from mkrec.config import Config, Mode, describe_config, load_config
 from mkrec.context import Context
-from mkrec.errors import MkrecError
+from mkrec.errors import MkrecError, os_error_text
 from mkrec.log import setup_logging
 from mkrec.remote import Source
 from mkrec.restic.spec import PREFIX as RESTIC
@@ -448,3 +448,9 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # `mkrec ls SET | head`: the reader left, nothing is wrong
         sys.stderr.close()
         return 0
+    except OSError as exc:  # the system's own error (a disk gone, no space, no permission): one line too
+        if args.debug:
+            log.exception("mkrec: error")
+        log.error("mkrec: error: %s", os_error_text(exc))
+        log.error("mkrec: hint: the system refused an operation there; --debug shows where mkrec was")
+        return 1

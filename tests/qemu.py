@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import re
+import socket
 import subprocess
 import threading
 import time
@@ -118,6 +119,20 @@ def qemu_argv(
         argv += ["-drive", f"if=pflash,format=raw,readonly=on,file={OVMF_CODE}"]
         argv += ["-drive", f"if=pflash,format=raw,file={vars_copy}"]
     return argv + media
+
+
+def hot_unplug(monitor: Path, device: str) -> str:
+    """Pull a device out of a running guest (QEMU's human monitor on a unix socket: `-monitor
+    unix:PATH,server,nowait`), as a disk whose cable is pulled; returns what the monitor said."""
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.connect(str(monitor))
+        sock.settimeout(5)
+        sock.sendall(f"device_del {device}\n".encode())
+        time.sleep(1)
+        try:
+            return sock.recv(65536).decode(errors="replace")
+        except TimeoutError:
+            return ""
 
 
 def drive_args(disks: Sequence[Path], cdroms: Sequence[Path] = (), boot_cd: bool = False) -> list[str]:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 from pathlib import Path
 
+import pytest
 from support import mkrec
 
 from mkrec import cli
@@ -51,3 +53,20 @@ def test_log_file_gets_everything(tmp_path: Path) -> None:
 def test_version() -> None:
     proc = mkrec("--version")
     assert proc.returncode == 0 and proc.stdout.startswith("mkrec ")
+
+
+def test_an_os_error_is_one_line_without_traceback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A disk that vanishes under a running command: the system's error, one line, exit 1."""
+
+    def vanished(ctx: object, args: object) -> int:
+        raise OSError(errno.EIO, "Input/output error", "/mnt/target/var/log/x")
+
+    monkeypatch.setattr(cli, "cmd_summary", vanished)
+    config = tmp_path / "c.toml"
+    config.write_text("")
+    assert cli.main(["--config", str(config), "summary"]) == 1
+    err = capsys.readouterr().err
+    assert "mkrec: error: Input/output error: /mnt/target/var/log/x" in err
+    assert "Traceback" not in err

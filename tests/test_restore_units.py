@@ -36,6 +36,7 @@ from mkrec.restore.apply import bootloader, engine, layers, mounts, unpack
 from mkrec.restore.apply.fstab import fix_crypttab, fix_fstab
 from mkrec.restore.apply.journal import Journal, read_steps
 from mkrec.restore.apply.mounts import mounts_below
+from mkrec.restore.apply.steps import Steps
 from mkrec.restore.decide import stack
 from mkrec.restore.decide.mapping import map_disks, parse_map
 from mkrec.restore.decide.model import SavedDisk, SavedFs, SavedSystem
@@ -1008,3 +1009,17 @@ def test_damage_at_a_member_boundary_sends_no_zeros_and_past_the_end_costs_nothi
     tail = Damage()
     assert tail.skip(members, 5120, 7168) == (0, 7168)  # the end-of-archive blocks
     assert not tail
+
+
+def test_a_step_meeting_an_os_error_fails_with_one_line_and_is_not_journaled(tmp_path: Path) -> None:
+    journal = Journal("plan-1", [tmp_path / "journal"])
+    steps = Steps(journal, "start")
+
+    def pulled() -> None:
+        raise OSError(5, "Input/output error", "/mnt/target/usr/lib/x.so")
+
+    with pytest.raises(
+        MkrecError, match=r"^step 'Unpack /' failed: Input/output error: /mnt/target/usr/lib/x\.so "
+    ):
+        steps.run("unpack:/", "Unpack /", pulled)
+    assert not journal.done("unpack:/")

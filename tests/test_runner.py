@@ -73,3 +73,16 @@ def test_popen_and_wait_checked() -> None:
 def test_which_uses_the_safe_path() -> None:
     assert which("sh") is not None
     assert which("no-such-tool-xyz") is None
+
+
+def test_a_tar_failure_names_its_first_complaint_not_its_summary() -> None:
+    stderr = (
+        "tar: ./usr/lib/a.so: Cannot write: Input/output error\n"
+        "tar: ./usr/lib/b.so: Cannot open: Input/output error\n"
+        "tar: Exiting with failure status due to previous errors\n"
+    )
+    err = CommandError(["tar", "-x"], 2, stderr)
+    assert err.message == "tar failed (exit 2): tar: ./usr/lib/a.so: Cannot write: Input/output error"
+    assert (
+        CommandError(["sfdisk"], 1, "warning\nthe reason\n").message == "sfdisk failed (exit 1): the reason"
+    )

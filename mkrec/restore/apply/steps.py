@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from mkrec.errors import MkrecError
+from mkrec.errors import MkrecError, os_error_text
 from mkrec.log import step
 from mkrec.restore.apply.journal import Journal
 from mkrec.restore.ask import Input, ask_step
@@ -37,11 +37,16 @@ class Steps:
         with step(title):
             try:
                 fn()
+                self.journal.finish(name)
             except MkrecError as exc:
-                what = f"{exc.hint}; " if exc.hint else ""
-                raise MkrecError(
-                    f"step '{title}' failed: {exc.message}",
-                    hint=f"{what}fix the cause, then run 'mkrec restore {self.action}' again: "
-                    "finished steps are skipped",
-                ) from exc
-        self.journal.finish(name)
+                raise self._failed(title, exc.message, exc.hint) from exc
+            except OSError as exc:  # a disk gone, a file system turned read-only: the system's error
+                raise self._failed(title, os_error_text(exc)) from exc
+
+    def _failed(self, title: str, why: str, hint: str | None = None) -> MkrecError:
+        what = f"{hint}; " if hint else ""
+        return MkrecError(
+            f"step '{title}' failed: {why}",
+            hint=f"{what}fix the cause, then run 'mkrec restore {self.action}' again: "
+            "finished steps are skipped",
+        )
