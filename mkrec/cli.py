@@ -21,6 +21,7 @@ from mkrec.restore.actions import ACTIONS, TARGET
 
 log = logging.getLogger("mkrec")
 SET_HELP = "a set directory, ISO files' directory, ISO or tape file, or a URL (nfs://, http(s)://, ssh://)"
+RESTIC_SET_HELP = "; or restic:<repository>[#<set or snapshot id>]"
 
 
 def default_config_path() -> Path | None:
@@ -84,13 +85,13 @@ def cmd_verify(ctx: Context, args: argparse.Namespace) -> int:
 def cmd_ls(ctx: Context, args: argparse.Namespace) -> int:
     from mkrec.backup.commands import cmd_ls as ls
 
-    return ls(ctx, args, _set_source(args, args.set))
+    return ls(ctx, args, _set_or_restic(ctx, args, args.set))
 
 
 def cmd_extract(ctx: Context, args: argparse.Namespace) -> int:
     from mkrec.backup.commands import cmd_extract as extract
 
-    return extract(ctx, args, _set_source(args, args.set))
+    return extract(ctx, args, _set_or_restic(ctx, args, args.set))
 
 
 def cmd_drill(ctx: Context, args: argparse.Namespace) -> int:
@@ -168,11 +169,13 @@ def _source(ctx: Context, args: argparse.Namespace) -> Source | ResticSource | N
     """--source as given: a path or URL with the ssh options that reach it; or a restic repository
     with its password file (--restic-password-file, else [restic] password_file; else typed), env
     file and -o options (--restic-env-file, --restic-option, else [restic] env_file and options)."""
-    if not args.source:
-        return None
-    if args.source.startswith(RESTIC):
-        return _restic_source(ctx, args, args.source)
-    return _set_source(args, args.source)
+    return _set_or_restic(ctx, args, args.source) if args.source else None
+
+
+def _set_or_restic(ctx: Context, args: argparse.Namespace, text: str) -> Source | ResticSource:
+    if text.startswith(RESTIC):
+        return _restic_source(ctx, args, text)
+    return _set_source(args, text)
 
 
 def _restic_source(ctx: Context, args: argparse.Namespace, text: str) -> ResticSource:
@@ -214,6 +217,7 @@ examples:
   mkrec sets /var/lib/mkrec --json     every host's sets, sizes and verify state
   mkrec verify /var/lib/mkrec/HOST/20261201
   mkrec extract SET /etc/fstab -C /tmp/out
+  mkrec ls restic:/srv/restic#CDrec-20261201-0300 /etc   a set in a restic repository
   systemctl enable --now mkrec-backup.timer   run the build every week (after make install)
 """
 
@@ -279,17 +283,19 @@ def build_parser() -> argparse.ArgumentParser:
     _identity_option(p)
     p.set_defaults(handler=cmd_verify, logs=False)
 
-    p = sub.add_parser("ls", help="list files in a backup set (from the catalogs)")
-    p.add_argument("set", help=SET_HELP)
+    p = sub.add_parser("ls", help="list files in a backup set (from the catalogs, or restic ls)")
+    p.add_argument("set", help=SET_HELP + RESTIC_SET_HELP)
     p.add_argument("path", nargs="?", default="")
     _ssh_options(p)
     _identity_option(p)
+    _restic_options(p)
     p.set_defaults(handler=cmd_ls, logs=False)
 
     p = sub.add_parser("extract", help="restore files from a backup set")
-    p.add_argument("set", help=SET_HELP)
+    p.add_argument("set", help=SET_HELP + RESTIC_SET_HELP)
     p.add_argument("paths", nargs="+")
     _ssh_options(p)
+    _restic_options(p)
     p.add_argument("-C", dest="dest", type=Path, required=True, help="where to put them")
     _identity_option(p)
     p.set_defaults(handler=cmd_extract, logs=True)

@@ -357,3 +357,75 @@ def test_keep_policy_forgets_old_runs_after_a_good_backup(system: System, tmp_pa
         assert sets == {"mkrec-set=CDrec-20260103-0304", "mkrec-set=CDrec-20260104-0304"}
         assert len(snapshots) == 2 * 4  # three file systems and the recovery snapshot per run
     shutil.rmtree(tmp_path / "restic-local", ignore_errors=True)
+
+
+# ---- ls, extract and compare of a set in a repository: one backup, read by each test ----
+
+
+@pytest.fixture(scope="module")
+def stored(system: System, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServedRepo]:
+    """The system backed up once into a local repository (made when first asked for: after the tests
+    above, which change the system)."""
+    with local_repo(tmp_path_factory.mktemp("restic-read")) as repo:
+        repo.restic("init")
+        backup(system, repo)
+        yield repo
+
+
+def read_set(repo: ServedRepo, command: str, *args: str | Path) -> subprocess.CompletedProcess[str]:
+    """mkrec COMMAND on the repository's set (ls, extract: the set; compare: --source)."""
+    where = f"restic:{repo.location}#CDrec-20260102-0304"
+    pw = ("--restic-password-file", repo.password_file)
+    if command == "compare":
+        return mkrec("restore", "compare", "--source", where, *pw, *args)
+    return mkrec(command, where, *args, *pw)
+
+
+def test_ls_of_a_restic_set(system: System, stored: ServedRepo) -> None:
+    t0 = time.monotonic()
+    proc = read_set(stored, "ls", "/data/corpus")
+    print(f"restic ls of /data/corpus: {time.monotonic() - t0:.1f} s")
+    assert proc.returncode == 0, proc.stderr
+    corpus = system.src.root / "data" / "corpus"
+    lines = proc.stdout.splitlines()
+    listed = {line.split(None, 5)[5] for line in lines}
+    assert listed == {"/data/corpus"} | {f"/data/corpus/{p.name}" for p in corpus.iterdir()}
+    owned = time.strftime("%Y-%m-%d %H:%M", time.localtime(1_000_000_000))
+    assert f"-rw-r--r-- 1234/5678           13 {owned} /data/corpus/owned" in lines
+    assert any(line.startswith("-rwsr-xr-x 0/0            1 ") for line in lines), lines
+    everything = read_set(stored, "ls").stdout.splitlines()
+    assert any(line.endswith(" /etc/deep/er/f") for line in everything)
+    esp = next(line for line in everything if line.startswith("i"))
+    assert esp.endswith("image of vfat, " + esp.split()[2] + " bytes in use)"), esp
+
+
+def test_extract_from_a_restic_set(system: System, stored: ServedRepo, tmp_path: Path) -> None:
+    dest = tmp_path / "out"
+    proc = read_set(stored, "extract", "/data/corpus", "/etc/deep/er/f", "/etc/nothere", "-C", dest)
+    assert proc.returncode == 1, proc.stderr  # one path was not in the set: one line says which
+    assert [line for line in proc.stderr.splitlines() if "/etc/nothere" in line] == [
+        "not in the set: /etc/nothere"
+    ], proc.stderr
+    assert "Traceback" not in proc.stderr and "restored 12 entries" in proc.stderr, proc.stderr
+    assert (dest / "etc" / "deep" / "er" / "f").read_text() == "deep\n"
+    assert sorted(p.name for p in (dest / "etc").iterdir()) == ["deep"]
+    assert tree(dest / "data" / "corpus") == tree(system.src.root / "data" / "corpus")
+    proc = read_set(stored, "extract", "/nothere", "-C", dest)
+    assert "nothing in CDrec-20260102-0304 matches /nothere" in one_line_error(proc)
+
+
+def test_compare_with_a_restic_set(system: System, stored: ServedRepo, tmp_path: Path) -> None:
+    output = tmp_path / "changed.txt"
+    proc = read_set(stored, "compare", "--target", system.src.root, "--output", output)
+    assert proc.returncode == 0, proc.stderr
+    assert "0 changed, 0 added, 0 missing" in proc.stdout, output.read_text()
+    changed = system.src.root / "etc" / "deep" / "er" / "f"
+    before = changed.stat()
+    try:
+        changed.write_text("changed since the backup\n")
+        proc = read_set(stored, "compare", "--target", system.src.root, "--output", output)
+        assert "1 changed, 0 added, 0 missing" in proc.stdout, proc.stdout + proc.stderr
+        assert output.read_text() == "changed /etc/deep/er/f\n"
+    finally:
+        changed.write_text("deep\n")
+        os.utime(changed, ns=(before.st_atime_ns, before.st_mtime_ns))

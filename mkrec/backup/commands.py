@@ -15,6 +15,7 @@ from mkrec.backup.setreader import BackupSet, open_set
 from mkrec.backup.verify import verify_set
 from mkrec.context import Context
 from mkrec.remote import Source, open_source
+from mkrec.restic.spec import ResticSource
 
 log = logging.getLogger("mkrec")
 
@@ -64,21 +65,35 @@ def _remember(source: Source, ok: bool) -> None:
             log.debug("cannot record the verify state of %s: %s", set_dir, exc)
 
 
-def cmd_ls(ctx: Context, args: argparse.Namespace, source: Source) -> int:
-    with opened_set(source) as bset:
-        unlock(bset, args.identity)
-        for line in ls_lines(bset, args.path):
-            print(line)
+def cmd_ls(ctx: Context, args: argparse.Namespace, source: Source | ResticSource) -> int:
+    if isinstance(source, ResticSource):
+        from mkrec.restic.restoreset import ResticSet
+
+        lines = ls_lines(ResticSet(source), args.path)
+    else:
+        with opened_set(source) as bset:
+            unlock(bset, args.identity)
+            lines = ls_lines(bset, args.path)
+    for line in lines:
+        print(line)
     return 0
 
 
-def cmd_extract(ctx: Context, args: argparse.Namespace, source: Source) -> int:
-    with opened_set(source) as bset:
-        unlock(bset, args.identity)
-        for note in bset.describe_missing():
-            log.warning("warning: %s", note)
-        result = extract(bset, args.paths, args.dest)
+def cmd_extract(ctx: Context, args: argparse.Namespace, source: Source | ResticSource) -> int:
+    if isinstance(source, ResticSource):
+        from mkrec.restic.extract import extract_restic
+        from mkrec.restic.restoreset import ResticSet
+
+        result = extract_restic(ResticSet(source), args.paths, args.dest)
+    else:
+        with opened_set(source) as bset:
+            unlock(bset, args.identity)
+            for note in bset.describe_missing():
+                log.warning("warning: %s", note)
+            result = extract(bset, args.paths, args.dest)
     log.info("restored %d entries into %s", len(result.restored), args.dest)
     for path in result.lost:
         log.error("lost: %s", quote(path))
-    return 1 if result.lost else 0
+    for path in result.absent:
+        log.error("not in the set: %s", quote(path))
+    return 1 if result.lost or result.absent else 0

@@ -15,6 +15,7 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 from mkrec.backup.catalog import CatalogEntry
 from mkrec.backup.imaging import image_format, restore_hint
@@ -35,7 +36,15 @@ def quote(path: str) -> str:
     return out.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
-def absolute(bset: BackupSet, e: CatalogEntry) -> str:
+class Listed(Protocol):
+    """What ls reads of a set: a BackupSet's catalogs, or a restic set's listings."""
+
+    @property
+    def streams(self) -> dict[str, StreamRecord]: ...
+    def catalog(self) -> tuple[list[CatalogEntry], list[int]]: ...
+
+
+def absolute(bset: Listed, e: CatalogEntry) -> str:
     s = bset.streams.get(e.stream)
     if s is None:
         return f"?{e.stream}/{e.path}"
@@ -49,7 +58,7 @@ def matches(path: str, wanted: str) -> bool:
     return wanted == "/" or path == wanted or path.startswith(wanted + "/")
 
 
-def ls_lines(bset: BackupSet, wanted: str = "") -> list[str]:
+def ls_lines(bset: Listed, wanted: str = "") -> list[str]:
     entries, missing = bset.catalog()
     lines = []
     for e in entries:
@@ -60,7 +69,7 @@ def ls_lines(bset: BackupSet, wanted: str = "") -> list[str]:
         mode = kind + stat.filemode(e.mode)[1:]
         when = time.strftime("%Y-%m-%d %H:%M", time.localtime(e.mtime))
         line = f"{mode} {e.uid}/{e.gid} {e.size:>12} {when} {quote(path)}"
-        if e.type == "symlink":
+        if e.type == "symlink" and e.link:  # a restic listing has no target
             line += f" -> {quote(e.link)}"
         elif e.type == "hardlink":
             line += f" link to {quote(e.link)}"
@@ -76,6 +85,12 @@ def ls_lines(bset: BackupSet, wanted: str = "") -> list[str]:
 class ExtractResult:
     restored: list[str] = field(default_factory=list)
     lost: list[str] = field(default_factory=list)
+    absent: list[str] = field(default_factory=list)  # paths asked for that nothing in the set matches
+
+
+def absent_paths(bset: Listed, entries: list[CatalogEntry], paths: list[str]) -> list[str]:
+    found = [absolute(bset, e) for e in entries]
+    return [p for p in paths if not any(matches(path, p) for path in found)]
 
 
 def _choose(bset: BackupSet, entries: list[CatalogEntry], paths: list[str]) -> list[CatalogEntry]:
@@ -119,7 +134,7 @@ def extract(bset: BackupSet, paths: list[str], dest: Path) -> ExtractResult:
                 hint="the files may be on the last volume: find it, or see 'mkrec verify SET'",
             )
         raise MkrecError(f"nothing in {bset.set_name} matches {' '.join(paths)}", hint="see 'mkrec ls SET'")
-    result = ExtractResult()
+    result = ExtractResult(absent=[] if missing else absent_paths(bset, entries, paths))
     for name in dict.fromkeys(e.stream for e in chosen):
         members = [e for e in chosen if e.stream == name]
         stream = bset.streams[name]
@@ -199,9 +214,13 @@ def _extract_image(reader: FrameReader, stream: StreamRecord, dest: Path, result
     with open(out, "wb") as fh:
         ok = reader.copy(0, end, fh)
     (result.restored if ok else result.lost).append(stream.device)
-    fmt = image_format(stream)
     if ok:
-        log.info(
-            "%s: %s image of its %s file system written to %s; to put it on a partition: %s",
-            stream.device, fmt, stream.fstype, out, restore_hint(fmt, str(out)),
-        )  # fmt: skip
+        image_written(stream, out)
+
+
+def image_written(stream: StreamRecord, out: Path) -> None:
+    fmt = image_format(stream)
+    log.info(
+        "%s: %s image of its %s file system written to %s; to put it on a partition: %s",
+        stream.device, fmt, stream.fstype, out, restore_hint(fmt, str(out)),
+    )  # fmt: skip

@@ -7,6 +7,7 @@ have its snapshot before anything is written."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import logging
@@ -16,12 +17,14 @@ import tarfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from mkrec.backup.catalog import CatalogEntry
 from mkrec.backup.manifest import StreamRecord, parse_manifest
 from mkrec.backup.sources import used_bytes
 from mkrec.errors import MkrecError
 from mkrec.progress import Progress
 from mkrec.restic import tags
 from mkrec.restic.backup import MANIFEST, TOPS
+from mkrec.restic.listing import as_image, parse_ls, top_entry
 from mkrec.restic.spec import ResticSource
 from mkrec.restic.tags import Snapshot
 from mkrec.restore.decide.source import Ask, Damage, RestoreSet
@@ -78,6 +81,8 @@ class ResticSet(RestoreSet):
     def __init__(self, source: ResticSource, ask: Ask | None = None) -> None:
         self.source = None
         self.ask = ask
+        self.opened = contextlib.ExitStack()  # nothing to mount: restic reaches the repository
+        self._catalog: list[CatalogEntry] | None = None
         self.repo = source.repo
         snapshots = self.repo.json("snapshots", "--tag", tags.TAG) or []
         recovery = choose_set(snapshots, source.selector, self.repo.location)
@@ -116,6 +121,21 @@ class ResticSet(RestoreSet):
     def close(self) -> None:
         pass
 
+    def catalog(self) -> tuple[list[CatalogEntry], list[int]]:
+        """Every file of the set, from `restic ls` of each file system's snapshot (read once)."""
+        if self._catalog is None:
+            self._catalog = [e for name in self._streams for e in self.listing(name)]
+        return self._catalog, []
+
+    def listing(self, name: str) -> list[CatalogEntry]:
+        record = self._streams[name]
+        text = self.repo.run("ls", "--json", self.snapshots[name])
+        entries = parse_ls(text, name, f"restic ls of {record.mountpoint or record.device} ({name})")
+        if record.kind == "image":
+            return as_image(entries)
+        top = self.tops.get(name)
+        return ([top_entry(name, top)] if top else []) + entries
+
     def chunks(self, name: str, damage: Damage | None = None) -> Iterator[bytes]:
         """An image stream as `restic dump` gives it back (restic checks its own data: no damage
         to step over here)."""
@@ -134,12 +154,17 @@ class ResticSet(RestoreSet):
         if code != 0:
             raise self.repo.failed(args, code, err)
 
-    def _restore_with_progress(self, name: str, dest: Path) -> None:
-        """restic restore prints no progress where there is no terminal: watch the file system fill."""
+    def restore_paths(
+        self, name: str, dest: Path, includes: tuple[str, ...] = (), total: int | None = None
+    ) -> None:
+        """restic restore of a file system's snapshot (only the includes' patterns, when given) into
+        dest. It prints no progress where there is no terminal: watch the file system fill."""
         record = self._streams[name]
-        progress = Progress(f"Restoring {record.mountpoint or name}", record.size or 0)
+        progress = Progress(
+            f"Restoring {record.mountpoint or name}", record.size or 0 if total is None else total
+        )
         before = used_bytes(dest)
-        args = ("restore", self.snapshots[name], "--target", str(dest))
+        args = ("restore", self.snapshots[name], "--target", str(dest), *includes)
         proc = self.repo.popen(*args)
         while True:
             try:
@@ -155,7 +180,7 @@ class ResticSet(RestoreSet):
     def restore_tree(self, name: str, dest: Path) -> None:
         """A file system's snapshot into dest (its mount point): owners, modes, times, xattrs and ACLs
         as saved; the top directory's own from the set's tops."""
-        self._restore_with_progress(name, dest)
+        self.restore_paths(name, dest)
         top = self.tops.get(name)
         if top:
             os.chown(dest, top["uid"], top["gid"])

@@ -1,6 +1,7 @@
-"""compare: the live filesystems against the backup's catalogs. Writes one line per difference
-("changed PATH", "added PATH", "missing PATH") to a file and prints a summary. The walk stays on
-each filesystem (another mount below it is compared with its own catalog)."""
+"""compare: the live filesystems against the backup's catalogs (a restic set's: its snapshots'
+listings). Writes one line per difference ("changed PATH", "added PATH", "missing PATH") to a file
+and prints a summary. The walk stays on each filesystem (another mount below it is compared with
+its own catalog)."""
 
 from __future__ import annotations
 
@@ -11,12 +12,11 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Protocol
 
-from mkrec.errors import MkrecError
 from mkrec.remote import Source
 from mkrec.restic.spec import ResticSource
 from mkrec.restore.actions import TARGET
 from mkrec.restore.decide.layout_adapter import load_saved
-from mkrec.restore.decide.source import open_restore_set
+from mkrec.restore.decide.opening import open_source
 
 log = logging.getLogger("mkrec.restore")
 
@@ -57,8 +57,8 @@ def differs(e: Entry, path: Path, st: os.stat_result) -> bool:
         return True
     if (stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid) != (e.mode & 0o7777, e.uid, e.gid):
         return True
-    if e.type == "symlink":
-        return os.readlink(path) != e.link
+    if e.type == "symlink":  # restic's listing has no target: a new symlink has a new mtime
+        return os.readlink(path) != e.link if e.link else int(st.st_mtime) != int(e.mtime)
     if e.type == "file":
         return st.st_size != e.size or int(st.st_mtime) != int(e.mtime)
     return False
@@ -134,14 +134,9 @@ def compare(
 ) -> int:
     """target: the restored system's root; by default the one at actions.TARGET when it is there,
     else the running system (/)."""
-    if isinstance(source, ResticSource):
-        raise MkrecError(
-            "compare does not read restic sets yet",
-            hint=f"restic -r {source.repo.location} diff, or restic restore --verify, compare snapshots",
-        )
-    with open_restore_set(source, identity=identity) as reader:
+    with open_source(source, identity=identity) as reader:
         system = load_saved(reader, layout)
-        entries, missing = reader.bset.catalog()
+        entries, missing = reader.catalog()
         for n in missing:
             log.warning(
                 "warning: the catalog part of %s is missing: its files show as added", reader.describe(n)

@@ -174,6 +174,10 @@ class RestoreSet:
     def streams(self) -> dict[str, StreamRecord]:
         return self.bset.streams
 
+    def catalog(self) -> tuple[list[CatalogEntry], list[int]]:
+        """Every member the catalogs list, and the volumes whose catalog part is unavailable."""
+        return self.bset.catalog()
+
     def recovery_file(self, name: str) -> bytes | None:
         """A file of the readable etc/recovery copy a volume carries (volume 1 of every set)."""
         for ov in sorted(self.bset.volumes.values(), key=lambda v: v.number):
