@@ -320,6 +320,20 @@ def test_mapping_ambiguous_is_refused_without_a_person() -> None:
     assert exc.value.hint == "name the target with --map sda=DEV"
 
 
+def test_mapping_identical_disks_go_back_by_name() -> None:
+    """A RAID1's two same-size disks on two blank same-size disks: no WWN or serial to tell them
+    apart, so each goes to the disk of its own name (unattended restores must not stop there)."""
+    present = [PresentDisk("/dev/vda", 3 * GIB), PresentDisk("/dev/vdb", 3 * GIB)]
+    choices = map_disks(
+        [saved("/dev/vda", 3 * GIB), saved("/dev/vdb", 3 * GIB)], present, {}, {}, need_same_size=True
+    )
+    assert [(c.target.path, c.how) for c in choices] == [("/dev/vda", "same name"), ("/dev/vdb", "same size")]
+    # larger disks (clone): the same
+    present = [PresentDisk("/dev/vdb", 5 * GIB), PresentDisk("/dev/vda", 5 * GIB)]
+    (c,) = map_disks([saved("/dev/vda", 3 * GIB)], present, {}, {}, need_same_size=False)
+    assert (c.target.path, c.how) == ("/dev/vda", "same name")
+
+
 def test_mapping_ambiguous_asks() -> None:
     present = [PresentDisk("/dev/vdb", 30 * GIB), PresentDisk("/dev/vdc", 40 * GIB)]
     (c,) = map_disks(
@@ -460,6 +474,16 @@ def test_partition_argv() -> None:
     ]  # fmt: skip
 
 
+def test_secure_boot_when_the_restored_system_has_the_signed_chain(tmp_path: Path) -> None:
+    """A Debian installed for Secure Boot (shim-signed + grub-efi-amd64-signed) gets the signed
+    chain back; one with only grub-efi-amd64 gets plain GRUB (its grub-install has no shim to copy)."""
+    assert not bootloader.has_signed_chain(tmp_path)
+    for rel in (bootloader.SIGNED_SHIM, bootloader.SIGNED_GRUB_EFI):
+        (tmp_path / rel).parent.mkdir(parents=True)
+        (tmp_path / rel).write_bytes(b"MZ")
+        assert bootloader.has_signed_chain(tmp_path) == (rel == bootloader.SIGNED_GRUB_EFI)
+
+
 def test_bootloader_argv() -> None:
     assert cmd.grub_bios_argv("/dev/vdb") == ["grub-install", "--target=i386-pc", "--recheck", "/dev/vdb"]
     assert cmd.grub_bios_argv("/dev/vdb", Path("/mnt/target/boot"), "part_gpt ext2") == [
@@ -473,6 +497,7 @@ def test_bootloader_argv() -> None:
     assert cmd.grub_efi_argv(Path("/boot/efi")) == [
         "grub-install", "--target=x86_64-efi", "--efi-directory=/boot/efi", "--removable", "--no-nvram"
     ]  # fmt: skip
+    assert cmd.grub_efi_argv(Path("/boot/efi"), secure_boot=True)[-1] == "--uefi-secure-boot"
     assert cmd.efibootmgr_argv("/dev/vdb", 2, "\\EFI\\BOOT\\BOOTX64.EFI") == [
         "efibootmgr", "--create", "--disk", "/dev/vdb", "--part", "2", "--label", "mkrec restored",
         "--loader", "\\EFI\\BOOT\\BOOTX64.EFI",

@@ -292,8 +292,8 @@ LUKS_ANSWERS = (
 def run_clone(system: System, workdir: Path, backup: Backup, targets: Disks, tag: str) -> float:
     """From the rescue shell, as a person would: choose it at the boot menu (two entries up from
     the default), then clone-disk each saved disk onto the target of the same name (another
-    size), or start-restore (LUKS: it asks the new passphrase, which the test types), and power
-    off."""
+    size; one clone-disk restores all of a RAID's disks), or start-restore (LUKS: it asks the new
+    passphrase, which the test types), and power off."""
     nvram = fresh_nvram(system.firmware, workdir / f"target-{tag}-vars.fd")
     cds: list[str] = []
     for volume in backup.volumes:
@@ -316,9 +316,9 @@ def run_clone(system: System, workdir: Path, backup: Backup, targets: Disks, tag
         if tag == "same":  # as a person: confirm the plan, type the new passphrase twice
             confirm = ((r"Type yes to erase the disks above", "yes"),)
             shell(guest, "start-restore", "start-restore", RESTORE_TIMEOUT, confirm + answers)
-        for i in range(system.disks if tag != "same" else 0):
-            disk = f"vd{chr(ord('a') + i)}"
-            line = f"clone-disk --yes --map {disk}=/dev/{disk}"
+        if tag != "same":  # every saved disk onto the target of its name, in one clone
+            disks = [f"vd{chr(ord('a') + i)}" for i in range(system.disks)]
+            line = "clone-disk --yes " + " ".join(f"--map {d}=/dev/{d}" for d in disks)
             shell(guest, "clone-disk", line, RESTORE_TIMEOUT, answers)
         type_keys(guest, "sync; poweroff -f\r")
         if not guest.wait_poweroff(300):

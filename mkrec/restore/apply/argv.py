@@ -71,11 +71,14 @@ def grub_bios_argv(disk: str, boot_dir: Path | None = None, modules: str = "") -
     return [*argv, disk]
 
 
-def grub_efi_argv(efi_dir: Path, boot_dir: Path | None = None) -> list[str]:
+def grub_efi_argv(efi_dir: Path, boot_dir: Path | None = None, secure_boot: bool = False) -> list[str]:
     """grub-install for UEFI into the fallback path (EFI/BOOT/BOOTX64.EFI): it boots even when the
     firmware's NVRAM entries are gone. --no-nvram: the entry is made by efibootmgr_argv when the
-    rescue system runs under UEFI."""
+    rescue system runs under UEFI. secure_boot: Debian's grub-install puts the signed shim there,
+    the signed GRUB beside it (as the installer does), so the system boots with Secure Boot on."""
     argv = ["grub-install", "--target=x86_64-efi", f"--efi-directory={efi_dir}", "--removable", "--no-nvram"]
+    if secure_boot:
+        argv.append("--uefi-secure-boot")
     if boot_dir is not None:
         argv.append(f"--boot-directory={boot_dir}")
     return argv

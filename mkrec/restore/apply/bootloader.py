@@ -33,6 +33,9 @@ log = logging.getLogger("mkrec.restore")
 EFIVARS = Path("/sys/firmware/efi/efivars")
 NVRAM_LABEL = "mkrec restored"
 EFI_FALLBACK = "\\EFI\\BOOT\\BOOTX64.EFI"  # the NVRAM entry's loader: the path every firmware boots
+# Debian's signed boot chain, relative to the restored root (grub-install --uefi-secure-boot copies them).
+SIGNED_SHIM = "usr/lib/shim/shimx64.efi.signed"
+SIGNED_GRUB_EFI = "usr/lib/grub/x86_64-efi-signed/grubx64.efi.signed"
 # syslinux-common has the boot code here; the extlinux package has a copy in /usr/lib/EXTLINUX.
 SYSLINUX_MBR_DIRS = (Path("/usr/lib/syslinux/mbr"), Path("/usr/lib/EXTLINUX"))
 
@@ -45,6 +48,12 @@ def has_own_grub(root: Path, platform: str) -> bool:
     """The restored system's grub-install, with the modules of the platform it must install for: a
     UEFI Debian has x86_64-efi but often no i386-pc (grub-pc-bin), and the other way round."""
     return has_own(root, "grub-install") and (root / "usr/lib/grub" / platform).is_dir()
+
+
+def has_signed_chain(root: Path) -> bool:
+    """The restored system has Debian's signed shim and GRUB (shim-signed, grub-efi-amd64-signed):
+    it was installed for Secure Boot, and its grub-install can put the signed chain back."""
+    return (root / SIGNED_SHIM).is_file() and (root / SIGNED_GRUB_EFI).is_file()
 
 
 def disk_plan(plan: Plan, saved_disk: str) -> DiskPlan:
@@ -164,7 +173,10 @@ def _install_efi(plan: Plan, boot: BootLoader, root: Path, disk: str) -> None:
         if mounted is None:
             raise MkrecError(f"GRUB EFI: the ESP {boot.esp} is not mounted at /boot/efi in the saved layout")
         if has_own_grub(root, "x86_64-efi"):
-            _in_chroot(root, grub_efi_argv(Path("/boot/efi")))
+            secure = has_signed_chain(root)
+            if secure:
+                log.info("    signed shim and GRUB in the restored system: installed for Secure Boot")
+            _in_chroot(root, grub_efi_argv(Path("/boot/efi"), secure_boot=secure))
         else:
             run(grub_efi_argv(root / "boot" / "efi", root / "boot"))
     if not EFIVARS.is_dir():

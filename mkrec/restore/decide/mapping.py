@@ -1,7 +1,8 @@
 """Which present disk receives which saved disk. Pure decisions: the facts come in as values.
 
 Names are not trusted (sda may be vda now): an explicit --map wins; then a disk with the same
-WWN or serial; then the only disk that is large enough (start) or the only candidate (clone).
+WWN or serial; then the only disk that is large enough (start) or the only candidate (clone);
+among several that fit equally well (a RAID's identical disks), the one with the saved disk's name.
 Anything else is ambiguous: asked interactively, refused under --yes."""
 
 from __future__ import annotations
@@ -99,6 +100,13 @@ def map_disks(
     return choices
 
 
+def same_name(key: str, candidates: list[PresentDisk]) -> PresentDisk | None:
+    """The tie-break between disks that fit equally: the one still called what the saved disk was
+    (two identical disks of a RAID1 go back where they were), when there is one."""
+    named = [d for d in candidates if _short(d.path) == key]
+    return named[0] if len(named) == 1 else None
+
+
 def _auto(
     disk: SavedDisk,
     present: list[PresentDisk],
@@ -126,6 +134,9 @@ def _auto(
             f"no disk{size} is free for saved disk {key}",
             hint=f"attach one, or name it with --map {key}=DEV (protected: {', '.join(protected) or 'none'})",
         )
+    named = same_name(key, exact if len(exact) > 1 else fits)
+    if named is not None:
+        return named, "same name"
     if choose is not None:
         picked = choose(disk, fits)
         if picked is not None:
