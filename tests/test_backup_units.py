@@ -28,6 +28,7 @@ from mkrec.backup.frames import (
     incompressible,
 )
 from mkrec.backup.manifest import Manifest, PieceRecord, StreamRecord, parse_manifest
+from mkrec.backup.sources import visible_mounts
 from mkrec.backup.stream import pump
 from mkrec.backup.sums import Sums, format_sfv, format_sha256sums, parse_sfv, parse_sha256sums
 from mkrec.backup.tarscan import TarScanner, scan
@@ -346,3 +347,19 @@ def test_read_back_names_a_file_whose_bytes_did_not_land(tmp_path: Path) -> None
         check_volume(DirVolume(tmp_path), [("backup/piece", Sums("0" * 64, zlib.crc32(b"wrItten")))])
     with pytest.raises(MkrecError, match="backup/other is missing after writing"):
         check_volume(DirVolume(tmp_path), [("backup/other", good)])
+
+
+def test_of_two_mounts_on_one_directory_only_the_top_one_is_backed_up() -> None:
+    """A file system mounted again over the same directory (a second loop device of one image, a
+    tmpfs over it): only the later mount is seen there, so only it is saved, once."""
+    findmnt = {
+        "filesystems": [
+            {"target": "/", "source": "/dev/vda1", "fstype": "ext4"},
+            {"target": "/srv/data", "source": "/dev/loop3", "fstype": "ext4"},
+            {"target": "/srv/data", "source": "/dev/loop0", "fstype": "ext4"},
+            {"target": "/srv/other", "source": "/dev/loop5", "fstype": "xfs"},
+            {"target": "/srv/other", "source": "tmpfs", "fstype": "tmpfs"},
+        ]
+    }
+    assert visible_mounts(findmnt, Path("/srv")) == [("/srv/data", "/dev/loop0", "ext4")]
+    assert visible_mounts(findmnt, Path("/"))[0] == ("/", "/dev/vda1", "ext4")

@@ -11,6 +11,7 @@ import posixpath
 import stat
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from mkrec.backup.imaging import mounted_on
 from mkrec.context import Context
@@ -48,16 +49,25 @@ def used_bytes(mountpoint: Path | str) -> int:
 
 def mounted_filesystems(root: Path) -> list[tuple[str, str, str]]:
     """(target, source, fstype) of block-device mounts at or under root, outermost first."""
-    data = run_json(["findmnt", "-J", "-l", "-o", "TARGET,SOURCE,FSTYPE"])
-    out = []
+    return visible_mounts(run_json(["findmnt", "-J", "-l", "-o", "TARGET,SOURCE,FSTYPE"]), root)
+
+
+def visible_mounts(findmnt: dict[str, Any], root: Path) -> list[tuple[str, str, str]]:
+    """The mounts `findmnt -J -l` lists (in mount order) at or under root. Of two mounted on one
+    directory only the later is seen there: the one under it is hidden, and reading the directory
+    twice would save the top one twice."""
+    by_target: dict[str, tuple[str, str, str]] = {}
     root_s = str(root).rstrip("/") or "/"
-    for fs in data.get("filesystems", []):
+    for fs in findmnt.get("filesystems") or []:
         target, source, fstype = fs.get("target") or "", fs.get("source") or "", fs.get("fstype") or ""
         inside = target == root_s or target.startswith(root_s.rstrip("/") + "/")
+        if not inside:
+            continue
+        by_target.pop(target, None)  # stacked: the later mount hides the earlier one
         # bind mounts show as /dev/x[/subdir]: the file system itself is backed up where it is mounted
-        if inside and source.startswith("/dev/") and "[" not in source:
-            out.append((target, source, fstype))
-    return sorted(out, key=lambda t: t[0])
+        if source.startswith("/dev/") and "[" not in source:
+            by_target[target] = (target, source, fstype)
+    return sorted(by_target.values(), key=lambda t: t[0])
 
 
 def block_id(path: str) -> int | None:
