@@ -92,8 +92,12 @@ def mount_corpus(work: Path, corpus: str) -> tuple[Path, str]:
     if fresh:
         sh("truncate", "-s", f"{int(size_gb * 2 + 2)}G", image)
         sh("mkfs.ext4", "-q", "-F", image)
-    dev = sh("losetup", "-f", "--show", image).strip()
     mnt.mkdir(exist_ok=True)
+    if os.path.ismount(mnt):  # left by a run that was killed: mounting again would stack a second copy
+        stale = sh("findmnt", "-n", "-o", "SOURCE", mnt).strip()
+        sh("umount", mnt)
+        subprocess.run(["losetup", "-d", stale], check=False)
+    dev = sh("losetup", "-f", "--show", image).strip()
     sh("mount", dev, mnt)
     if not (mnt / ".corpus-complete").exists():
         print(f"building the {corpus} corpus ({size_gb} GB) in {mnt} ...", flush=True)
