@@ -294,7 +294,6 @@ ip link set "$dev" up && ip addr replace 10.0.2.15/24 dev "$dev" && ip route rep
 
 
 @pytest.mark.vm
-@pytest.mark.skipif(not os.environ.get("MKREC_NFS_TEST"), reason="opt-in (~3-4 min): MKREC_NFS_TEST=1")
 def test_extract_and_ls_over_nfs_in_a_guest(sets: Sets, tmp_path: Path) -> None:
     if shutil.which("ganesha.nfsd") is None:
         pytest.skip("needs nfs-ganesha (apt-get install nfs-ganesha nfs-ganesha-vfs)")
