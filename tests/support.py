@@ -10,6 +10,7 @@ import signal
 import stat
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 VENV_BIN = Path(sys.executable).parent
@@ -250,18 +251,22 @@ class Terminal:
         return code
 
 
-def stream_sha256(set_dir: Path, stream: str) -> str:
-    """SHA-256 of a stream of a set as its frames hold it (each checked by zstd on the way)."""
-    import hashlib
-
+def stream_bytes(set_dir: Path, stream: str) -> Iterator[bytes]:
+    """A stream of a set as its frames hold it, frame by frame (each checked by zstd on the way)."""
     from mkrec.backup.frames import decompress_frame
     from mkrec.backup.setreader import open_set
 
     bset = open_set(set_dir)
     try:
-        digest = hashlib.sha256()
         for f in bset.frames(stream):
-            digest.update(decompress_frame(bset.read_piece(f.volume, f.piece, f.poffset, f.csize), f.usize))
-        return digest.hexdigest()
+            yield decompress_frame(bset.read_piece(f.volume, f.piece, f.poffset, f.csize), f.usize)
     finally:
         bset.close()
+
+
+def stream_sha256(set_dir: Path, stream: str) -> str:
+    """SHA-256 of a stream of a set as its frames hold it."""
+    digest = hashlib.sha256()
+    for data in stream_bytes(set_dir, stream):
+        digest.update(data)
+    return digest.hexdigest()
