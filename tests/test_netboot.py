@@ -15,7 +15,7 @@ import pytest
 
 from mkrec.config import config_from_dict
 from mkrec.context import REPO_ROOT, Context
-from mkrec.rescue import bootcfg, modules
+from mkrec.rescue import bootcfg, modules, netboot
 from mkrec.rescue.netboot import GRUB_NET_MODULES, grub_net_argv, write_netboot
 
 FIXTURES = Path(__file__).parent / "fixtures" / "rescue"
@@ -149,6 +149,22 @@ def test_a_new_tree_replaces_the_old_one_only_when_complete(tmp_path: Path) -> N
     (ctx.staging / "boot" / bootcfg.RDBASE_NAME).write_text("new\n")
     write_netboot(ctx)
     assert not (tree / "left-over").exists() and (tree / "rdbase.img").read_text() == "new\n"
+
+
+def test_a_machine_without_pxelinux_or_grub_efi_still_gets_a_tree_and_its_backup(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A real Debian system that has neither pxelinux nor grub-efi-amd64-bin (the matrix found it):
+    the build must not fail for the network boot; the ways it cannot offer are named."""
+    monkeypatch.setattr(netboot, "PXELINUX", tmp_path / "none" / "pxelinux.0")
+    monkeypatch.setattr(netboot, "GRUB_EFI_MODULES", tmp_path / "none" / "x86_64-efi")
+    ctx = make_ctx(tmp_path)
+    _stage(ctx, memtest=False)
+    tree = write_netboot(ctx)
+    assert sorted(p.name for p in tree.iterdir()) == ["initrd.img", "netboot.ipxe", "rdbase.img", "vmlinuz"]
+    said = caplog.text
+    assert "netboot tree without BIOS PXE" in said and "apt-get install pxelinux" in said
+    assert "netboot tree without UEFI network boot" in said and "grub-efi-amd64-bin" in said
 
 
 def readme_dnsmasq_conf() -> str:

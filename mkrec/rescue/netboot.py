@@ -12,7 +12,6 @@ from pathlib import Path
 
 from mkrec.backup.setdir import SetDir
 from mkrec.context import Context
-from mkrec.errors import MkrecError
 from mkrec.rescue import ISOLINUX_MODULES, SYSLINUX_MODULES, bootcfg
 from mkrec.rescue.volume import private_tree
 from mkrec.runner import run
@@ -53,9 +52,10 @@ def _copy_boot_files(boot: Path, tree: Path) -> tuple[bool, bool]:
     return memtest[0], memtest[1]
 
 
+GRUB_EFI_MODULES = Path("/usr/lib/grub/x86_64-efi")  # grub-efi-amd64-bin: what grub-mkimage builds from
+
+
 def _pxelinux(ctx: Context, tree: Path, memtest: bool) -> None:
-    if not PXELINUX.is_file():
-        raise MkrecError(f"{PXELINUX} is missing", hint="apt-get install pxelinux (or run make deps)")
     shutil.copyfile(PXELINUX, tree / PXELINUX.name)
     for name in ISOLINUX_MODULES:
         shutil.copyfile(SYSLINUX_MODULES / name, tree / name)
@@ -71,6 +71,13 @@ def _grub_net(ctx: Context, tree: Path, work: Path, memtest: bool) -> None:
     (tree / "grub.cfg").write_text(bootcfg.render_grub(ctx, memtest=memtest, medium=bootcfg.GRUB_NET))
 
 
+def _can_make(what: str, needs: Path, package: str) -> bool:
+    if needs.exists():
+        return True
+    log.warning("warning: netboot tree without %s: %s is missing (apt-get install %s)", what, needs, package)
+    return False
+
+
 def write_netboot(ctx: Context) -> Path:
     """Write the netboot tree of the rescue system just built (ctx.staging) into the set
     directory; an earlier tree is replaced only once the new one is complete."""
@@ -78,8 +85,12 @@ def write_netboot(ctx: Context) -> Path:
     tree = setdir.create()
     try:
         bios_memtest, efi_memtest = _copy_boot_files(ctx.staging / "boot", tree)
-        _pxelinux(ctx, tree, bios_memtest)
-        _grub_net(ctx, tree, ctx.staging / ".work", efi_memtest)
+        # A loader that cannot be made here leaves its way of booting out, said once: the backup and
+        # the disc do not depend on the network boot.
+        if _can_make("BIOS PXE", PXELINUX, "pxelinux"):
+            _pxelinux(ctx, tree, bios_memtest)
+        if _can_make("UEFI network boot", GRUB_EFI_MODULES, "grub-efi-amd64-bin"):
+            _grub_net(ctx, tree, ctx.staging / ".work", efi_memtest)
         (tree / "netboot.ipxe").write_text(bootcfg.render_ipxe(ctx, bios_memtest, efi_memtest))
         private_tree(tree)  # like the rest of the set; the README copies it for the servers
     except BaseException:
