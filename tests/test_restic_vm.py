@@ -63,7 +63,7 @@ def test_rescue_disc_restores_from_a_rest_repository_over_the_network(
         guest = Guest(argv, tmp_path / "restore.log")
         try:
             guest.expect(RESCUE_READY, timeout=300)
-            assert "Network: eth0 10.0.2.15/24" in guest.text()
+            assert "mkrec: network on eth0: 10.0.2.15/24" in guest.text()  # [rescue] network auto: dhcp
             source = f"restic:rest:http://10.0.2.2:{port}/"
             code, out = guest.command(
                 f"start-restore --yes --source {source} --restic-password-file {repo.password_file} "
