@@ -135,6 +135,16 @@ def hot_unplug(monitor: Path, device: str) -> str:
             return ""
 
 
+def restored_disk_boots(target: Path, workdir: Path, marker: str, timeout: float, uefi: bool = False) -> None:
+    """The restored disk boots on its own until its system prints marker on the serial console."""
+    log = workdir / f"boot-{'uefi' if uefi else 'bios'}.log"
+    guest = Guest(qemu_argv(drive_args([target]), workdir, uefi=uefi), log)
+    try:
+        guest.expect(marker, timeout=timeout)
+    finally:
+        guest.kill()
+
+
 def drive_args(disks: Sequence[Path], cdroms: Sequence[Path] = (), boot_cd: bool = False) -> list[str]:
     """Disks on virtio, CDs on the IDE bus (up to four), booting from the first CD or disk."""
     args: list[str] = []

@@ -12,7 +12,7 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
-from qemu import Guest, drive_args, hot_unplug, qemu_argv
+from qemu import Guest, drive_args, hot_unplug, qemu_argv, restored_disk_boots
 from sourcesys import MARKER, SourceSystem, build_source_system
 from support import LoopDisks, sh
 
@@ -140,11 +140,7 @@ def test_backup_boot_rescue_restore_unattended_and_boot_the_restored_disk(
 
     # The restored disk boots on its own, on BIOS and on UEFI.
     for uefi in (False, True):
-        guest = Guest(qemu_argv(drive_args([target]), tmp_path, uefi=uefi), tmp_path / f"boot-uefi{uefi}.log")
-        try:
-            guest.expect(f"{MARKER} e2e-gpt", timeout=BOOT_TIMEOUT)
-        finally:
-            guest.kill()
+        restored_disk_boots(target, tmp_path, f"{MARKER} e2e-gpt", BOOT_TIMEOUT, uefi=uefi)
 
 
 @pytest.mark.vm
@@ -184,11 +180,7 @@ def test_mbr_system_cloned_onto_a_larger_disk_from_the_rescue_shell_boots(
     sh("losetup", "-d", restored)
     loop_disks.devices.remove(restored)
 
-    guest = Guest(qemu_argv(drive_args([target]), tmp_path), tmp_path / "boot.log")
-    try:
-        guest.expect(f"{MARKER} e2e-mbr", timeout=BOOT_TIMEOUT)
-    finally:
-        guest.kill()
+    restored_disk_boots(target, tmp_path, f"{MARKER} e2e-mbr", BOOT_TIMEOUT)
 
 
 @pytest.mark.vm
@@ -221,11 +213,7 @@ def test_power_lost_during_the_restore_resumes_on_the_next_boot_and_the_disk_boo
     assert "Unpack /: finished in an earlier run, skipped" in console
     assert "==> Unpack /data" in console  # the step that was cut is done again, whole
 
-    guest = Guest(qemu_argv(drive_args([target]), tmp_path), tmp_path / "boot.log")
-    try:
-        guest.expect(f"{MARKER} e2e-power", timeout=BOOT_TIMEOUT)
-    finally:
-        guest.kill()
+    restored_disk_boots(target, tmp_path, f"{MARKER} e2e-power", BOOT_TIMEOUT)
 
 
 @pytest.mark.vm

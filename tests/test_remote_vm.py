@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from netservers import free_port, nginx
-from qemu import Guest, drive_args, qemu_argv
+from qemu import Guest, drive_args, qemu_argv, restored_disk_boots
 from sourcesys import MARKER, SourceSystem, build_source_system
 from support import LoopDisks, sh
 
@@ -99,8 +99,4 @@ def test_pxe_boot_restores_unattended_over_http_and_the_result_boots(
         took_local = restore_in_rescue(argv, tmp_path / "restore-local.log", LOCAL_RESTORE)
         print(f"restore of the same set from the local ISO volumes: {took_local:.0f} s")
 
-    guest = Guest(qemu_argv(drive_args([target]), tmp_path), tmp_path / "boot.log")
-    try:
-        guest.expect(f"{MARKER} net-gpt", timeout=BOOT_TIMEOUT)
-    finally:
-        guest.kill()
+    restored_disk_boots(target, tmp_path, f"{MARKER} net-gpt", BOOT_TIMEOUT)

@@ -10,7 +10,7 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
-from qemu import Guest, drive_args, qemu_argv
+from qemu import Guest, drive_args, qemu_argv, restored_disk_boots
 from resticrepos import rest_repo
 from sourcesys import MARKER, build_source_system
 from support import LoopDisks, sh
@@ -82,8 +82,4 @@ def test_rescue_disc_restores_from_a_rest_repository_over_the_network(
     assert facts(restored) == {k: v.replace(system.disk, restored) for k, v in source_facts.items()}
     sh("losetup", "-d", restored)
     loop_disks.devices.remove(restored)
-    guest = Guest(qemu_argv(drive_args([target]), tmp_path), tmp_path / "boot.log")
-    try:
-        guest.expect(f"{MARKER} e2e-restic", timeout=BOOT_TIMEOUT)
-    finally:
-        guest.kill()
+    restored_disk_boots(target, tmp_path, f"{MARKER} e2e-restic", BOOT_TIMEOUT)
