@@ -189,10 +189,18 @@ def _extract_tar(
             result.lost.append(absolute(bset, e))
             damaged.append(e)
     for e in damaged:
-        # written as zeros to keep the tar stream in shape: not a file anyone should trust
-        with_damage = target / e.path
-        if with_damage.is_file() and not with_damage.is_symlink():
-            with_damage.unlink()
+        remove_untrusted(target / e.path)
+
+
+def remove_untrusted(path: Path) -> None:
+    """Remove a file tar made with zeros standing in for its bytes (a damaged frame, a file that
+    could not be read at backup time): not a file anyone should trust. Its directory keeps the
+    times tar gave it from the backup."""
+    if not path.is_file() or path.is_symlink():
+        return
+    parent = path.parent.stat()
+    path.unlink()
+    os.utime(path.parent, ns=(parent.st_atime_ns, parent.st_mtime_ns))
 
 
 def image_file(stream: StreamRecord) -> str:

@@ -14,7 +14,7 @@ import subprocess
 from pathlib import Path
 from typing import BinaryIO, cast
 
-from mkrec.backup.extract import tar_extract_argv
+from mkrec.backup.extract import remove_untrusted, tar_extract_argv
 from mkrec.backup.imaging import NTFSRESIZE, Drain, check_tool, image_format, needed_bytes, restore_argv
 from mkrec.backup.manifest import ImageFormat, StreamRecord
 from mkrec.errors import MkrecError
@@ -46,22 +46,12 @@ def unpack_tar(reader: RestoreSet, name: str, dest: Path, lost: list[str] | None
     wait_checked(proc, ok_codes=(0, 2) if damage else (0,))
     progress.finish()
     record = reader.streams[name]
-    # zeros stood in for their bytes (a damaged frame; a file tar could not read at backup time):
-    # not files anyone should trust
     for path in damage.zeroed + record.unreadable:
-        _remove_keeping_parent_times(dest / path)
+        remove_untrusted(dest / path)
     if lost is not None:
         mountpoint = record.mountpoint or "/"
         lost += [posixpath.normpath(posixpath.join(mountpoint, p)) for p in damage.lost + record.unreadable]
     return done
-
-
-def _remove_keeping_parent_times(path: Path) -> None:
-    """Remove a file tar made; its directory keeps the times tar gave it from the backup."""
-    with contextlib.suppress(FileNotFoundError, IsADirectoryError):
-        parent = path.parent.stat()
-        path.unlink()
-        os.utime(path.parent, ns=(parent.st_atime_ns, parent.st_mtime_ns))
 
 
 def require_nothing_lost(lost: list[str]) -> None:
