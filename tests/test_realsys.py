@@ -12,11 +12,18 @@ import pytest
 from realsys import cells, install, rootfs
 from realsys.matrix import main
 
-# What `make check` runs for real: one source system (install + backup ~5 min on the 2-core TCG
-# machines) restored twice, unattended onto the same size and by clone-disk onto a smaller disk
-# (~2 min more). A UEFI or LUKS cell would need its own install and backup (another ~10 min);
-# the whole matrix is `make matrix`.
-COVERING = ["bios-gpt-plain-same", "bios-gpt-plain-smaller"]
+# What `make check` runs for real: every value of every dimension once (firmware bios/uefi/uefisb,
+# table gpt/mbr, stack plain/lvm/raid1/luks, size same/larger/smaller) in four source systems, each
+# installed and backed up once, one guest per core side by side (~15 min on the 2-core TCG machines).
+COVERING = ["bios-mbr-plain-larger", "bios-gpt-raid1-same", "uefi-gpt-lvm-smaller", "uefisb-gpt-luks-same"]
+
+
+def test_the_covering_subset_has_every_value_of_every_dimension() -> None:
+    chosen = [cells.parse_cell(name) for name in COVERING]
+    assert {c.system.firmware for c in chosen} == {"bios", "uefi", "uefisb"}
+    assert {c.system.label for c in chosen} == set(cells.LABELS)
+    assert {c.system.stack for c in chosen} == set(cells.STACKS)
+    assert {c.size for c in chosen} == set(cells.SIZES)
 
 
 def test_cells_are_named_and_selected_by_shell_pattern() -> None:

@@ -205,9 +205,9 @@ class Ids:
 
 
 def devices(system: System) -> dict[str, str]:
-    """Role -> device node in the guest ($D0/$D1: the loop devices of the source disks)."""
+    """Role -> device node in the guest ($D0/$D1: the source disks, /dev/vda and /dev/vdb)."""
     num = {p.role: i for i, p in enumerate(partitions(system), start=1)}
-    part = lambda role, disk=0: f"${{D{disk}}}p{num[role]}"  # noqa: E731
+    part = lambda role, disk=0: f"${{D{disk}}}{num[role]}"  # noqa: E731
     out = {}
     if system.uefi:
         out["esp"] = part("esp")
@@ -361,14 +361,19 @@ def guest_script(system: System, workdir: Path, ids: Ids) -> str:
     lines = [
         "set -euxo pipefail",
         "export DM_DISABLE_UDEV=1  # no udev in the guest: device-mapper makes its nodes itself",
-        "modprobe -a loop dm_mod dm_crypt md_mod raid1 vfat nls_cp437 nls_ascii || true",
-        f"W={q(str(workdir))}",
+        "modprobe -a virtio_blk dm_mod dm_crypt md_mod raid1 vfat nls_cp437 nls_ascii || true",
         f"M={ROOT_MOUNT}",
         "mkdir -p /dev/disk/by-uuid $M",
     ]
+    # The disks in run_installer's order, each checked by its size before anything is written.
+    images = {}
+    for i, (name, size) in enumerate(guest_disks(system, workdir)):
+        node = images[name] = f"/dev/vd{chr(ord('a') + i)}"
+        size_is = f"test $(blockdev --getsize64 {node}) = {size}"
+        lines.append(f"{size_is} || {{ echo 'REALSYS: {node} is not {name}'; exit 1; }}")
     for i in range(system.disks):
         lines += [
-            f"D{i}=$(losetup -fP --show $W/src-{i}.img)",
+            f"D{i}={images[f'src-{i}.img']}",
             f"sfdisk --quiet --wipe always $D{i} <<'EOF'\n{sfdisk_script(system)}EOF",
             f"partx -u $D{i} || true; partx -a $D{i} || true",
         ]
@@ -393,9 +398,13 @@ def guest_script(system: System, workdir: Path, ids: Ids) -> str:
             "lvm vgmknodes",
         ]
     # The images: copied in, checked, grown to fill the device.
-    images = [("root.img", dev["root"])] + ([("boot.img", dev["boot"])] if "boot" in dev else [])
-    for image, node in images:
-        lines += [f"dd if=$W/{image} of={node} bs=4M status=none", f"e2fsck -fy {node}", f"resize2fs {node}"]
+    copies = [("root.img", dev["root"])] + ([("boot.img", dev["boot"])] if "boot" in dev else [])
+    for image, node in copies:
+        lines += [
+            f"dd if={images[image]} of={node} bs=4M status=none",
+            f"e2fsck -fy {node}",
+            f"resize2fs {node}",
+        ]
     if "swap" in dev:
         lines.append(f"mkswap -U {ids.swap} {dev['swap']}")
     if "esp" in dev:
@@ -407,7 +416,7 @@ def guest_script(system: System, workdir: Path, ids: Ids) -> str:
         *([f"mount {dev['boot']} $M/boot"] if "boot" in dev else []),
         *([f"mount {dev['esp']} $M/boot/efi"] if "esp" in dev else []),
         # grub-mkconfig writes root=UUID= only when /dev/disk/by-uuid has it; no udev here to make it.
-        "for d in /dev/loop*p* /dev/md* /dev/mapper/*; do [ -b $d ] || continue;"
+        "for d in /dev/vd?* /dev/md* /dev/mapper/*; do [ -b $d ] || continue;"
         ' u=$(blkid -c /dev/null -s UUID -o value $d) || continue; [ -n "$u" ] &&'
         " ln -sf $d /dev/disk/by-uuid/$u; done",
         "mount --rbind /dev $M/dev && mount -t proc proc $M/proc && mount -t sysfs sys $M/sys",
@@ -435,9 +444,18 @@ def guest_script(system: System, workdir: Path, ids: Ids) -> str:
         lines.append(f"cryptsetup close {CRYPT_NAME}")
     if system.stack == "raid1":
         lines.append("mdadm --stop /dev/md0")
-    lines += [f"losetup -d $D{i}" for i in range(system.disks)]
     lines.append("echo REALSYS-INSTALL-DONE")
     return "\n".join(lines) + "\n"
+
+
+def guest_disks(system: System, workdir: Path) -> list[tuple[str, int]]:
+    """The files the installer guest gets as virtio disks, in order, with their sizes: the source
+    disks (/dev/vda, /dev/vdb), then the file system images to copy onto the stack. Whole disks,
+    not files on the 9p share: the copy reads and writes at disk speed, not 9p's."""
+    names = [f"src-{i}.img" for i in range(system.disks)] + ["root.img"]
+    if "boot" in devices(system):
+        names.append("boot.img")
+    return [(name, (workdir / name).stat().st_size) for name in names]
 
 
 def new_token() -> str:

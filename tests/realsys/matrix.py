@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
@@ -24,6 +25,7 @@ from realsys import install, rootfs, vm
 from realsys.cells import Cell, System, select
 
 WORKDIR = Path(os.environ.get("MKREC_MATRIX_DIR", "/var/tmp/mkrec-matrix"))
+JOBS = len(os.sched_getaffinity(0))  # each guest has one vCPU: one TCG thread per core
 
 
 @dataclass
@@ -72,9 +74,11 @@ def load_backup(path: Path) -> tuple[vm.Backup, float]:
 
 
 def run_system(
-    system: System, cells: list[Cell], root: Path, keep: bool, reuse: bool = False
+    system: System, cells: list[Cell], root: Path, slots: threading.Semaphore, keep: bool, reuse: bool = False
 ) -> list[Result]:
-    """Install and back up one source system once, then restore it to each of its cells' sizes."""
+    """Install and back up one source system once, then restore it to each of its cells' sizes,
+    side by side. Every phase that runs a guest (or the host's share of the install) holds one
+    of the slots: as many run at once as the host has cores."""
     workdir = root / system.name
     workdir.mkdir(parents=True, exist_ok=True)
     results = [Result(c.name) for c in cells]
@@ -90,10 +94,12 @@ def run_system(
             backup, install_s = load_backup(saved)
         else:
             saved.unlink(missing_ok=True)
-            install_s = round(vm.run_installer(system, workdir, tarball, install.new_token()))
+            with slots:
+                install_s = round(vm.run_installer(system, workdir, tarball, install.new_token()))
             for r in results:
                 r.install_s = install_s
-            backup = vm.run_backup(system, workdir)
+            with slots:
+                backup = vm.run_backup(system, workdir)
             save_backup(saved, backup, install_s)
     except vm.StepFailed as exc:
         for r in results:
@@ -105,13 +111,18 @@ def run_system(
         r.backup_s = round(backup.build_seconds)
     print(f"{system.name}: installed in {install_s} s, source up in {backup.boot_seconds:.0f} s, "
           f"mkrec build {backup.build_seconds:.0f} s; {backup.marker}", flush=True)  # fmt: skip
-    for cell, result in zip(cells, results, strict=True):
+
+    def restore(cell: Cell, result: Result) -> None:
         try:
-            restore_cell(cell, workdir, backup, result)
+            with slots:
+                restore_cell(cell, workdir, backup, result)
             result.status = "PASS"
         except vm.StepFailed as exc:
             result.step, result.line, result.log = exc.step, exc.line, str(exc.log or "")
         print(format_row(result), flush=True)
+
+    with ThreadPoolExecutor(max_workers=len(cells)) as pool:
+        list(pool.map(restore, cells, results))
     if not keep and all(r.status == "PASS" for r in results):
         shutil.rmtree(workdir, ignore_errors=True)
     return results
@@ -135,11 +146,15 @@ def format_row(r: Result) -> str:
 
 
 def run_matrix(cells: list[Cell], root: Path, jobs: int, keep: bool, reuse: bool = False) -> list[Result]:
+    """jobs guests at a time; one source system more than that is under way, so that a slot
+    freed by a system's last restore finds the next install ready to start (and the disks of
+    only a few systems exist at once)."""
     systems: dict[System, list[Cell]] = {}
     for cell in cells:
         systems.setdefault(cell.system, []).append(cell)
-    with ThreadPoolExecutor(max_workers=jobs) as pool:
-        done = pool.map(lambda item: run_system(item[0], item[1], root, keep, reuse), systems.items())
+    slots = threading.Semaphore(jobs)
+    with ThreadPoolExecutor(max_workers=jobs + 1) as pool:
+        done = pool.map(lambda item: run_system(item[0], item[1], root, slots, keep, reuse), systems.items())
         results = [r for rs in done for r in rs]
     order = [c.name for c in cells]
     return sorted(results, key=lambda r: order.index(r.cell))
@@ -150,7 +165,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("cells", nargs="*", help="shell patterns of cell names (default: all)")
     parser.add_argument("--workdir", type=Path, default=WORKDIR, help=f"disks and logs (default {WORKDIR})")
     parser.add_argument("--json", type=Path, help="where the results go (default WORKDIR/matrix.json)")
-    parser.add_argument("--jobs", type=int, default=1, help="source systems run side by side (default 1)")
+    parser.add_argument(
+        "--jobs", type=int, default=JOBS, help=f"guests run side by side (default {JOBS}: the host's cores)"
+    )
     parser.add_argument("--keep", action="store_true", help="keep disks and logs of passing systems")
     parser.add_argument(
         "--reuse", action="store_true", help="restore the set a kept earlier run made (no install, no backup)"

@@ -111,7 +111,9 @@ def run_installer(system: System, workdir: Path, tarball: Path, token: str) -> f
     assert found is not None, "no kernel for virtme-ng guests (make deps installs linux-image-amd64)"
     argv = [
         "vng", "--run", str(found[0]), "--disable-kvm", "--cpus", "2", "--memory", "2G",
-        "--rwdir", str(workdir), "--", f"bash {script}",
+        "--rwdir", str(workdir),
+        *(arg for name, _ in install.guest_disks(system, workdir) for arg in ("--disk", str(workdir / name))),
+        "--", f"bash {script}",
     ]  # fmt: skip
     env = dict(os.environ, PATH=f"{VENV_BIN}:{os.environ.get('PATH', '/usr/bin:/bin')}")
     # A pipe, not the file: QEMU reopens its stdout path (/proc/self/fd/1) and would truncate it.
