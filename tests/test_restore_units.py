@@ -42,7 +42,15 @@ from mkrec.restore.decide.mapping import map_disks, parse_map
 from mkrec.restore.decide.model import SavedDisk, SavedFs, SavedSystem
 from mkrec.restore.decide.plan import Plan, edit_clone_tables, make_plan, render_plan
 from mkrec.restore.decide.present import PresentDisk, parse_lsblk, protected_disks, swap_devices
-from mkrec.restore.decide.resize import clone_layout, min_fs_bytes, need_bytes, render_rows, scale_volumes
+from mkrec.restore.decide.resize import (
+    MD_RESERVE,
+    clone_layout,
+    member_need,
+    min_fs_bytes,
+    need_bytes,
+    render_rows,
+    scale_volumes,
+)
 from mkrec.restore.decide.sfdisk import MIB, parse_dump, partition_node, render_script, same_table
 from mkrec.restore.decide.source import Damage, RestoreSet
 
@@ -220,6 +228,71 @@ def test_swap_and_boot_are_fixed_unless_asked() -> None:
     assert scaled.table.partition(4).size > d.table.partition(4).size
     fss[3] = SavedFs("/dev/sda3", "ext4", "u3", mountpoint="/boot", used=MIB)
     assert clone_layout(d.table, d.size, 2 * d.size, fss).table.partition(3).size == d.table.partition(3).size
+
+
+RAID_DUMP = """label: gpt
+label-id: 7E0C1F3A-27B4-4C4B-9D35-2C1C8F2B5E11
+device: /dev/{disk}
+unit: sectors
+first-lba: 2048
+last-lba: 6291422
+sector-size: 512
+
+/dev/{disk}1 : start=        2048, size=        2048, type=21686148-6449-6E6F-744E-656564454649, uuid={u}1
+/dev/{disk}2 : start=        4096, size=     6287327, type=A19D880F-05FC-4D3B-A006-743F0F84911E, uuid={u}2
+"""
+
+
+def raid1_system(holds: str) -> SavedSystem:
+    """Two 3 GiB disks, a BIOS boot partition and one RAID member each; md0 holds / (1 GiB used)
+    or an LVM physical volume."""
+    disks = tuple(
+        SavedDisk(
+            f"/dev/{d}",
+            3 * GIB,
+            parse_dump(RAID_DUMP.format(disk=d, u=f"0F1E2D3C-4B5A-6978-8796-A5B4C3D2E1F{i}")),
+        )
+        for i, d in enumerate(("vda", "vdb"))
+    )
+    raid = RaidArray("md0", "raid1", ("vda2", "vdb2"), metadata="1.2", raid_devices=2)
+    if holds == "fs":
+        root = SavedFs("/dev/md0", "ext4", "u-root", "", "/", 3 * GIB, GIB, stream="md0.ext4.tar.zst")
+        return SavedSystem(disks, (root,), raids=(raid,))
+    vg = VolumeGroup("vg0", 4 * MIB, pvs=(PhysicalVolume("md0"),), lvs=())
+    return SavedSystem(disks, (), raids=(raid,), vgs=(vg,))
+
+
+def test_raid_members_shrink_with_the_array_when_its_file_system_fits() -> None:
+    present = [PresentDisk("/dev/vda", 2 * GIB), PresentDisk("/dev/vdb", 2 * GIB)]
+    explicit = {"vda": "/dev/vda", "vdb": "/dev/vdb"}
+    plan = make_plan(raid1_system("fs"), "clone", present, explicit, {})
+    for d in plan.disks:
+        member = d.table.partition(2)
+        assert 1.9 * GIB < member.size * 512 < 2 * GIB  # scaled to fill the smaller disk
+        (row,) = [r for r in d.rows if r.number == 2]
+        assert row.what == "raid md0" and row.fixed == ""
+        assert row.need == min_fs_bytes("ext4", GIB) + MD_RESERVE
+    small = [PresentDisk("/dev/vda", GIB), PresentDisk("/dev/vdb", GIB)]
+    with pytest.raises(MkrecError, match=r"partition 2 \(raid md0\): .* < "):
+        make_plan(raid1_system("fs"), "clone", small, explicit, {})
+
+
+def test_raid_members_of_lvm_or_luks_only_grow() -> None:
+    explicit = {"vda": "/dev/vda", "vdb": "/dev/vdb"}
+    larger = [PresentDisk("/dev/vda", 5 * GIB), PresentDisk("/dev/vdb", 5 * GIB)]
+    plan = make_plan(raid1_system("pv"), "clone", larger, explicit, {})
+    assert all(d.table.partition(2).size * 512 > 4.9 * GIB for d in plan.disks)
+    smaller = [PresentDisk("/dev/vda", 2 * GIB), PresentDisk("/dev/vdb", 2 * GIB)]
+    with pytest.raises(MkrecError, match="cannot hold the fixed-size partitions"):
+        make_plan(raid1_system("pv"), "clone", smaller, explicit, {})
+
+
+def test_what_each_raid_member_needs_follows_the_level() -> None:
+    assert member_need("raid1", 2, 10 * GIB) == 10 * GIB + MD_RESERVE
+    assert member_need("raid0", 2, 10 * GIB) == 5 * GIB + MD_RESERVE
+    assert member_need("raid5", 3, 10 * GIB) == 5 * GIB + MD_RESERVE
+    assert member_need("raid6", 4, 10 * GIB) == 5 * GIB + MD_RESERVE
+    assert member_need("raid10", 4, 10 * GIB) == 5 * GIB + MD_RESERVE
 
 
 def test_clone_refuses_extended_partitions() -> None:

@@ -30,7 +30,7 @@ from mkrec.restore.decide.lvresize import (
 from mkrec.restore.decide.mapping import Chooser, DiskChoice, map_disks
 from mkrec.restore.decide.model import SavedFs, SavedSystem
 from mkrec.restore.decide.present import PresentDisk
-from mkrec.restore.decide.resize import Row, clone_layout, need_bytes, render_rows
+from mkrec.restore.decide.resize import Member, Row, clone_layout, member_need, need_bytes, render_rows
 from mkrec.restore.decide.sfdisk import Table, parse_dump, partition_node, render_script
 from mkrec.restore.decide.stack import Nodes, below, layers, provides
 from mkrec.sizes import format_size
@@ -184,6 +184,7 @@ def make_plan(
         list(system.disks), present, explicit, protected, need_same_size=(action == "start"), choose=choose
     )
     pv_of = {f"/dev/{pv.device}": vg.name for vg in system.vgs for pv in vg.pvs}
+    member_of = raid_members(system)
     disk_plans = []
     for choice in choices:
         saved = choice.saved
@@ -200,7 +201,12 @@ def make_plan(
             for p in saved.table.partitions
             if saved.node(p.number) in pv_of
         }
-        layout = clone_layout(saved.table, saved.size, choice.target.size, on_disk, resize_swap, pvs)
+        members = {
+            p.number: member_of[saved.node(p.number)]
+            for p in saved.table.partitions
+            if saved.node(p.number) in member_of
+        }
+        layout = clone_layout(saved.table, saved.size, choice.target.size, on_disk, resize_swap, pvs, members)
         disk_plans.append(DiskPlan(choice, layout.table, layout.rows))
     plan = Plan(action, tuple(disk_plans), place_filesystems(system, disk_plans), system, system.vgs)
     check_fits(plan, "choose a larger target disk")
@@ -209,6 +215,19 @@ def make_plan(
         return dataclasses.replace(plan, vg_metadata=restorable_metadata(system.vgs, vg_metadata or {}))
     # clone-disk: sizes change, so VGs and LVs are made anew (vgcreate/lvcreate; new VG/LV UUIDs).
     return rescale_volumes(plan, resize_swap)
+
+
+def raid_members(system: SavedSystem) -> dict[str, Member]:
+    """Saved member node -> its array, with the room each member needs when the array holds a file
+    system (what an array of LVM or LUKS needs is not known here: those members only grow)."""
+    out = {}
+    for raid in system.raids:
+        fs = system.fs_on(f"/dev/{raid.name}")
+        count = raid.raid_devices or len(raid.members)
+        need = member_need(raid.level, count, need_bytes(fs)) if fs is not None else None
+        for member in raid.members:
+            out[f"/dev/{member}"] = Member(raid.name, need)
+    return out
 
 
 def place_filesystems(system: SavedSystem, disks: Sequence[DiskPlan]) -> tuple[FsTarget, ...]:

@@ -55,10 +55,15 @@ def need_bytes(fs: SavedFs) -> int:
 
 
 def fixed_reason(
-    part: Partition, fs: SavedFs | None, resize_swap: bool = False, pv: bool = False, growing: bool = False
+    part: Partition,
+    fs: SavedFs | None,
+    resize_swap: bool = False,
+    pv: bool = False,
+    growing: bool = False,
+    member: Member | None = None,
 ) -> str:
     """Why this partition keeps its size ("" when it is scaled). pv: it is an LVM physical volume;
-    growing: the new disk is not smaller than the old one."""
+    growing: the new disk is not smaller than the old one; member: it is a RAID member."""
     ptype = part.type.lower().removeprefix("0x")
     if ptype in ESP_TYPES:
         return "ESP"
@@ -66,7 +71,38 @@ def fixed_reason(
         return "BIOS boot"
     if pv and fs is None:
         return ""
+    if member is not None:
+        # The array is made anew on the members (mdadm --create takes their size): it grows with
+        # them, and shrinks with them only when what it holds says how much room it needs.
+        return "" if growing or member.need is not None else f"RAID member of {member.array}"
     return fs_fixed_reason(fs, resize_swap, growing)
+
+
+@dataclass(frozen=True)
+class Member:
+    """A partition that is a member of a RAID array."""
+
+    array: str  # "md0"
+    need: int | None  # bytes each member needs for what the array holds; None: not known (LVM, LUKS)
+
+
+# Room mdadm takes on each member besides the data: the superblock, the bitmap and the data offset,
+# which metadata 1.2 makes up to 128 MiB on large members.
+MD_RESERVE = 130 * MIB
+
+
+def member_need(level: str, members: int, content_need: int) -> int:
+    """What each member of a new array needs so that the array holds content_need bytes."""
+    data_members = {
+        "raid0": members,
+        "linear": members,
+        "raid4": members - 1,
+        "raid5": members - 1,
+        "raid6": members - 2,
+        "raid10": members // 2,
+    }
+    share = max(data_members.get(level, 1), 1)  # raid1: every member holds all of it
+    return -(-content_need // share) + MD_RESERVE
 
 
 def fs_fixed_reason(fs: SavedFs | None, resize_swap: bool = False, growing: bool = False) -> str:
@@ -117,12 +153,14 @@ def clone_layout(
     filesystems: Mapping[int, SavedFs],
     resize_swap: bool = False,
     pvs: Mapping[int, str] | None = None,
+    members: Mapping[int, Member] | None = None,
 ) -> CloneLayout:
     """Recompute `table` (from a disk of old_disk_bytes) for a disk of new_disk_bytes.
     filesystems: partition number -> what it holds; pvs: partition number -> the volume group it is
-    a physical volume of (scaled; whether its LVs fit is for lvresize). Raises MkrecError when the
-    data will not fit."""
+    a physical volume of (scaled; whether its LVs fit is for lvresize); members: partition number ->
+    the RAID array it is a member of. Raises MkrecError when the data will not fit."""
     pvs = pvs or {}
+    members = members or {}
     if any(p.is_extended for p in table.partitions):
         raise MkrecError(
             "clone-disk cannot recompute MBR extended/logical partitions",
@@ -136,7 +174,9 @@ def clone_layout(
     head = align_up(parts[0].start, align)
     growing = new_disk_bytes >= old_disk_bytes
     reasons = {
-        p.number: fixed_reason(p, filesystems.get(p.number), resize_swap, p.number in pvs, growing)
+        p.number: fixed_reason(
+            p, filesystems.get(p.number), resize_swap, p.number in pvs, growing, members.get(p.number)
+        )
         for p in parts
     }
     fixed_total = sum(align_up(p.size, align) for p in parts if reasons[p.number])
@@ -187,7 +227,11 @@ def clone_layout(
         need = 0
         if fs and not reasons[p.number]:
             need = old.size * sector if _is_image(fs) else min_fs_bytes(fs.fstype, fs.used)
+        member = members.get(p.number)
+        if member is not None and not reasons[p.number]:
+            need = member.need or 0
         what = (fs.mountpoint or fs.fstype) if fs else (f"pv {pvs[p.number]}" if p.number in pvs else "")
+        what = what or (f"raid {member.array}" if member else "")
         what = what or old.name or old.type
         rows.append(Row(p.number, what, old.size * sector, p.size * sector, reasons[p.number], need))
         if p.size * sector < need:
