@@ -243,9 +243,10 @@ sector-size: 512
 """
 
 
-def raid1_system(holds: str) -> SavedSystem:
-    """Two 3 GiB disks, a BIOS boot partition and one RAID member each; md0 holds / (1 GiB used)
-    or an LVM physical volume."""
+def stacked_system(holds: str, level: str = "raid1") -> SavedSystem:
+    """Two 3 GiB disks, a BIOS boot partition and one RAID member each; md0 holds / (1 GiB used) or
+    an LVM physical volume with / (1 GiB used) and a 384 MiB swap; holds "luks": no RAID, each
+    second partition a LUKS2 container holding a PV of that VG, as Debian's installer makes it."""
     disks = tuple(
         SavedDisk(
             f"/dev/{d}",
@@ -254,37 +255,62 @@ def raid1_system(holds: str) -> SavedSystem:
         )
         for i, d in enumerate(("vda", "vdb"))
     )
-    raid = RaidArray("md0", "raid1", ("vda2", "vdb2"), metadata="1.2", raid_devices=2)
+    raid = RaidArray("md0", level, ("vda2", "vdb2"), metadata="1.2", raid_devices=2)
+    root = SavedFs("/dev/md0", "ext4", "u-root", "", "/", 3 * GIB, GIB, stream="md0.ext4.tar.zst")
     if holds == "fs":
-        root = SavedFs("/dev/md0", "ext4", "u-root", "", "/", 3 * GIB, GIB, stream="md0.ext4.tar.zst")
         return SavedSystem(disks, (root,), raids=(raid,))
-    vg = VolumeGroup("vg0", 4 * MIB, pvs=(PhysicalVolume("md0"),), lvs=())
-    return SavedSystem(disks, (), raids=(raid,), vgs=(vg,))
+    lvs = (LogicalVolume("root", 2 * GIB), LogicalVolume("swap_1", 384 * MIB))
+    root = dataclasses.replace(root, device="/dev/vg0/root", size=2 * GIB)
+    swap = SavedFs("/dev/vg0/swap_1", "swap", "u-swap", size=384 * MIB)
+    if holds == "pv":
+        vg = VolumeGroup("vg0", 4 * MIB, pvs=(PhysicalVolume("md0", size=3 * GIB - 132 * MIB),), lvs=lvs)
+        return SavedSystem(disks, (root, swap), raids=(raid,), vgs=(vg,))
+    luks = tuple(LuksContainer(f"{d}2", f"{d}2_crypt", 2) for d in ("vda", "vdb"))
+    pvs = tuple(PhysicalVolume(c.name, size=3 * GIB - 20 * MIB) for c in luks)
+    vg = VolumeGroup("vg0", 4 * MIB, pvs=pvs, lvs=lvs)
+    return SavedSystem(disks, (root, swap), vgs=(vg,), luks=luks)
+
+
+EXPLICIT = {"vda": "/dev/vda", "vdb": "/dev/vdb"}
+
+
+def two_disks(size: int) -> list[PresentDisk]:
+    return [PresentDisk("/dev/vda", size), PresentDisk("/dev/vdb", size)]
 
 
 def test_raid_members_shrink_with_the_array_when_its_file_system_fits() -> None:
-    present = [PresentDisk("/dev/vda", 2 * GIB), PresentDisk("/dev/vdb", 2 * GIB)]
-    explicit = {"vda": "/dev/vda", "vdb": "/dev/vdb"}
-    plan = make_plan(raid1_system("fs"), "clone", present, explicit, {})
+    plan = make_plan(stacked_system("fs"), "clone", two_disks(2 * GIB), EXPLICIT, {})
     for d in plan.disks:
-        member = d.table.partition(2)
-        assert 1.9 * GIB < member.size * 512 < 2 * GIB  # scaled to fill the smaller disk
+        assert 1.9 * GIB < d.table.partition(2).size * 512 < 2 * GIB  # scaled to fill the smaller disk
         (row,) = [r for r in d.rows if r.number == 2]
         assert row.what == "raid md0" and row.fixed == ""
         assert row.need == min_fs_bytes("ext4", GIB) + MD_RESERVE
-    small = [PresentDisk("/dev/vda", GIB), PresentDisk("/dev/vdb", GIB)]
     with pytest.raises(MkrecError, match=r"partition 2 \(raid md0\): .* < "):
-        make_plan(raid1_system("fs"), "clone", small, explicit, {})
+        make_plan(stacked_system("fs"), "clone", two_disks(GIB), EXPLICIT, {})
 
 
-def test_raid_members_of_lvm_or_luks_only_grow() -> None:
-    explicit = {"vda": "/dev/vda", "vdb": "/dev/vdb"}
-    larger = [PresentDisk("/dev/vda", 5 * GIB), PresentDisk("/dev/vdb", 5 * GIB)]
-    plan = make_plan(raid1_system("pv"), "clone", larger, explicit, {})
+@pytest.mark.parametrize("holds", ["pv", "luks"])
+def test_a_volume_group_on_raid1_or_luks_shrinks_with_its_partitions(holds: str) -> None:
+    plan = make_plan(stacked_system(holds), "clone", two_disks(2 * GIB), EXPLICIT, {})
+    rows = {r.name: r for r in plan.lv_rows}
+    # Each PV: its partition's new size less what the saved PV lacked of its saved partition.
+    member = plan.disks[0].table.partition(2).size * 512
+    saved = stacked_system(holds)
+    reserve = saved.disks[0].table.partition(2).size * 512 - (saved.vgs[0].pvs[0].size or 0)
+    expected = len(saved.vgs[0].pvs) * (member - reserve)
+    assert member < 2 * GIB and expected - 8 * MIB < rows["vg0/root"].vg_size <= expected
+    vg_size = rows["vg0/root"].vg_size
+    assert rows["vg0/swap_1"].new_size == 384 * MIB  # kept (swap)
+    assert GIB < rows["vg0/root"].new_size <= vg_size - 384 * MIB
+    with pytest.raises(MkrecError, match=r"LV vg0/root .* needs"):
+        make_plan(stacked_system(holds), "clone", two_disks(1200 * MIB), EXPLICIT, {})
+
+
+def test_a_volume_group_on_striped_raid_only_grows() -> None:
+    plan = make_plan(stacked_system("pv", level="raid0"), "clone", two_disks(5 * GIB), EXPLICIT, {})
     assert all(d.table.partition(2).size * 512 > 4.9 * GIB for d in plan.disks)
-    smaller = [PresentDisk("/dev/vda", 2 * GIB), PresentDisk("/dev/vdb", 2 * GIB)]
     with pytest.raises(MkrecError, match="cannot hold the fixed-size partitions"):
-        make_plan(raid1_system("pv"), "clone", smaller, explicit, {})
+        make_plan(stacked_system("pv", level="raid0"), "clone", two_disks(2 * GIB), EXPLICIT, {})
 
 
 def test_what_each_raid_member_needs_follows_the_level() -> None:

@@ -30,7 +30,15 @@ from mkrec.restore.decide.lvresize import (
 from mkrec.restore.decide.mapping import Chooser, DiskChoice, map_disks
 from mkrec.restore.decide.model import SavedFs, SavedSystem
 from mkrec.restore.decide.present import PresentDisk
-from mkrec.restore.decide.resize import Member, Row, clone_layout, member_need, need_bytes, render_rows
+from mkrec.restore.decide.resize import (
+    LUKS_RESERVE,
+    Row,
+    Stacked,
+    clone_layout,
+    member_need,
+    need_bytes,
+    render_rows,
+)
 from mkrec.restore.decide.sfdisk import Table, parse_dump, partition_node, render_script
 from mkrec.restore.decide.stack import Nodes, below, layers, provides
 from mkrec.sizes import format_size
@@ -134,7 +142,8 @@ def resized_partitions(disks: tuple[DiskPlan, ...]) -> Resized:
 
 def rescale_volumes(plan: Plan, resize_swap: bool = False) -> Plan:
     """clone-disk: the LVs sized for the partition tables of the plan (after a person edited them)."""
-    vgs, rows = scale_vgs(plan.system, resized_partitions(plan.disks), resize_swap)
+    resized = stacked_sizes(plan.system, resized_partitions(plan.disks))
+    vgs, rows = scale_vgs(plan.system, resized, resize_swap)
     return dataclasses.replace(plan, vgs=vgs, lv_rows=rows)
 
 
@@ -184,7 +193,7 @@ def make_plan(
         list(system.disks), present, explicit, protected, need_same_size=(action == "start"), choose=choose
     )
     pv_of = {f"/dev/{pv.device}": vg.name for vg in system.vgs for pv in vg.pvs}
-    member_of = raid_members(system)
+    stacked_on = stacked_partitions(system)
     disk_plans = []
     for choice in choices:
         saved = choice.saved
@@ -201,12 +210,12 @@ def make_plan(
             for p in saved.table.partitions
             if saved.node(p.number) in pv_of
         }
-        members = {
-            p.number: member_of[saved.node(p.number)]
+        stacked = {
+            p.number: stacked_on[saved.node(p.number)]
             for p in saved.table.partitions
-            if saved.node(p.number) in member_of
+            if saved.node(p.number) in stacked_on
         }
-        layout = clone_layout(saved.table, saved.size, choice.target.size, on_disk, resize_swap, pvs, members)
+        layout = clone_layout(saved.table, saved.size, choice.target.size, on_disk, resize_swap, pvs, stacked)
         disk_plans.append(DiskPlan(choice, layout.table, layout.rows))
     plan = Plan(action, tuple(disk_plans), place_filesystems(system, disk_plans), system, system.vgs)
     check_fits(plan, "choose a larger target disk")
@@ -217,16 +226,46 @@ def make_plan(
     return rescale_volumes(plan, resize_swap)
 
 
-def raid_members(system: SavedSystem) -> dict[str, Member]:
-    """Saved member node -> its array, with the room each member needs when the array holds a file
-    system (what an array of LVM or LUKS needs is not known here: those members only grow)."""
+def stacked_partitions(system: SavedSystem) -> dict[str, Stacked]:
+    """Saved partition node -> the RAID array it is a member of or the LUKS container it is, with
+    the room the partition needs for what that holds."""
     out = {}
     for raid in system.raids:
-        fs = system.fs_on(f"/dev/{raid.name}")
         count = raid.raid_devices or len(raid.members)
-        need = member_need(raid.level, count, need_bytes(fs)) if fs is not None else None
+        need = content_need(system, raid.name, pv_ok=raid.level == "raid1")
         for member in raid.members:
-            out[f"/dev/{member}"] = Member(raid.name, need)
+            out[f"/dev/{member}"] = Stacked(
+                f"raid {raid.name}", None if need is None else member_need(raid.level, count, need)
+            )
+    for luks in system.luks:
+        need = content_need(system, luks.name)
+        reserve = LUKS_RESERVE.get(luks.version, LUKS_RESERVE[2])
+        out[f"/dev/{luks.device}"] = Stacked(f"luks {luks.name}", None if need is None else need + reserve)
+    return out
+
+
+def content_need(system: SavedSystem, name: str, pv_ok: bool = True) -> int | None:
+    """The room what the stacked device `name` holds needs: its file system's; 0 for an LVM physical
+    volume whose new size stacked_sizes can tell (the VG's own fit check follows); None: not known."""
+    fs = system.fs_on(f"/dev/{name}")
+    if fs is not None:
+        return need_bytes(fs)
+    if pv_ok and any(pv.device == name for vg in system.vgs for pv in vg.pvs):
+        return 0
+    return None
+
+
+def stacked_sizes(system: SavedSystem, resized: Resized) -> Resized:
+    """resized, with the RAID1 arrays and LUKS containers made on resized partitions: each is its
+    partition's size less the same reserve as before, so (saved, new) of the partition serves."""
+    out = dict(resized)
+    for raid in system.raids:
+        sizes = [out[m] for m in raid.members if m in out]
+        if raid.level == "raid1" and sizes:
+            out[raid.name] = (min(old for old, _ in sizes), min(new for _, new in sizes))
+    for luks in system.luks:
+        if luks.device in out:
+            out[luks.name] = out[luks.device]
     return out
 
 

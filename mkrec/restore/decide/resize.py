@@ -60,10 +60,11 @@ def fixed_reason(
     resize_swap: bool = False,
     pv: bool = False,
     growing: bool = False,
-    member: Member | None = None,
+    stacked: Stacked | None = None,
 ) -> str:
     """Why this partition keeps its size ("" when it is scaled). pv: it is an LVM physical volume;
-    growing: the new disk is not smaller than the old one; member: it is a RAID member."""
+    growing: the new disk is not smaller than the old one; stacked: it is a RAID member or a LUKS
+    container."""
     ptype = part.type.lower().removeprefix("0x")
     if ptype in ESP_TYPES:
         return "ESP"
@@ -71,24 +72,26 @@ def fixed_reason(
         return "BIOS boot"
     if pv and fs is None:
         return ""
-    if member is not None:
-        # The array is made anew on the members (mdadm --create takes their size): it grows with
-        # them, and shrinks with them only when what it holds says how much room it needs.
-        return "" if growing or member.need is not None else f"RAID member of {member.array}"
+    if stacked is not None:
+        # The array or container is made anew on the partition and takes its size: it grows with
+        # it, and shrinks with it only when what it holds says how much room it needs.
+        return "" if growing or stacked.need is not None else stacked.what
     return fs_fixed_reason(fs, resize_swap, growing)
 
 
 @dataclass(frozen=True)
-class Member:
-    """A partition that is a member of a RAID array."""
+class Stacked:
+    """What a partition holds when it is a RAID member or a LUKS container."""
 
-    array: str  # "md0"
-    need: int | None  # bytes each member needs for what the array holds; None: not known (LVM, LUKS)
+    what: str  # "raid md0", "luks vda3_crypt"
+    need: int | None  # bytes the partition needs for it; None: not known (it only grows)
 
 
 # Room mdadm takes on each member besides the data: the superblock, the bitmap and the data offset,
 # which metadata 1.2 makes up to 128 MiB on large members.
 MD_RESERVE = 130 * MIB
+# The header cryptsetup writes before the data: 16 MiB for LUKS2, 2 MiB for LUKS1.
+LUKS_RESERVE = {1: 2 * MIB, 2: 16 * MIB}
 
 
 def member_need(level: str, members: int, content_need: int) -> int:
@@ -153,14 +156,15 @@ def clone_layout(
     filesystems: Mapping[int, SavedFs],
     resize_swap: bool = False,
     pvs: Mapping[int, str] | None = None,
-    members: Mapping[int, Member] | None = None,
+    stacked: Mapping[int, Stacked] | None = None,
 ) -> CloneLayout:
     """Recompute `table` (from a disk of old_disk_bytes) for a disk of new_disk_bytes.
     filesystems: partition number -> what it holds; pvs: partition number -> the volume group it is
-    a physical volume of (scaled; whether its LVs fit is for lvresize); members: partition number ->
-    the RAID array it is a member of. Raises MkrecError when the data will not fit."""
+    a physical volume of (scaled; whether its LVs fit is for lvresize); stacked: partition number ->
+    the RAID array it is a member of or the LUKS container it is. Raises MkrecError when the data
+    will not fit."""
     pvs = pvs or {}
-    members = members or {}
+    stacked = stacked or {}
     if any(p.is_extended for p in table.partitions):
         raise MkrecError(
             "clone-disk cannot recompute MBR extended/logical partitions",
@@ -175,7 +179,7 @@ def clone_layout(
     growing = new_disk_bytes >= old_disk_bytes
     reasons = {
         p.number: fixed_reason(
-            p, filesystems.get(p.number), resize_swap, p.number in pvs, growing, members.get(p.number)
+            p, filesystems.get(p.number), resize_swap, p.number in pvs, growing, stacked.get(p.number)
         )
         for p in parts
     }
@@ -227,11 +231,11 @@ def clone_layout(
         need = 0
         if fs and not reasons[p.number]:
             need = old.size * sector if _is_image(fs) else min_fs_bytes(fs.fstype, fs.used)
-        member = members.get(p.number)
-        if member is not None and not reasons[p.number]:
-            need = member.need or 0
+        held = stacked.get(p.number)
+        if held is not None and not reasons[p.number]:
+            need = held.need or 0
         what = (fs.mountpoint or fs.fstype) if fs else (f"pv {pvs[p.number]}" if p.number in pvs else "")
-        what = what or (f"raid {member.array}" if member else "")
+        what = what or (held.what if held else "")
         what = what or old.name or old.type
         rows.append(Row(p.number, what, old.size * sector, p.size * sector, reasons[p.number], need))
         if p.size * sector < need:
