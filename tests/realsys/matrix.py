@@ -105,6 +105,10 @@ def run_system(
         for r in results:
             r.step, r.line, r.log = exc.step, exc.line, str(exc.log or "")
         return results
+    except Exception as exc:  # a bug of the harness fails this system's cells only
+        for r in results:
+            r.step, r.line = "matrix harness", f"{type(exc).__name__}: {exc}"
+        return results
     for r in results:
         r.install_s = install_s
     for r in results:
@@ -119,6 +123,8 @@ def run_system(
             result.status = "PASS"
         except vm.StepFailed as exc:
             result.step, result.line, result.log = exc.step, exc.line, str(exc.log or "")
+        except Exception as exc:  # a bug of the harness fails its cell, not the run
+            result.step, result.line = "matrix harness", f"{type(exc).__name__}: {exc}"
         print(format_row(result), flush=True)
 
     with ThreadPoolExecutor(max_workers=len(cells)) as pool:
