@@ -306,11 +306,12 @@ def run_clone(system: System, workdir: Path, backup: Backup, targets: Disks, tag
     )
     try:
         # isolinux's menu.c32 and GRUB both title the menu with the host; arrows move, Enter boots.
+        # The rescue shell is the first entry, and Up stops there: more presses than needed, since
+        # on a loaded host GRUB lost one (it booted the entry below the shell).
         _expect(guest, "rescue boot menu", rf"mkrec rescue[^\n]*{system.hostname}|Unattended restore", 300)
-        type_keys(guest, "\x1b[A")
-        time.sleep(0.5)
-        type_keys(guest, "\x1b[A")
-        time.sleep(0.5)
+        for _ in range(5):
+            type_keys(guest, "\x1b[A")
+            time.sleep(0.4)
         type_keys(guest, "\r")
         _expect(guest, "rescue boot", RESCUE_READY, 900)
         time.sleep(2)
