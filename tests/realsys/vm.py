@@ -305,12 +305,12 @@ def run_clone(system: System, workdir: Path, backup: Backup, targets: Disks, tag
         workdir / f"restore-{tag}.log",
     )
     try:
-        # isolinux's menu.c32 and GRUB both title the menu with the host; arrows move, Enter boots.
-        # The rescue shell is the first entry, and Up stops there: more presses than needed, since
-        # on a loaded host GRUB lost one (it booted the entry below the shell).
+        # isolinux's menu.c32 and GRUB both title the menu with the host; Ctrl-P moves up in both,
+        # Enter boots. Not the Up arrow: on a loaded host GRUB took its ESC alone and typed "[A".
+        # The rescue shell is the first entry and Ctrl-P stops there: more presses than needed.
         _expect(guest, "rescue boot menu", rf"mkrec rescue[^\n]*{system.hostname}|Unattended restore", 300)
         for _ in range(5):
-            type_keys(guest, "\x1b[A")
+            type_keys(guest, "\x10")
             time.sleep(0.4)
         type_keys(guest, "\r")
         _expect(guest, "rescue boot", RESCUE_READY, 900)
