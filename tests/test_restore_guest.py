@@ -208,14 +208,17 @@ def test_raid_lvm_luks_restored_in_guest(tmp_path: Path) -> None:
 
 def check_clone(tmp_path: Path, clone_out: str, before: dict[str, object], fs_ids: list[str]) -> None:
     """clone-disk onto disks 1.4 times as large: disk a (240 MiB: raid 120, secret 40, PV 78) becomes
-    336 MiB, so the PV partition fills it (174 MiB; raid and secret hold no filesystem: kept) and the
-    VG grows from 192 MiB (md0 116 + PV 76) to 288 MiB (116 + 172: the PV keeps its 2 MiB of header
-    and unfilled tail). The LVs keep their share, in whole 4 MiB extents: 48 -> 72, 32 -> 48 MiB."""
+    336 MiB and each partition grows with it: the RAID member and the LUKS container are scaled with
+    what they hold (168 and 56 MiB) and the PV partition fills the rest (110 MiB). The VG grows from
+    192 MiB (md0 116 + PV 76) to 272 MiB (md0 164 + PV 108: each keeps its saved reserve). The LVs
+    keep their share, in whole 4 MiB extents: 48 -> 68, 32 -> 44 MiB."""
     assert (tmp_path / "clone.rc").read_text().strip() == "0", clone_out[-3000:]
     assert "pv vg0" in clone_out and "VG and LV UUIDs kept" not in clone_out
-    assert (tmp_path / "pv-part-clone.txt").read_text().split() == [str(174 * 1024**2)]
+    assert "raid md0          120.0 MiB  168.0 MiB" in clone_out
+    assert "luks cryptdata     40.0 MiB   56.0 MiB" in clone_out
+    assert (tmp_path / "pv-part-clone.txt").read_text().split() == [str(110 * 1024**2)]
     lvs = dict(line.split() for line in (tmp_path / "lvs-clone.txt").read_text().splitlines())
-    assert lvs == {"root": f"{72 * 1024**2}B", "home": f"{48 * 1024**2}B"}, clone_out[-3000:]
-    assert "vg0/root         /                  48.0 MiB   72.0 MiB  needs " in clone_out
+    assert lvs == {"root": f"{68 * 1024**2}B", "home": f"{44 * 1024**2}B"}, clone_out[-3000:]
+    assert "vg0/root         /                  48.0 MiB   68.0 MiB  needs " in clone_out
     assert json.loads((tmp_path / "after-clone.json").read_text()) == before
     assert (tmp_path / "ids-clone.txt").read_text().split() == fs_ids
