@@ -145,11 +145,15 @@ def restored_disk_boots(target: Path, workdir: Path, marker: str, timeout: float
         guest.kill()
 
 
-def drive_args(disks: Sequence[Path], cdroms: Sequence[Path] = (), boot_cd: bool = False) -> list[str]:
-    """Disks on virtio, CDs on the IDE bus (up to four), booting from the first CD or disk."""
+def drive_args(
+    disks: Sequence[Path], cdroms: Sequence[Path] = (), boot_cd: bool = False, write_bps: int | None = None
+) -> list[str]:
+    """Disks on virtio, CDs on the IDE bus (up to four), booting from the first CD or disk.
+    write_bps: the disks write at most this many bytes per second (QEMU's throttling)."""
+    limit = f",throttling.bps-write={write_bps}" if write_bps else ""
     args: list[str] = []
     for i, disk in enumerate(disks):
-        args += ["-drive", f"file={disk},format=raw,if=virtio,index={i}"]
+        args += ["-drive", f"file={disk},format=raw,if=virtio,index={i}{limit}"]
     for cd in cdroms:
         args += ["-drive", f"file={cd},format=raw,media=cdrom,readonly=on"]
     return [*args, "-boot", "d" if boot_cd else "c"]

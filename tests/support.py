@@ -103,9 +103,7 @@ class LoopDisks:
     def create(self, size: str, name: str | None = None) -> str:
         image = self.workdir / (name or f"disk{len(self.devices)}.img")
         sh("truncate", "-s", size, image)
-        dev = sh("losetup", "-f", "-P", "--show", image).strip()
-        self.devices.append(dev)
-        return dev
+        return self.attach(image)
 
     def ext4(self, size: str, mountpoint: Path) -> Path:
         """A new loop disk holding one empty ext4, mounted: what a backup saves is a mounted file system."""
@@ -117,6 +115,11 @@ class LoopDisks:
         dev = sh("losetup", "-f", "-P", "--show", image).strip()
         self.devices.append(dev)
         return dev
+
+    def detach(self, dev: str) -> None:
+        """Let go of a disk before a guest uses its image (the cleanup no longer owns it)."""
+        sh("losetup", "-d", dev)
+        self.devices.remove(dev)
 
     @staticmethod
     def rescan(dev: str) -> None:

@@ -137,8 +137,7 @@ def test_backup_boot_rescue_restore_unattended_and_boot_the_restored_disk(
     for done in (mnt / "data", mnt):
         sh("umount", done)
         loop_disks.mounts.remove(done)
-    sh("losetup", "-d", restored)
-    loop_disks.devices.remove(restored)
+    loop_disks.detach(restored)
 
     # The restored disk boots on its own, on BIOS and on UEFI.
     for uefi in (False, True):
@@ -179,8 +178,7 @@ def test_mbr_system_cloned_onto_a_larger_disk_from_the_rescue_shell_boots(
     assert all(new > old * 1.3 for new, old in zip(sizes, source_sizes, strict=True)), (sizes, source_sizes)
     for old, new in ((system.root_dev, f"{restored}p1"), (system.data_dev, f"{restored}p2")):
         assert sh("blkid", "-s", "UUID", "-o", "value", new) == sh("blkid", "-s", "UUID", "-o", "value", old)
-    sh("losetup", "-d", restored)
-    loop_disks.devices.remove(restored)
+    loop_disks.detach(restored)
 
     restored_disk_boots(target, tmp_path, f"{MARKER} e2e-mbr", BOOT_TIMEOUT)
 
@@ -201,9 +199,8 @@ def test_power_lost_during_the_restore_resumes_on_the_next_boot_and_the_disk_boo
     volumes = back_up(system, tmp_path, media="100M")
     target = tmp_path / "target.img"
     sh("truncate", "-s", "256M", target)
-    slow = ["-drive", f"file={target},format=raw,if=virtio,index=0,throttling.bps-write={4 << 20}"]
     guest = Guest(
-        qemu_argv([*slow, *drive_args([], volumes, boot_cd=True)], tmp_path, memory="1536"),
+        qemu_argv(drive_args([target], volumes, boot_cd=True, write_bps=4 << 20), tmp_path, memory="1536"),
         tmp_path / "cut.log",
     )
     try:
@@ -233,8 +230,7 @@ def test_power_lost_during_the_restore_resumes_on_the_next_boot_and_the_disk_boo
         ["debugfs", "-R", "cat /payload.bin", f"{restored}p4"], capture_output=True, check=True
     ).stdout
     assert hashlib.sha256(copy).digest() == hashlib.sha256(payload).digest()
-    sh("losetup", "-d", restored)
-    loop_disks.devices.remove(restored)
+    loop_disks.detach(restored)
 
     restored_disk_boots(target, tmp_path, f"{MARKER} e2e-power", BOOT_TIMEOUT)
 

@@ -80,6 +80,5 @@ def test_rescue_disc_restores_from_a_rest_repository_over_the_network(
     restored = loop_disks.attach(target)
     loop_disks.rescan(restored)
     assert facts(restored) == {k: v.replace(system.disk, restored) for k, v in source_facts.items()}
-    sh("losetup", "-d", restored)
-    loop_disks.devices.remove(restored)
+    loop_disks.detach(restored)
     restored_disk_boots(target, tmp_path, f"{MARKER} e2e-restic", BOOT_TIMEOUT)

@@ -35,8 +35,7 @@ def boot_restored(loop_disks: LoopDisks, target: str, image: Path, work: Path, m
     for mounted in Path("/proc/mounts").read_text().splitlines()[::-1]:
         if mounted.startswith(f"{target}p"):
             sh("umount", mounted.split()[1])
-    sh("losetup", "-d", target)
-    loop_disks.devices.remove(target)
+    loop_disks.detach(target)
     t0 = time.monotonic()
     guest = Guest(qemu_argv(drive_args([image]), work), work / "boot.log")
     try:

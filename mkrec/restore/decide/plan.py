@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mkrec.errors import MkrecError
-from mkrec.layout.model import VolumeGroup
+from mkrec.layout.model import RaidArray, VolumeGroup
 from mkrec.layout.vgcfg import file_name, mismatch, parse_vgcfg
 from mkrec.restore.ask import Input
 from mkrec.restore.decide.lvresize import (
@@ -232,7 +232,7 @@ def stacked_partitions(system: SavedSystem) -> dict[str, Stacked]:
     out = {}
     for raid in system.raids:
         count = raid.raid_devices or len(raid.members)
-        need = content_need(system, raid.name, pv_ok=raid.level == "raid1")
+        need = content_need(system, raid.name, pv_ok=mirrored(raid))
         for member in raid.members:
             out[f"/dev/{member}"] = Stacked(
                 f"raid {raid.name}", None if need is None else member_need(raid.level, count, need)
@@ -255,13 +255,19 @@ def content_need(system: SavedSystem, name: str, pv_ok: bool = True) -> int | No
     return None
 
 
+def mirrored(raid: RaidArray) -> bool:
+    """Every member holds the whole array, so the array's new size follows its members' (what a
+    PV on it gets is known); striped arrays' is not computed here."""
+    return raid.level == "raid1"
+
+
 def stacked_sizes(system: SavedSystem, resized: Resized) -> Resized:
     """resized, with the RAID1 arrays and LUKS containers made on resized partitions: each is its
     partition's size less the same reserve as before, so (saved, new) of the partition serves."""
     out = dict(resized)
     for raid in system.raids:
         sizes = [out[m] for m in raid.members if m in out]
-        if raid.level == "raid1" and sizes:
+        if mirrored(raid) and sizes:
             out[raid.name] = (min(old for old, _ in sizes), min(new for _, new in sizes))
     for luks in system.luks:
         if luks.device in out:
