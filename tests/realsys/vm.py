@@ -292,10 +292,10 @@ LUKS_ANSWERS = (
 
 
 def run_clone(system: System, workdir: Path, backup: Backup, targets: Disks, tag: str) -> float:
-    """From the rescue shell, as a person would: choose it at the boot menu (two entries up from
-    the default), then clone-disk each saved disk onto the target of the same name (another
-    size; one clone-disk restores all of a RAID's disks), or start-restore (LUKS: it asks the new
-    passphrase, which the test types), and power off."""
+    """From the rescue shell, as a person would: choose it at the boot menu, then clone-disk each
+    saved disk onto the target of the same name (another size; one clone-disk restores all of a
+    RAID's disks), or start-restore (same size), and power off. LUKS asks the new passphrase in
+    both, which the test types."""
     nvram = fresh_nvram(system.firmware, workdir / f"target-{tag}-vars.fd")
     cds: list[str] = []
     for volume in backup.volumes:
