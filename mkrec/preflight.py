@@ -22,7 +22,8 @@ from mkrec.context import Context
 from mkrec.errors import MkrecError, die
 from mkrec.iso import HYBRID_TAIL_MAX
 from mkrec.kernel import find_kernel
-from mkrec.layout.sourcedisks import disks_to_back_up
+from mkrec.layout.parse import md_degraded
+from mkrec.layout.sourcedisks import SYS_BLOCK, disks_to_back_up
 from mkrec.restic.repo import readiness
 from mkrec.runner import which
 from mkrec.sizes import format_size
@@ -274,6 +275,20 @@ def check_disks(ctx: Context) -> Iterable[Result]:
         yield from _check_disk(disk)
 
 
+def check_raids(ctx: Context, sys_block: Path = SYS_BLOCK) -> Iterable[Result]:
+    """A degraded array is backed up as it should be (see mkrec.layout.probe), but the administrator
+    should know before the backup, not after."""
+    for md in sorted(p.name for p in sys_block.glob("md*")):
+        lacking = md_degraded(md, sys_block)
+        if lacking:
+            yield warn(
+                f"raid {md}",
+                f"degraded: {lacking} member(s) missing; the backup records the members it finds",
+                f"see mdadm --detail /dev/{md}; add the member back (mdadm /dev/{md} --add DEV) "
+                "or replace the disk",
+            )
+
+
 def _check_disk(disk: str, opener: Callable[[str, int], int] = os.open) -> Iterable[Result]:
     try:
         mode = os.stat(disk).st_mode
@@ -441,6 +456,7 @@ CHECKS: list[Callable[[Context], Iterable[Result]]] = [
     check_output_excluded,
     check_ram,
     check_disks,
+    check_raids,
     *CONFIG_CHECKS,
 ]
 

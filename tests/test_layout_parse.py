@@ -90,6 +90,34 @@ def test_lsblk_stacked_devices_get_every_parent_from_sysfs(tmp_path: Path) -> No
     assert "loop1" not in stack and "loop2" not in stack
 
 
+def degraded_sysfs(root: Path, degraded: str) -> Path:
+    """/sys/class/block as the guest showed it: md0 started with loop0p1 alone."""
+    (root / "md0" / "slaves" / "loop0p1").mkdir(parents=True)
+    (root / "md0" / "md").mkdir()
+    (root / "md0" / "md" / "degraded").write_text(degraded + "\n")
+    return root
+
+
+def test_a_degraded_array_gets_its_member_that_is_out(tmp_path: Path) -> None:
+    """Captured in a guest: RAID1 over loop0p1 and loop1p1, assembled with loop0p1 only."""
+    devs = parse.parse_lsblk(json.loads(load("degraded-raid1-lsblk.json")))
+    assert devs["loop1p1"].fstype == "linux_raid_member" and devs["loop1p1"].uuid == devs["loop0p1"].uuid
+    sysfs = degraded_sysfs(tmp_path, "1")
+    parse.add_slaves(devs, sysfs)
+    assert parse.add_absent_members(devs, sysfs) == ["loop1p1"]
+    assert devs["md0"].parents == ["loop0p1", "loop1p1"]
+    assert parse.descendants(devs, ["loop1"]) == ["loop1", "md0", "loop1p1"]
+
+
+def test_a_whole_array_takes_no_other_device_of_its_uuid(tmp_path: Path) -> None:
+    """A copy of a member (a cloned disk attached) is not taken into an array that lacks nothing."""
+    devs = parse.parse_lsblk(json.loads(load("degraded-raid1-lsblk.json")))
+    sysfs = degraded_sysfs(tmp_path, "0")
+    parse.add_slaves(devs, sysfs)
+    assert parse.add_absent_members(devs, sysfs) == []
+    assert devs["md0"].parents == ["loop0p1"]
+
+
 def test_blkid_export() -> None:
     esp = parse.parse_export(load("gpt-blkid-p2.txt"))
     assert (esp["TYPE"], esp["LABEL"], esp["UUID"], esp["VERSION"]) == ("vfat", "ESP", "E143-9C1A", "FAT32")

@@ -15,7 +15,7 @@ from mkrec import runner
 from mkrec.config import Config, config_from_dict
 from mkrec.context import Context
 from mkrec.errors import MkrecError
-from mkrec.layout.sourcedisks import disks_to_back_up
+from mkrec.layout.sourcedisks import LSBLK, disks_to_back_up
 from mkrec.tools import CORE, PACKAGE
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -181,8 +181,8 @@ def test_configured_disks_that_do_not_exist_or_are_not_devices(tmp_path: Path) -
 def test_discovery_from_lsblk_output(tmp_path: Path, fp) -> None:  # type: ignore[no-untyped-def]
     # Captured on a VM whose root disk /dev/vda is mounted on / directly (no partition table).
     fixture = (FIXTURES / "lsblk-vm-root.json").read_text()
-    fp.register(["lsblk", "-J", "-l", "-p", "-o", "PATH,TYPE,PKNAME,MOUNTPOINTS"], stdout=fixture)
-    assert disks_to_back_up(ctx_with(tmp_path).config) == ["/dev/vda"]
+    fp.register(LSBLK, stdout=fixture)
+    assert disks_to_back_up(ctx_with(tmp_path).config, tmp_path) == ["/dev/vda"]
 
 
 @pytest.mark.root
@@ -315,17 +315,25 @@ def test_a_raid1_brings_both_member_disks(tmp_path: Path, fp) -> None:  # type: 
     """Debian 12's lsblk -l names one parent for md0 (the realsys raid1 cell captured only vdb):
     sysfs lists every member."""
     rows = [
-        {"path": "/dev/vda", "type": "disk", "pkname": None, "mountpoints": [None]},
-        {"path": "/dev/vda2", "type": "part", "pkname": "/dev/vda", "mountpoints": [None]},
-        {"path": "/dev/vdb", "type": "disk", "pkname": None, "mountpoints": [None]},
-        {"path": "/dev/vdb2", "type": "part", "pkname": "/dev/vdb", "mountpoints": [None]},
-        {"path": "/dev/md0", "type": "raid1", "pkname": "/dev/vdb2", "mountpoints": ["/"]},
+        {"kname": "vda", "type": "disk", "pkname": None, "mountpoints": [None]},
+        {"kname": "vda2", "type": "part", "pkname": "vda", "mountpoints": [None]},
+        {"kname": "vdb", "type": "disk", "pkname": None, "mountpoints": [None]},
+        {"kname": "vdb2", "type": "part", "pkname": "vdb", "mountpoints": [None]},
+        {"kname": "md0", "type": "raid1", "pkname": "vdb2", "mountpoints": ["/"]},
     ]
-    fp.register(
-        ["lsblk", "-J", "-l", "-p", "-o", "PATH,TYPE,PKNAME,MOUNTPOINTS"],
-        stdout=json.dumps({"blockdevices": rows}),
-    )
+    fp.register(LSBLK, stdout=json.dumps({"blockdevices": rows}))
     sys_block = tmp_path / "sys"
     for member in ("vda2", "vdb2"):
         (sys_block / "md0" / "slaves" / member).mkdir(parents=True)
     assert disks_to_back_up(ctx_with(tmp_path).config, sys_block) == ["/dev/vda", "/dev/vdb"]
+
+
+def test_a_degraded_array_warns_before_the_backup(tmp_path: Path) -> None:
+    sys_block = tmp_path / "sys"
+    for md, degraded in (("md0", "1"), ("md1", "0")):
+        (sys_block / md / "md").mkdir(parents=True)
+        (sys_block / md / "md" / "degraded").write_text(degraded + "\n")
+    (sys_block / "md0p1").mkdir()
+    row = only(list(pf.check_raids(ctx_with(tmp_path), sys_block)))
+    assert (row.check, row.status) == ("raid md0", pf.Status.WARN)
+    assert row.detail.startswith("degraded: 1 member(s) missing") and "mdadm /dev/md0 --add" in row.fix

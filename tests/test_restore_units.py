@@ -915,6 +915,8 @@ def test_stack_argv() -> None:
         "mdadm", "--create", "/dev/md0", "--run", "--level=raid1", "--raid-devices=2", "--metadata=1.2",
         f"--uuid={MD_UUID}", "--name=host:0", "/dev/sdb2", "/dev/sdc2",
     ]  # fmt: skip
+    # saved degraded, its second disk gone: it comes back degraded, not refused by mdadm
+    assert cmd.mdadm_create_argv(raid, ["/dev/sdb2"])[-3:] == ["--name=host:0", "/dev/sdb2", "missing"]
     assert cmd.pvcreate_argv(vg.pvs[0].uuid, "/dev/md0") == [
         "pvcreate", *conf, "-ff", "-y", "--uuid", PV_UUID, "--norestorefile",
         "/dev/md0",

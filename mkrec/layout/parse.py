@@ -30,6 +30,8 @@ def blank(value: Any) -> str | None:
 
 # ---------------------------------------------------------------- lsblk
 
+RAID_MEMBER = "linux_raid_member"
+
 
 @dataclass
 class BlockDev:
@@ -45,6 +47,8 @@ class BlockDev:
     model: str | None = None
     serial: str | None = None
     wwn: str | None = None
+    fstype: str | None = None
+    uuid: str | None = None  # a RAID member's: its array's UUID
     parents: list[str] = field(default_factory=list)
     mountpoints: list[str] = field(default_factory=list)
 
@@ -67,6 +71,8 @@ def parse_lsblk(data: dict[str, Any]) -> dict[str, BlockDev]:
                 model=blank(row.get("model")),
                 serial=blank(row.get("serial")),
                 wwn=blank(row.get("wwn")),
+                fstype=blank(row.get("fstype")),
+                uuid=blank(row.get("uuid")),
                 mountpoints=[m for m in row.get("mountpoints") or [] if isinstance(m, str)],
             )
         pk = row.get("pkname")
@@ -84,6 +90,35 @@ def add_slaves(devs: dict[str, BlockDev], sysfs: Path = Path("/sys/class/block")
         except OSError:
             continue
         dev.parents += [s for s in slaves if s in devs and s not in dev.parents]
+
+
+def md_degraded(kname: str, sysfs: Path = Path("/sys/class/block")) -> int:
+    """How many members an MD array lacks; 0 for anything else (and RAID0, linear: no redundancy)."""
+    try:
+        return int((sysfs / kname / "md" / "degraded").read_text())
+    except (OSError, ValueError):
+        return 0
+
+
+def add_absent_members(devs: dict[str, BlockDev], sysfs: Path = Path("/sys/class/block")) -> list[str]:
+    """Give a degraded array the members it lacks but that are here: devices marked as members of
+    the same array (a disk late at boot, a member kicked out) that nothing holds. They become its
+    parents, so their disks are captured and the restore rebuilds the array whole. Returns them."""
+    held = {p for dev in devs.values() for p in dev.parents}
+    added: list[str] = []
+    for md in devs.values():
+        degraded = md_degraded(md.kname, sysfs)
+        uuids = {devs[p].uuid for p in md.parents if devs[p].fstype == RAID_MEMBER} - {None}
+        if not degraded or len(uuids) != 1:
+            continue
+        absent = [
+            d.kname
+            for d in devs.values()
+            if d.fstype == RAID_MEMBER and d.uuid in uuids and d.kname not in held and d.kname != md.kname
+        ]
+        md.parents += absent[:degraded]
+        added += absent[:degraded]
+    return added
 
 
 def descendants(devs: dict[str, BlockDev], roots: list[str]) -> list[str]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import json
+import logging
 import os
 import tempfile
 from dataclasses import dataclass, field
@@ -29,7 +30,10 @@ from mkrec.layout.model import (
     Swap,
     VolumeGroup,
 )
+from mkrec.layout.sourcedisks import block_devices
 from mkrec.runner import run, run_json
+
+log = logging.getLogger("mkrec.layout")
 
 # Without udev, or with an LVM devices file that does not list them, lvm would skip devices the
 # capture must see; reporting is read-only, so scanning every device is safe.
@@ -111,8 +115,7 @@ def resolve_disks(requested: list[str], devs: dict[str, parse.BlockDev]) -> list
 
 
 def probe(requested: list[str]) -> Probed:
-    devs = parse.parse_lsblk(run_json(["lsblk", "-J", "-b", "-O", "-l"]))
-    parse.add_slaves(devs)
+    devs = block_devices()
     knames = resolve_disks(requested, devs)
     relevant = parse.descendants(devs, knames)
     mounts = parse_findmnt(run_json(["findmnt", "-J", "-b", "-l", "-o", FINDMNT_COLUMNS]))
@@ -152,12 +155,32 @@ def probe(requested: list[str]) -> Probed:
         name = names[k]
         if dev.type.startswith("raid") or dev.type == "linear":
             text = run(["mdadm", "--detail", "--export", f"/dev/{k}"]).stdout
-            raid = parse.parse_mdadm_export(text, name, by_path)
+            raid = with_absent_members(parse.parse_mdadm_export(text, name, by_path), dev.parents, names)
             out.raids.append(RaidArray(**{**raid.__dict__, "size": dev.size, "chunk_size": _chunk(k)}))
         if k in knames and out.disks[knames.index(k)].label is not None:
             continue  # a partitioned disk holds partitions, not a filesystem
         _probe_contents(dev, name, k in unreadable, mounts.get(dev.majmin), devs, names, out)
     return out
+
+
+def with_absent_members(raid: RaidArray, parents: list[str], names: dict[str, str]) -> RaidArray:
+    """A degraded array as it should be: the members lsblk found out of it (parse.add_absent_members)
+    join the record, so the restore rebuilds it whole. The administrator is told either way."""
+    absent = tuple(names[p] for p in parents if p in names and names[p] not in raid.members)
+    missing = (raid.raid_devices or 0) - len(raid.members) - len(absent)
+    if absent:
+        log.warning(
+            "warning: RAID %s is degraded: %s is out of it; the backup records it as a member, so the "
+            "restore rebuilds %s whole (here: mdadm /dev/%s --add /dev/%s)",
+            raid.name, ", ".join(absent), raid.name, raid.name, absent[0],
+        )  # fmt: skip
+    if missing > 0:
+        log.warning(
+            "warning: RAID %s is degraded: %d of %d members are missing; the restore recreates it "
+            "degraded (add a disk with mdadm /dev/%s --add DEV afterwards)",
+            raid.name, missing, raid.raid_devices, raid.name,
+        )  # fmt: skip
+    return RaidArray(**{**raid.__dict__, "members": raid.members + absent})
 
 
 def _chunk(kname: str) -> int | None:

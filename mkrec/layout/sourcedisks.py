@@ -6,51 +6,41 @@ from __future__ import annotations
 from pathlib import Path
 
 from mkrec.config import Config
+from mkrec.layout import parse
 from mkrec.runner import run_json
 
 SYS_BLOCK = Path("/sys/class/block")
+LSBLK = ["lsblk", "-J", "-b", "-O", "-l"]
 
 
-def slaves(path: str, sys_block: Path = SYS_BLOCK) -> set[str]:
-    """The devices a stacked device (md, dm) is built on, from sysfs: lsblk -l names only one
-    parent of a RAID1 on Debian 12's util-linux, which left the second disk out of the capture."""
-    try:
-        return {f"/dev/{d.name}" for d in (sys_block / Path(path).name / "slaves").iterdir()}
-    except OSError:
-        return set()
+def block_devices(sys_block: Path = SYS_BLOCK) -> dict[str, parse.BlockDev]:
+    """Every block device with all its parents: lsblk's, the kernel's (every member of a RAID, every
+    PV: Debian 12's lsblk -l names one) and a degraded array's members that are here but out of it."""
+    devs = parse.parse_lsblk(run_json(LSBLK))
+    parse.add_slaves(devs, sys_block)
+    parse.add_absent_members(devs, sys_block)
+    return devs
 
 
 def disks_to_back_up(config: Config, sys_block: Path = SYS_BLOCK) -> list[str]:
-    """The configured disks, or every disk holding a filesystem mounted under [source] root.
-
-    Parentage comes from lsblk's PKNAME in list mode (without udev, lsblk's tree can show
-    partitions flat) and, for stacked devices, from sysfs (every member of a RAID, every PV).
-    """
+    """The configured disks, or every disk holding a filesystem mounted under [source] root."""
     if config.source.disks:
         return list(config.source.disks)
-    rows = run_json(["lsblk", "-J", "-l", "-p", "-o", "PATH,TYPE,PKNAME,MOUNTPOINTS"]).get("blockdevices", [])
-    parents: dict[str, set[str]] = {}
-    types: dict[str, str] = {}
-    for row in rows:
-        types[row["path"]] = row.get("type") or ""
-        parents.setdefault(row["path"], set()).update(slaves(row["path"], sys_block))
-        if row.get("pkname"):
-            parents[row["path"]].add(row["pkname"])
-    partitioned = {p for path, ps in parents.items() if types.get(path) == "part" for p in ps}
+    devs = block_devices(sys_block)
+    partitioned = {p for dev in devs.values() if dev.type == "part" for p in dev.parents}
 
-    def is_disk(path: str) -> bool:
+    def is_disk(k: str) -> bool:
         # A partitioned loop device is a disk image (tests, VM images); an unpartitioned one
         # (a snap, a mounted ISO) is not a disk to rebuild.
-        return types.get(path) == "disk" or (types.get(path) == "loop" and path in partitioned)
+        return devs[k].type == "disk" or (devs[k].type == "loop" and k in partitioned)
 
-    def tops(path: str, seen: frozenset[str] = frozenset()) -> set[str]:
-        ups = parents.get(path, set()) - seen
-        return {path} if not ups else set().union(*(tops(up, seen | {path}) for up in ups))
+    def tops(k: str, seen: frozenset[str] = frozenset()) -> set[str]:
+        ups = [p for p in devs[k].parents if p in devs and p not in seen]
+        return {k} if not ups else set().union(*(tops(up, seen | {k}) for up in ups))
 
     root = str(config.source.root).rstrip("/")
     found: list[str] = []
-    for row in rows:
-        mounts = [m for m in row.get("mountpoints") or [] if isinstance(m, str)]
-        if any(m == (root or "/") or m.startswith(root + "/") for m in mounts):
-            found += [top for top in sorted(tops(row["path"])) if is_disk(top) and top not in found]
-    return found
+    for dev in devs.values():
+        if any(m == (root or "/") or m.startswith(root + "/") for m in dev.mountpoints):
+            found += [f"/dev/{top}" for top in sorted(tops(dev.kname)) if is_disk(top)]
+    return list(dict.fromkeys(found))

@@ -222,6 +222,8 @@ def run_backup(system: System, workdir: Path) -> Backup:
             "mount -t 9p -o trans=virtio,version=9p2000.L,msize=262144 mkrecout /var/lib/mkrec",
             120,
         )
+        if system.stack == "raid1":  # into source.log: whether md0 came up whole (CI once saw it not)
+            shell(guest, "raid state", "cat /proc/mdstat", 60)
         started = time.monotonic()
         try:
             shell(

@@ -131,8 +131,11 @@ def grub_modules_for(fstype: str, label: str) -> str:
 
 
 def mdadm_create_argv(raid: RaidArray, members: list[str]) -> list[str]:
+    """A member the saved array lacked (degraded at the backup, its disk gone) stays "missing": the
+    array comes back as it was, degraded, rather than not at all."""
+    count = max(raid.raid_devices or 0, len(members))
     argv = ["mdadm", "--create", f"/dev/{raid.name}", "--run", f"--level={raid.level}"]
-    argv.append(f"--raid-devices={raid.raid_devices or len(members)}")
+    argv.append(f"--raid-devices={count}")
     if raid.metadata:
         argv.append(f"--metadata={raid.metadata}")
     if raid.uuid:
@@ -141,7 +144,7 @@ def mdadm_create_argv(raid: RaidArray, members: list[str]) -> list[str]:
         argv.append(f"--name={raid.md_name}")
     if raid.chunk_size:
         argv.append(f"--chunk={raid.chunk_size // 1024}K")
-    return [*argv, *members]
+    return [*argv, *members, *["missing"] * (count - len(members))]
 
 
 def mdadm_assemble_argv(raid: RaidArray, members: list[str]) -> list[str]:
