@@ -55,16 +55,24 @@ start=$(date +%s.%N)
 end=$(date +%s.%N)
 echo "$start $end" > capture-time.txt
 {python} -m mkrec layout show {out}/capture > show.txt
-echo GUEST-DONE
 """
 
 
-@pytest.mark.vm
-def test_capture_raid_lvm_luks_esp_in_guest(tmp_path: Path) -> None:
-    script = SCRIPT.format(out=tmp_path, python=shlex.quote(str(PYTHON)))
-    (tmp_path / "run.sh").write_text(script)
-    proc = run_in_guest(f"bash {tmp_path / 'run.sh'}", tmp_path)
+@pytest.fixture(scope="module")
+def guest(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One guest boot for both tests: the full stack in out/, the degraded array in out/degraded/."""
+    out = tmp_path_factory.mktemp("guest")
+    python = shlex.quote(str(PYTHON))
+    script = SCRIPT.format(out=out, python=python) + DEGRADED.format(out=out / "degraded", python=python)
+    (out / "run.sh").write_text(script + "echo GUEST-DONE\n")
+    proc = run_in_guest(f"bash {out / 'run.sh'}", out)
     assert "GUEST-DONE" in proc.stdout, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return out
+
+
+@pytest.mark.vm
+def test_capture_raid_lvm_luks_esp_in_guest(guest: Path) -> None:
+    tmp_path = guest
     a, b, c, e = (d.removeprefix("/dev/") for d in (tmp_path / "devices.txt").read_text().split())
     esp_uuid, root_uuid, home_uuid, crypt_uuid = (tmp_path / "uuids.txt").read_text().split()
     layout = read_layout(tmp_path / "capture" / "layout.toml")
@@ -126,49 +134,42 @@ def test_capture_raid_lvm_luks_esp_in_guest(tmp_path: Path) -> None:
 
 
 DEGRADED = r"""
-set -e
-cd {out}
-export PATH=/usr/sbin:/usr/bin:/sbin:/bin
-modprobe loop; modprobe raid1
+mkdir -p {out} && cd {out}
 truncate -s 200M a.img; truncate -s 200M b.img
 A=$(losetup -f -P --show a.img); B=$(losetup -f -P --show b.img)
 for d in $A $B; do
   printf 'label: gpt\nsize=150MiB, type=A19D880F-05FC-4D3B-A006-743F0F84911E\n' | sfdisk -q $d
   partx -a $d 2>/dev/null || true
 done
-mdadm --create /dev/md0 --run --level=1 --raid-devices=2 --metadata=1.2 --assume-clean ${{A}}p1 ${{B}}p1
-mkfs.ext4 -q -L mdroot /dev/md0
+mdadm --create /dev/md1 --run --level=1 --raid-devices=2 --metadata=1.2 --assume-clean ${{A}}p1 ${{B}}p1
+mkfs.ext4 -q -L mdroot /dev/md1
 # What the realsys raid1 cell met on a loaded host: md0 started with its first member only
-mdadm --stop /dev/md0
-mdadm --assemble --run /dev/md0 ${{A}}p1
-mkdir -p root && mount /dev/md0 root
+mdadm --stop /dev/md1
+mdadm --assemble --run /dev/md1 ${{A}}p1
+mkdir -p root && mount /dev/md1 root
 # udev re-reads a member only when told (or on close after a write); lsblk shows udev's record
 udevadm trigger --action=change --subsystem-match=block && udevadm settle
 printf '[source]\nroot = "{out}/root"\n' > mkrec.toml
 echo "$A $B" > devices.txt
 lsblk -J -b -O -l > lsblk.json
-cat /sys/block/md0/md/degraded > degraded.txt
+cat /sys/block/md1/md/degraded > degraded.txt
 {python} -m mkrec --config mkrec.toml layout capture -o {out}/capture > capture.txt 2>&1
-umount root; mdadm --stop /dev/md0
+umount root; mdadm --stop /dev/md1
 # The same array with its second disk gone: recorded degraded, one member
-mdadm --assemble --run /dev/md0 ${{A}}p1
+mdadm --assemble --run /dev/md1 ${{A}}p1
 wipefs -a -q ${{B}}p1
 udevadm trigger --action=change --subsystem-match=block && udevadm settle
-mount /dev/md0 root
+mount /dev/md1 root
 {python} -m mkrec --config mkrec.toml layout capture -o {out}/gone > gone.txt 2>&1
-echo GUEST-DONE
 """
 
 
 @pytest.mark.vm
-def test_a_degraded_raid1_is_captured_with_its_member_that_is_out(tmp_path: Path) -> None:
+def test_a_degraded_raid1_is_captured_with_its_member_that_is_out(guest: Path) -> None:
     """Both disks are found from the mounted root alone, the member out of the array is recorded in
-    it (the restore rebuilds md0 whole), and the administrator is told; with the second disk gone,
-    md0 is recorded with one member of two."""
-    script = DEGRADED.format(out=tmp_path, python=shlex.quote(str(PYTHON)))
-    (tmp_path / "run.sh").write_text(script)
-    proc = run_in_guest(f"bash {tmp_path / 'run.sh'}", tmp_path)
-    assert "GUEST-DONE" in proc.stdout, proc.stdout[-3000:] + proc.stderr[-3000:]
+    it (the restore rebuilds md1 whole), and the administrator is told; with the second disk gone,
+    md1 is recorded with one member of two."""
+    tmp_path = guest / "degraded"
     a, b = (d.removeprefix("/dev/") for d in (tmp_path / "devices.txt").read_text().split())
     assert (tmp_path / "degraded.txt").read_text().strip() == "1"
 
@@ -177,11 +178,11 @@ def test_a_degraded_raid1_is_captured_with_its_member_that_is_out(tmp_path: Path
     (raid,) = layout.raids
     assert (raid.members, raid.raid_devices) == ((f"{a}p1", f"{b}p1"), 2)
     said = (tmp_path / "capture.txt").read_text()
-    assert f"RAID md0 is degraded: {b}p1 is out of it" in said, said
+    assert f"RAID md1 is degraded: {b}p1 is out of it" in said, said
 
     gone = read_layout(tmp_path / "gone" / "layout.toml")
     assert [d.name for d in gone.disks] == [a]
     (raid,) = gone.raids
     assert (raid.members, raid.raid_devices) == ((f"{a}p1",), 2)
     said = (tmp_path / "gone.txt").read_text()
-    assert "RAID md0 is degraded: 1 of 2 members are missing" in said, said
+    assert "RAID md1 is degraded: 1 of 2 members are missing" in said, said
