@@ -1,6 +1,8 @@
 """Layout capture of MD RAID, LVM, LUKS and a mounted vfat ESP, inside a virtme-ng guest (the host
 kernel has no md, device-mapper or vfat). One guest run builds everything and runs
-`mkrec layout capture`; the host then reads the layout back and compares it field by field."""
+`mkrec layout capture`; the host then reads the layout back and compares it field by field.
+A RAID1 started degraded is captured in the same guest run.
+"""
 
 from __future__ import annotations
 
@@ -143,7 +145,7 @@ for d in $A $B; do
 done
 mdadm --create /dev/md1 --run --level=1 --raid-devices=2 --metadata=1.2 --assume-clean ${{A}}p1 ${{B}}p1
 mkfs.ext4 -q -L mdroot /dev/md1
-# What the realsys raid1 cell met on a loaded host: md0 started with its first member only
+# What a realsys raid1 source met once on CI: the array started with its first member only
 mdadm --stop /dev/md1
 mdadm --assemble --run /dev/md1 ${{A}}p1
 mkdir -p root && mount /dev/md1 root
