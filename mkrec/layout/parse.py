@@ -31,6 +31,7 @@ def blank(value: Any) -> str | None:
 # ---------------------------------------------------------------- lsblk
 
 RAID_MEMBER = "linux_raid_member"
+SYS_BLOCK = Path("/sys/class/block")
 
 
 @dataclass
@@ -81,7 +82,7 @@ def parse_lsblk(data: dict[str, Any]) -> dict[str, BlockDev]:
     return devs
 
 
-def add_slaves(devs: dict[str, BlockDev], sysfs: Path = Path("/sys/class/block")) -> None:
+def add_slaves(devs: dict[str, BlockDev], sysfs: Path = SYS_BLOCK) -> None:
     """Complete every device's parents from the kernel's own list (<sysfs>/<kname>/slaves):
     `lsblk -l` names only one parent of a device stacked on several (md0 over two disks)."""
     for dev in devs.values():
@@ -92,7 +93,7 @@ def add_slaves(devs: dict[str, BlockDev], sysfs: Path = Path("/sys/class/block")
         dev.parents += [s for s in slaves if s in devs and s not in dev.parents]
 
 
-def md_degraded(kname: str, sysfs: Path = Path("/sys/class/block")) -> int:
+def md_degraded(kname: str, sysfs: Path = SYS_BLOCK) -> int:
     """How many members an MD array lacks; 0 for anything else (and RAID0, linear: no redundancy)."""
     try:
         return int((sysfs / kname / "md" / "degraded").read_text())
@@ -100,7 +101,7 @@ def md_degraded(kname: str, sysfs: Path = Path("/sys/class/block")) -> int:
         return 0
 
 
-def add_absent_members(devs: dict[str, BlockDev], sysfs: Path = Path("/sys/class/block")) -> list[str]:
+def add_absent_members(devs: dict[str, BlockDev], sysfs: Path = SYS_BLOCK) -> list[str]:
     """Give a degraded array the members it lacks but that are here: devices marked as members of
     the same array (a disk late at boot, a member kicked out) that nothing holds. They become its
     parents, so their disks are captured and the restore rebuilds the array whole. Returns them."""

@@ -9,7 +9,7 @@ from mkrec.config import Config
 from mkrec.layout import parse
 from mkrec.runner import run_json
 
-SYS_BLOCK = Path("/sys/class/block")
+SYS_BLOCK = parse.SYS_BLOCK
 LSBLK = ["lsblk", "-J", "-b", "-O", "-l"]
 
 
